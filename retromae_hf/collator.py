@@ -1,0 +1,286 @@
+"""RetroMAE's masking: whole-word masks for the encoder, position-specific attention masks for the decoder.
+
+`RetroMAECollator` turns texts (or tokenized examples) into exactly the six keys `RetroMAEForPreTraining.forward`
+takes. It follows the official collator's rules, vectorised in torch over the batch:
+
+- **Encoder**: whole words are chosen in random order until `max(1, round(n * encoder_mask_ratio))` tokens are
+  selected (`n` counts the special tokens, as the official code does); selected tokens become [MASK] 80% of the
+  time, a random token 10%, unchanged 10%. Special tokens and padding are never selected.
+- **Decoder**: each sequence draws a pool of `min(n, decoder_pool_size)` whole-word masks with
+  `decoder_mask_ratio`; every query position picks one of them at random and also hides itself. Special tokens
+  are in no mask, so [CLS] is visible to every row but its own; padding is never attended.
+- **Decoder labels**: every real token except [CLS] (position 0) and the final separator.
+
+Whole words come from the fast tokenizer's `word_ids()`, so WordPiece (BERT), byte-level BPE (RoBERTa) and
+SentencePiece (XLM-R) tokenizers all work; the official collator only understands WordPiece's `##`.
+
+Word selection replays the official greedy rule exactly (random word order; a word that would overshoot the
+budget is skipped and shorter later words still get their turn); only the random number streams differ.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+FORWARD_KEYS = (
+    "encoder_input_ids",
+    "encoder_attention_mask",
+    "encoder_labels",
+    "decoder_input_ids",
+    "decoder_attention_mask",
+    "decoder_labels",
+)
+_WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark the *start* of a word
+
+
+def sample_whole_word_masks(
+    word_ids: torch.Tensor, budget: torch.Tensor, num_draws: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw `num_draws` independent whole-word masks per row.
+
+    Args:
+        word_ids: `[B, L]` word index of each token within its row, -1 for tokens that may never be masked.
+        budget: `[B]` maximum number of tokens to mask in each row.
+        num_draws: masks to draw per row.
+        generator: optional torch generator (the global RNG otherwise).
+
+    Returns:
+        `[B, num_draws, L]` boolean masks: words visited in a uniformly random order, each taken if it still fits
+        the budget (the official `_whole_word_mask` rule).
+    """
+    batch, seq_len = word_ids.shape
+    num_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
+    if num_words <= 0:
+        return torch.zeros(batch, num_draws, seq_len, dtype=torch.bool)
+    maskable = word_ids >= 0
+    index = word_ids.clamp(min=0)
+    # int16 throughout: word lengths and budgets are far below 2**15, and the batch-wide tensors stay small.
+    word_len = torch.zeros(batch, num_words, dtype=torch.int16).scatter_add_(1, index, maskable.to(torch.int16))
+
+    # A uniformly random word order per draw. numpy's radix sort of 16-bit keys is several times faster than a
+    # float argsort; equal keys (a few pairs per draw) keep their index order, a negligible bias.
+    keys = torch.randint(-(2**15), 2**15, (batch * num_draws, num_words), dtype=torch.int16, generator=generator)
+    keys.view(batch, num_draws, num_words).masked_fill_((word_len == 0)[:, None, :], 2**15 - 1)
+    order = torch.from_numpy(np.argsort(keys.numpy(), axis=-1, kind="stable")).view(batch, num_draws, num_words)
+    lengths = word_len[:, None, :].expand(-1, num_draws, -1).gather(-1, order)
+
+    # The official greedy rule: walk the words in order, take each one that still fits, skip one that does not.
+    # Each pass takes the longest run of still-fitting words, so a handful of passes replays the whole walk.
+    # Rows are flattened so that later passes, which concern only a few rows, touch only those rows.
+    pending = lengths.reshape(batch * num_draws, num_words).clone()  # words not yet taken nor ruled out; else 0
+    remaining = budget.to(torch.int16).repeat_interleave(num_draws)[:, None]
+    taken_in_order = torch.zeros(pending.shape, dtype=torch.bool)
+    rows = None  # all rows in the first pass
+    while True:
+        pending.masked_fill_(pending > remaining, 0)  # budgets only shrink: a word too long now stays too long
+        active = pending.any(-1).nonzero().squeeze(-1)
+        if active.numel() == 0:
+            break
+        rows = active if rows is None else rows[active]
+        pending, remaining = pending[active], remaining[active]
+        take = (pending.cumsum(-1, dtype=torch.int16) <= remaining) & (pending > 0)
+        taken_in_order[rows] |= take
+        remaining = remaining - (pending * take).sum(-1, keepdim=True, dtype=torch.int16)
+        pending.masked_fill_(take, 0)
+    taken_in_order = taken_in_order.view(batch, num_draws, num_words)
+    taken = torch.zeros_like(taken_in_order).scatter_(-1, order, taken_in_order)
+    token_mask = taken.gather(-1, index[:, None, :].expand(-1, num_draws, -1))
+    return token_mask & maskable[:, None, :]
+
+
+class RetroMAECollator:
+    """Batch texts or tokenized examples into the inputs of `RetroMAEForPreTraining`.
+
+    Args:
+        tokenizer: a *fast* tokenizer (its `word_ids()` drive whole-word masking).
+        encoder_mask_ratio: share of tokens the encoder must predict (paper: 0.15-0.3; default 0.3).
+        decoder_mask_ratio: share of context each decoder row hides (paper: 0.5-0.7; default 0.5).
+        max_length: longest sequence, special tokens included; longer inputs are truncated.
+        decoder_pool_size: cap on the number of decoder masks drawn per sequence (official: 256).
+        mask_replace_prob: share of encoder-selected tokens replaced by [MASK] (BERT: 0.8).
+        random_replace_prob: share replaced by a random token (BERT: 0.1); the rest stay unchanged.
+        pad_to_multiple_of: pad the sequence length up to a multiple of this (tensor-core friendly).
+        generator: a torch generator for reproducible masks; the global RNG by default, which the Trainer and
+            each DataLoader worker seed (a generator object would be copied identically into every worker).
+
+    Each example may be a string, a mapping with a `text` key, or a mapping with `input_ids` (special tokens
+    included) and optionally `word_ids` (-1 for special tokens); without `word_ids` the words are recovered from
+    the tokens' spelling (`##` continuations, or `Ġ`/`▁` word starts).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        encoder_mask_ratio: float = 0.3,
+        decoder_mask_ratio: float = 0.5,
+        max_length: int = 512,
+        decoder_pool_size: int = 256,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        pad_to_multiple_of: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        for name, value in (("encoder_mask_ratio", encoder_mask_ratio), ("decoder_mask_ratio", decoder_mask_ratio)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if not 0.0 <= mask_replace_prob + random_replace_prob <= 1.0 or min(mask_replace_prob, random_replace_prob) < 0:
+            raise ValueError("mask_replace_prob and random_replace_prob must be >= 0 and sum to at most 1")
+        if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError(f"the tokenizer {type(tokenizer).__name__} needs a mask token and a pad token")
+        if max_length < 3:
+            raise ValueError(f"max_length must leave room for a token between the special tokens, got {max_length}")
+        self.tokenizer = tokenizer
+        self.encoder_mask_ratio = encoder_mask_ratio
+        self.decoder_mask_ratio = decoder_mask_ratio
+        self.max_length = max_length
+        self.decoder_pool_size = decoder_pool_size
+        self.mask_replace_prob = mask_replace_prob
+        self.random_replace_prob = random_replace_prob
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.generator = generator
+        # [UNK] is an ordinary, maskable token for the official collator; only structural specials are excluded.
+        self._special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        self._warned_truncation = False
+        self._is_wordpiece: bool | None = None  # decided from the vocabulary on first use
+
+    # ------------------------------------------------------------------ inputs
+    def _tokenize(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+        if not self.tokenizer.is_fast:
+            raise ValueError("RetroMAECollator needs a fast tokenizer for texts (whole words come from word_ids())")
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, add_special_tokens=True)
+        rows = []
+        for i, ids in enumerate(encoded["input_ids"]):
+            words = [-1 if w is None else w for w in encoded.word_ids(i)]
+            rows.append((ids, words))
+        return rows
+
+    def _words_from_spelling(self, input_ids: Sequence[int]) -> list[int]:
+        if self._is_wordpiece is None:
+            self._is_wordpiece = any(token.startswith("##") for token in self.tokenizer.get_vocab())
+        words, current, after_special = [], -1, True
+        for token_id, token in zip(input_ids, self.tokenizer.convert_ids_to_tokens(list(input_ids)), strict=True):
+            if token_id in self._special_ids:
+                words.append(-1)
+                after_special = True
+                continue
+            starts_word = not token.startswith("##") if self._is_wordpiece else token.startswith(_WORD_START_MARKERS)
+            if starts_word or after_special:
+                current += 1
+            after_special = False
+            words.append(current)
+        return words
+
+    def _truncate(self, ids: list[int], words: list[int]) -> tuple[list[int], list[int]]:
+        if len(ids) <= self.max_length:
+            return ids, words
+        if not self._warned_truncation:
+            logger.warning("an example of %d tokens was truncated to max_length=%d", len(ids), self.max_length)
+            self._warned_truncation = True
+        # Keep the closing special token so the sequence still ends like the tokenizer makes it.
+        return ids[: self.max_length - 1] + ids[-1:], words[: self.max_length - 1] + words[-1:]
+
+    def _rows(self, examples: Sequence[Any]) -> list[tuple[list[int], list[int]]]:
+        if len(examples) == 0:
+            raise ValueError("RetroMAECollator got an empty batch")
+        texts, rows, positions = [], [None] * len(examples), []
+        for i, example in enumerate(examples):
+            if isinstance(example, str):
+                texts.append(example)
+                positions.append(i)
+            elif isinstance(example, Mapping) and "input_ids" in example:
+                ids = [int(t) for t in example["input_ids"]]
+                words = example.get("word_ids")
+                words = (
+                    self._words_from_spelling(ids) if words is None else [-1 if w is None else int(w) for w in words]
+                )
+                if len(words) != len(ids):
+                    raise ValueError(f"example {i}: word_ids has {len(words)} entries for {len(ids)} input_ids")
+                rows[i] = self._truncate(ids, words)
+            elif isinstance(example, Mapping) and "text" in example:
+                texts.append(example["text"])
+                positions.append(i)
+            else:
+                raise ValueError(
+                    f"example {i} must be a string or a mapping with 'text' or 'input_ids', got {type(example).__name__}"
+                    + (f" with keys {sorted(example)}" if isinstance(example, Mapping) else "")
+                )
+        for i, text in zip(positions, texts, strict=True):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"example {i} has an empty or non-string text: {text!r}")
+        for i, row in zip(positions, self._tokenize(texts) if texts else [], strict=True):
+            rows[i] = row
+        for i, (ids, _) in enumerate(rows):
+            if len(ids) < 3:
+                raise ValueError(f"example {i} has {len(ids)} tokens; RetroMAE needs at least one besides the specials")
+        return rows
+
+    # ------------------------------------------------------------------ masking
+    def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        rows = self._rows(examples)
+        lengths = torch.tensor([len(ids) for ids, _ in rows])
+        seq_len = int(lengths.max())
+        if self.pad_to_multiple_of:
+            seq_len = -(-seq_len // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = len(rows)
+        input_ids = torch.full((batch, seq_len), self.tokenizer.pad_token_id, dtype=torch.long)
+        word_ids = torch.full((batch, seq_len), -1, dtype=torch.long)
+        for i, (ids, words) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            word_ids[i, : len(words)] = torch.tensor(words)
+        positions = torch.arange(seq_len)
+        real = positions[None, :] < lengths[:, None]  # [B, L]
+
+        encoder_input_ids, encoder_labels = self._mask_encoder(input_ids, word_ids, lengths)
+        decoder_attention_mask = self._decoder_attention(word_ids, lengths, real)
+        decoder_labels = input_ids.masked_fill(~real, IGNORE_INDEX)
+        decoder_labels[:, 0] = IGNORE_INDEX
+        decoder_labels[torch.arange(batch), lengths - 1] = IGNORE_INDEX
+        return {
+            "encoder_input_ids": encoder_input_ids,
+            "encoder_attention_mask": real.long(),
+            "encoder_labels": encoder_labels,
+            "decoder_input_ids": input_ids,
+            "decoder_attention_mask": decoder_attention_mask,
+            "decoder_labels": decoder_labels,
+        }
+
+    def _budget(self, lengths: torch.Tensor, ratio: float) -> torch.Tensor:
+        return torch.round(lengths.double() * ratio).long().clamp(min=1)
+
+    def _mask_encoder(
+        self, input_ids: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        selected = sample_whole_word_masks(
+            word_ids, self._budget(lengths, self.encoder_mask_ratio), 1, self.generator
+        ).squeeze(1)
+        labels = input_ids.masked_fill(~selected, IGNORE_INDEX)
+        roll = torch.rand(input_ids.shape, generator=self.generator)
+        to_mask = selected & (roll < self.mask_replace_prob)
+        to_random = selected & ~to_mask & (roll < self.mask_replace_prob + self.random_replace_prob)
+        masked = input_ids.masked_fill(to_mask, self.tokenizer.mask_token_id)
+        random_tokens = torch.randint(len(self.tokenizer), input_ids.shape, generator=self.generator)
+        masked = torch.where(to_random, random_tokens, masked)
+        return masked, labels
+
+    def _decoder_attention(self, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        batch, seq_len = word_ids.shape
+        pool_sizes = lengths.clamp(max=self.decoder_pool_size)
+        pool = sample_whole_word_masks(
+            word_ids, self._budget(lengths, self.decoder_mask_ratio), int(pool_sizes.max()), self.generator
+        )  # [B, P, L]
+        # Each query row picks a pool member uniformly among its own sequence's pool.
+        pick = (torch.rand(batch, seq_len, generator=self.generator) * pool_sizes[:, None]).long()
+        hidden = pool.gather(1, pick[:, :, None].expand(-1, -1, seq_len))  # [B, L(query), L(key)]
+        hidden |= torch.eye(seq_len, dtype=torch.bool)[None]
+        visible = ~hidden & real[:, :, None] & real[:, None, :]
+        return visible.to(torch.uint8)
+
+
+__all__ = ["FORWARD_KEYS", "RetroMAECollator", "sample_whole_word_masks"]

@@ -1,0 +1,262 @@
+"""Masking collator: statistical and structural properties of the six forward tensors."""
+
+import pytest
+import torch
+from conftest import shared_path
+
+from retromae_hf import RetroMAECollator
+from retromae_hf.collator import FORWARD_KEYS, sample_whole_word_masks
+
+TEXTS = [
+    "Dense retrieval encodes queries and passages into vectors and compares them with an inner product.",
+    "Unbelievably, the lighthouse keeper's granddaughter reorganised the encyclopaedias alphabetically.",
+    "A short one.",
+    "The masked auto-encoder reconstructs the sentence from its sentence embedding and a heavily masked copy of it.",
+]
+
+
+def corpus_lines(count=64):
+    return [line.strip() for line in open(shared_path("data", "corpus", "gutenberg_en.txt"), encoding="utf-8")][:count]
+
+
+def words_of(tokenizer, batch_texts, max_length):
+    encoded = tokenizer(batch_texts, truncation=True, max_length=max_length)
+    return [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(batch_texts))]
+
+
+def padded_word_ids(word_rows, seq_len):
+    out = torch.full((len(word_rows), seq_len), -1)
+    for i, row in enumerate(word_rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+def assert_decoder_mask_structure(mask, word_ids, lengths):
+    """Properties every decoder mask must have, official or ours."""
+    batch, _seq_len, _ = mask.shape
+    mask = mask.bool()
+    for b in range(batch):
+        n = int(lengths[b])
+        assert not mask[b, n:].any() and not mask[b, :, n:].any(), "padding is attended"
+        assert not mask[b, :n, :n].diagonal().any(), "a position sees itself"
+        for i in range(1, n):
+            assert mask[b, i, 0], "[CLS] hidden from another row"
+        words = word_ids[b, :n]
+        for i in range(n):
+            row = mask[b, i, :n].clone()
+            row[i] = not row[i]  # undo the forced self-mask, then whole words must be all-visible or all-hidden
+            for w in words[words >= 0].unique():
+                tokens = row[words == w]
+                if words[i] == w:
+                    tokens = row[(words == w) & (torch.arange(n) != i)]
+                assert tokens.all() or not tokens.any(), f"word {int(w)} split in row {i}"
+
+
+def test_outputs_exactly_the_forward_keys(bert_tokenizer):
+    batch = RetroMAECollator(bert_tokenizer, max_length=32)(TEXTS)
+    assert tuple(batch) == FORWARD_KEYS
+    bsz, seq_len = batch["encoder_input_ids"].shape
+    assert bsz == len(TEXTS) and seq_len <= 32
+    assert batch["decoder_attention_mask"].shape == (bsz, seq_len, seq_len)
+    assert torch.equal(batch["decoder_input_ids"].ne(0), batch["encoder_attention_mask"].bool())
+
+
+def test_accepts_texts_mappings_and_tokenized_examples_alike(bert_tokenizer):
+    collator = RetroMAECollator(bert_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
+    from_texts = collator(TEXTS)
+    collator.generator = torch.Generator().manual_seed(0)
+    from_dicts = collator([{"text": t} for t in TEXTS])
+    encoded = bert_tokenizer(TEXTS, truncation=True, max_length=40)
+    collator.generator = torch.Generator().manual_seed(0)
+    from_ids = collator([{"input_ids": ids} for ids in encoded["input_ids"]])  # words recovered from "##"
+    for key in FORWARD_KEYS:
+        assert torch.equal(from_texts[key], from_dicts[key]), key
+        assert torch.equal(from_texts[key], from_ids[key]), key
+
+
+def test_encoder_mask_ratio_replacement_and_special_tokens(bert_tokenizer):
+    lines = corpus_lines(64)
+    collator = RetroMAECollator(bert_tokenizer, encoder_mask_ratio=0.3, max_length=128)
+    selected = total = masked = unchanged = 0
+    for _ in range(10):
+        batch = collator(lines)
+        labels = batch["encoder_labels"]
+        chosen = labels != -100
+        lengths = batch["encoder_attention_mask"].sum(1)
+        originals = batch["decoder_input_ids"]
+        assert not chosen[:, 0].any(), "[CLS] selected"
+        assert not chosen[torch.arange(len(lines)), lengths - 1].any(), "[SEP] selected"
+        assert not (chosen & ~batch["encoder_attention_mask"].bool()).any(), "padding selected"
+        assert torch.equal(labels[chosen], originals[chosen])
+        selected += chosen.sum().item()
+        total += lengths.sum().item()
+        inputs = batch["encoder_input_ids"][chosen]
+        masked += (inputs == bert_tokenizer.mask_token_id).sum().item()
+        unchanged += (inputs == originals[chosen]).sum().item()
+        assert torch.equal(batch["encoder_input_ids"][~chosen], originals[~chosen])
+    assert selected / total == pytest.approx(0.3, abs=0.015)
+    assert masked / selected == pytest.approx(0.8, abs=0.02)
+    assert unchanged / selected == pytest.approx(0.1, abs=0.02)
+
+
+def test_encoder_masks_whole_words(bert_tokenizer):
+    lines = corpus_lines(32)
+    collator = RetroMAECollator(bert_tokenizer, max_length=96)
+    word_rows = words_of(bert_tokenizer, lines, 96)
+    multi_piece_words_seen = 0
+    for _ in range(5):
+        batch = collator(lines)
+        chosen = batch["encoder_labels"] != -100
+        for b, row in enumerate(word_rows):
+            words = torch.tensor(row)
+            for w in words[words >= 0].unique():
+                tokens = chosen[b, : len(row)][words == w]
+                multi_piece_words_seen += int(len(tokens) > 1 and tokens.all())
+                assert tokens.all() or not tokens.any()
+    assert multi_piece_words_seen > 0  # the property was exercised on words of several pieces
+
+
+def test_decoder_mask_rules_and_ratio(bert_tokenizer):
+    lines = corpus_lines(24)
+    collator = RetroMAECollator(bert_tokenizer, decoder_mask_ratio=0.5, max_length=64)
+    batch = collator(lines)
+    lengths = batch["encoder_attention_mask"].sum(1)
+    word_ids = padded_word_ids(words_of(bert_tokenizer, lines, 64), lengths.max())
+    assert_decoder_mask_structure(batch["decoder_attention_mask"], word_ids, lengths)
+    hidden = visible = 0
+    for _ in range(10):
+        mask = collator(lines)["decoder_attention_mask"].bool()
+        for b, n in enumerate(lengths.tolist()):
+            body = mask[b, :n, :n]
+            hidden += (~body).sum().item() - n  # minus the forced self-mask
+            visible += body.sum().item()
+    total_tokens = sum(n * n for n in lengths.tolist()) * 10
+    special = sum(2 * n for n in lengths.tolist()) * 10  # [CLS] and [SEP] are never in the pool
+    assert hidden / (total_tokens - special) == pytest.approx(0.5 * (total_tokens / (total_tokens - special)), abs=0.03)
+
+
+def test_property_checker_accepts_the_official_collators_masks():
+    """The structural checks hold on masks made by the official collator (the parity fixture)."""
+    from safetensors.torch import load_file
+
+    inputs = load_file(str(shared_path("fixtures", "retromae_reference", "staoxiao", "inputs.safetensors")))
+    ids, lengths = inputs["decoder_input_ids"], inputs["encoder_attention_mask"].sum(1)
+    word_ids = torch.full_like(ids, -1)
+    for b, n in enumerate(lengths.tolist()):
+        current = -1
+        for i in range(1, n - 1):
+            current += int(ids[b, i] < 768)  # ids >= 768 are "##" continuations in the fixture's vocabulary
+            word_ids[b, i] = current
+    assert_decoder_mask_structure(inputs["decoder_attention_mask"], word_ids, lengths)
+
+
+def test_decoder_labels_cover_every_real_token_but_cls_and_final_sep(bert_tokenizer):
+    batch = RetroMAECollator(bert_tokenizer, max_length=32)(TEXTS)
+    lengths = batch["encoder_attention_mask"].sum(1)
+    for b, n in enumerate(lengths.tolist()):
+        labels = batch["decoder_labels"][b]
+        assert labels[0] == -100 and labels[n - 1] == -100 and (labels[n:] == -100).all()
+        assert torch.equal(labels[1 : n - 1], batch["decoder_input_ids"][b, 1 : n - 1])
+
+
+def test_greedy_whole_word_rule_matches_the_official_walk():
+    # One 5-piece word and two 1-piece words, budget 4: the 5-piece word never fits and is skipped, the two
+    # short words are always taken (the official loop keeps trying after a word that overshoots).
+    word_ids = torch.tensor([[-1, 0, 0, 0, 0, 0, 1, 2, -1]])
+    masks = sample_whole_word_masks(word_ids, torch.tensor([4]), 500)
+    assert (masks.sum(-1) == 2).all()
+    # Words of 1, 2 and 3 pieces with budget 3: the walk takes {3}, {1,2}, or {2,1} (order-dependent).
+    word_ids = torch.tensor([[0, 1, 1, 2, 2, 2]])
+    masks = sample_whole_word_masks(word_ids, torch.tensor([3]), 3000)
+    sizes = masks.sum(-1).flatten()
+    assert set(sizes.tolist()) == {3}
+    three_piece_first = masks[0, :, 3].float().mean().item()
+    # The 3-piece word is taken only when it comes first in the random order: probability 1/3.
+    assert three_piece_first == pytest.approx(1 / 3, abs=0.04)
+
+
+def test_bpe_tokenizer_whole_words():
+    """Byte-level BPE (RoBERTa-style) words are found from the fast tokenizer, and from "Ġ" spelling."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    backend.train_from_iterator(TEXTS * 5, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
+    collator = RetroMAECollator(tokenizer, max_length=64)
+    word_rows = words_of(tokenizer, TEXTS, 64)
+    encoded = tokenizer(TEXTS, truncation=True, max_length=64)
+    for i, ids in enumerate(encoded["input_ids"]):
+        # Without word_ids, words are space-delimited ("Ġ" starts one): never finer than the tokenizer's words.
+        spelled = collator._words_from_spelling(ids)
+        assert [w < 0 for w in spelled] == [w < 0 for w in word_rows[i]]
+        pairs = {(a, b) for a, b in zip(word_rows[i], spelled, strict=True) if a >= 0}
+        assert len({a for a, _ in pairs}) == len(pairs)  # each tokenizer word lies inside one spelled word
+    assert any(row.count(w) > 1 for row in word_rows for w in set(row) if w >= 0)  # some words have 2+ pieces
+    for _ in range(5):
+        batch = collator(TEXTS)
+        chosen = batch["encoder_labels"] != -100
+        for b, row in enumerate(word_rows):
+            words = torch.tensor(row)
+            for w in words[words >= 0].unique():
+                tokens = chosen[b, : len(row)][words == w]
+                assert tokens.all() or not tokens.any()
+        lengths = batch["encoder_attention_mask"].sum(1)
+        assert_decoder_mask_structure(
+            batch["decoder_attention_mask"], padded_word_ids(word_rows, lengths.max()), lengths
+        )
+
+
+def test_over_long_inputs_are_truncated_keeping_the_final_separator(bert_tokenizer):
+    collator = RetroMAECollator(bert_tokenizer, max_length=16)
+    long_ids = bert_tokenizer(" ".join(["retrieval"] * 40))["input_ids"]
+    batch = collator([{"input_ids": long_ids}, " ".join(["embedding"] * 40)])
+    assert batch["encoder_input_ids"].shape[1] == 16
+    assert (batch["decoder_input_ids"][:, -1] == bert_tokenizer.sep_token_id).all()
+
+
+def test_bad_input_fails_clearly(bert_tokenizer):
+    collator = RetroMAECollator(bert_tokenizer)
+    with pytest.raises(ValueError, match="empty batch"):
+        collator([])
+    with pytest.raises(ValueError, match="example 1 has an empty"):
+        collator(["fine", "   "])
+    with pytest.raises(ValueError, match="example 0 must be"):
+        collator([{"sentence": "wrong key"}])
+    with pytest.raises(ValueError, match="word_ids has 2 entries"):
+        collator([{"input_ids": [101, 2000, 102], "word_ids": [-1, 0]}])
+    with pytest.raises(ValueError, match="encoder_mask_ratio"):
+        RetroMAECollator(bert_tokenizer, encoder_mask_ratio=1.5)
+
+
+def test_generator_makes_masks_reproducible(bert_tokenizer):
+    first = RetroMAECollator(bert_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
+    second = RetroMAECollator(bert_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
+    third = RetroMAECollator(bert_tokenizer, generator=torch.Generator().manual_seed(8))(TEXTS)
+    assert all(torch.equal(first[k], second[k]) for k in FORWARD_KEYS)
+    assert not torch.equal(first["decoder_attention_mask"], third["decoder_attention_mask"])
+
+
+def test_batch_trains_the_model(bert_tokenizer, tiny_config):
+    from retromae_hf import RetroMAEForPreTraining
+
+    model = RetroMAEForPreTraining(tiny_config)
+    batch = RetroMAECollator(bert_tokenizer, max_length=tiny_config.max_position_embeddings)(TEXTS)
+    output = model(**batch)
+    assert torch.isfinite(output.loss) and output.encoder_loss > 0 and output.decoder_loss > 0
+    output.loss.backward()

@@ -18,6 +18,7 @@ Word selection replays the official greedy rule exactly (random word order; a wo
 budget is skipped and shorter later words still get their turn); only the random number streams differ.
 """
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -95,6 +96,48 @@ def sample_whole_word_masks(
     return token_mask & maskable[:, None, :]
 
 
+def _content_digest(examples: Sequence[Any]) -> bytes:
+    """A digest of a batch's content: texts, token ids, query/positive/negatives."""
+    digest = hashlib.blake2b(digest_size=8)
+    for example in examples:
+        if isinstance(example, Mapping):
+            for key in ("text", "input_ids", "query", "positive", "negatives"):
+                if key in example:
+                    value = example[key]
+                    if key == "input_ids":
+                        digest.update(np.asarray(value, dtype=np.int64).tobytes())
+                    else:
+                        digest.update(repr(value).encode("utf-8", "surrogatepass"))
+        else:
+            digest.update(str(example).encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.digest()
+
+
+class _BatchRandomness:
+    """Where a collator's random numbers come from.
+
+    With a `seed`, every batch gets a generator seeded from `(seed, epoch, the batch's content)`: masks are then
+    a pure function of the data, identical when a run is resumed, whatever the number of DataLoader workers or
+    ranks, with fresh masks each epoch (`set_epoch`). Otherwise a given `generator`, or the global RNG.
+    """
+
+    def __init__(self, seed: int | None, generator: torch.Generator | None):
+        if seed is not None and generator is not None:
+            raise ValueError("pass either seed or generator, not both")
+        self.seed = seed
+        self.generator = generator
+        self.epoch = 0
+
+    def for_batch(self, examples: Sequence[Any]) -> torch.Generator | None:
+        if self.seed is None:
+            return self.generator
+        key = hashlib.blake2b(
+            f"{self.seed}:{self.epoch}:".encode() + _content_digest(examples), digest_size=8
+        ).digest()
+        return torch.Generator().manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
+
+
 class RetroMAECollator:
     """Batch texts or tokenized examples into the inputs of `RetroMAEForPreTraining`.
 
@@ -107,8 +150,9 @@ class RetroMAECollator:
         mask_replace_prob: share of encoder-selected tokens replaced by [MASK] (BERT: 0.8).
         random_replace_prob: share replaced by a random token (BERT: 0.1); the rest stay unchanged.
         pad_to_multiple_of: pad the sequence length up to a multiple of this (tensor-core friendly).
-        generator: a torch generator for reproducible masks; the global RNG by default, which the Trainer and
-            each DataLoader worker seed (a generator object would be copied identically into every worker).
+        seed: makes masks a function of `(seed, epoch, batch content)`: reproducible, identical after resuming,
+            independent of DataLoader workers; call `set_epoch` for fresh masks each epoch. Training uses this.
+        generator: alternatively, a torch generator to draw from (the global RNG when neither is given).
 
     Each example may be a string, a mapping with a `text` key, or a mapping with `input_ids` (special tokens
     included) and optionally `word_ids` (-1 for special tokens); without `word_ids` the words are recovered from
@@ -125,6 +169,7 @@ class RetroMAECollator:
         mask_replace_prob: float = 0.8,
         random_replace_prob: float = 0.1,
         pad_to_multiple_of: int | None = None,
+        seed: int | None = None,
         generator: torch.Generator | None = None,
     ):
         for name, value in (("encoder_mask_ratio", encoder_mask_ratio), ("decoder_mask_ratio", decoder_mask_ratio)):
@@ -144,7 +189,8 @@ class RetroMAECollator:
         self.mask_replace_prob = mask_replace_prob
         self.random_replace_prob = random_replace_prob
         self.pad_to_multiple_of = pad_to_multiple_of
-        self.generator = generator
+        self.randomness = _BatchRandomness(seed, generator)
+        self.generator: torch.Generator | None = None  # the current batch's source, set per call
         # [UNK] is an ordinary, maskable token for the official collator; only structural specials are excluded.
         self._special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         self._warned_truncation = False
@@ -223,6 +269,7 @@ class RetroMAECollator:
 
     # ------------------------------------------------------------------ masking
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        self.generator = self.randomness.for_batch(examples)
         rows = self._rows(examples)
         lengths = torch.tensor([len(ids) for ids, _ in rows])
         seq_len = int(lengths.max())
@@ -250,6 +297,10 @@ class RetroMAECollator:
             "decoder_attention_mask": decoder_attention_mask,
             "decoder_labels": decoder_labels,
         }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh masks for a new epoch (only matters with `seed`)."""
+        self.randomness.epoch = epoch
 
     def _budget(self, lengths: torch.Tensor, ratio: float) -> torch.Tensor:
         return torch.round(lengths.double() * ratio).long().clamp(min=1)
@@ -283,4 +334,90 @@ class RetroMAECollator:
         return visible.to(torch.uint8)
 
 
-__all__ = ["FORWARD_KEYS", "RetroMAECollator", "sample_whole_word_masks"]
+class ContrastiveCollator:
+    """Batch (query, positive, negatives) examples for stage 2: contrastive inputs plus RetroMAE inputs.
+
+    Output keys: `query_input_ids`, `query_attention_mask` `[B, Lq]`; `passage_input_ids`,
+    `passage_attention_mask` `[B * (1 + num_negatives), Lp]` grouped per query (the positive first, then its
+    hard negatives); and, when `retromae` is given, the six RetroMAE keys computed on the positive passages.
+
+    Args:
+        tokenizer: a fast tokenizer.
+        query_max_length, passage_max_length: truncation lengths.
+        num_negatives: hard negatives per query. An example with more is sampled without replacement, one with
+            fewer (but at least one) is sampled with replacement; 0 uses in-batch negatives only.
+        retromae: a `RetroMAECollator` for the joint RetroMAE loss on the passages; None for contrastive only.
+        seed, generator: where negative sampling draws from, as for `RetroMAECollator` (the RetroMAE collator
+            keeps its own).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        query_max_length: int = 64,
+        passage_max_length: int = 256,
+        num_negatives: int = 1,
+        retromae: RetroMAECollator | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        if num_negatives < 0:
+            raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+        self.tokenizer = tokenizer
+        self.query_max_length = query_max_length
+        self.passage_max_length = passage_max_length
+        self.num_negatives = num_negatives
+        self.retromae = retromae
+        self.randomness = _BatchRandomness(seed, generator)
+        self.generator: torch.Generator | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.randomness.epoch = epoch
+        if self.retromae is not None:
+            self.retromae.set_epoch(epoch)
+
+    def _sample_negatives(self, index: int, negatives: Sequence[str]) -> list[str]:
+        if self.num_negatives == 0:
+            return []
+        if not negatives:
+            raise ValueError(
+                f"example {index} has no hard negatives but num_negatives={self.num_negatives}; "
+                "set num_negatives: 0 to train with in-batch negatives only"
+            )
+        count = len(negatives)
+        if count >= self.num_negatives:
+            picks = torch.randperm(count, generator=self.generator)[: self.num_negatives]
+        else:
+            picks = torch.randint(count, (self.num_negatives,), generator=self.generator)
+        return [negatives[int(i)] for i in picks]
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if len(examples) == 0:
+            raise ValueError("ContrastiveCollator got an empty batch")
+        self.generator = self.randomness.for_batch(examples)
+        queries, passages, positives = [], [], []
+        for i, example in enumerate(examples):
+            missing = [key for key in ("query", "positive") if not example.get(key)]
+            if missing:
+                raise ValueError(f"example {i} lacks a non-empty {' and '.join(missing)}: {dict(example)!r}")
+            queries.append(example["query"])
+            positives.append(example["positive"])
+            passages.append(example["positive"])
+            passages.extend(self._sample_negatives(i, example.get("negatives") or []))
+        query_batch = self.tokenizer(
+            queries, truncation=True, max_length=self.query_max_length, padding=True, return_tensors="pt"
+        )
+        passage_batch = self.tokenizer(
+            passages, truncation=True, max_length=self.passage_max_length, padding=True, return_tensors="pt"
+        )
+        batch = self.retromae(positives) if self.retromae is not None else {}
+        batch.update(
+            query_input_ids=query_batch["input_ids"],
+            query_attention_mask=query_batch["attention_mask"],
+            passage_input_ids=passage_batch["input_ids"],
+            passage_attention_mask=passage_batch["attention_mask"],
+        )
+        return batch
+
+
+__all__ = ["FORWARD_KEYS", "ContrastiveCollator", "RetroMAECollator", "sample_whole_word_masks"]

@@ -67,6 +67,8 @@ class RetroMAEForPreTrainingOutput(ModelOutput):
         sentence_embedding: `[batch, hidden]`, the encoder's last-layer [CLS] vector.
         encoder_last_hidden_state: `[batch, seq_len, hidden]`.
         decoder_last_hidden_state: `[batch, seq_len, hidden]`, the decoder's output (before the MLM head).
+        query_embedding: `[queries, hidden]` [CLS] vectors of `query_input_ids` (stage-2 contrastive learning).
+        passage_embedding: `[passages, hidden]` [CLS] vectors of `passage_input_ids`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -75,6 +77,8 @@ class RetroMAEForPreTrainingOutput(ModelOutput):
     sentence_embedding: torch.FloatTensor | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
     decoder_last_hidden_state: torch.FloatTensor | None = None
+    query_embedding: torch.FloatTensor | None = None
+    passage_embedding: torch.FloatTensor | None = None
 
 
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -423,12 +427,16 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
 
     def forward(
         self,
-        encoder_input_ids: torch.Tensor,
+        encoder_input_ids: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         encoder_labels: torch.Tensor | None = None,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
+        query_input_ids: torch.Tensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        passage_input_ids: torch.Tensor | None = None,
+        passage_attention_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> RetroMAEForPreTrainingOutput | tuple:
@@ -441,30 +449,39 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             decoder_input_ids: `[B, L]` the *unmasked* ids; masking happens in the attention matrix.
             decoder_attention_mask: `[B, L, L]` 0/1, `[b, i, j] = 1` when query position `i` may see key `j`.
             decoder_labels: `[B, L]` ids to reconstruct, -100 where no loss is taken.
+            query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask: optional stage-2
+                inputs, encoded in the same forward (so DDP/FSDP see one forward per step) into
+                `query_embedding` and `passage_embedding`; the contrastive loss is computed by the trainer.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        encoded = self.bert(encoder_input_ids, attention_mask=encoder_attention_mask, return_dict=True)
-        encoder_hidden = encoded.last_hidden_state
-        encoder_loss = None if encoder_labels is None else self._masked_lm_loss(encoder_hidden, encoder_labels)
+        # Collected first: ModelOutput only registers fields that are set when it is built.
+        output: dict[str, torch.Tensor] = {}
+        if encoder_input_ids is not None:
+            encoded = self.bert(encoder_input_ids, attention_mask=encoder_attention_mask, return_dict=True)
+            encoder_hidden = encoded.last_hidden_state
+            output["sentence_embedding"] = encoder_hidden[:, 0]
+            output["encoder_last_hidden_state"] = encoder_hidden
+            if encoder_labels is not None:
+                output["encoder_loss"] = self._masked_lm_loss(encoder_hidden, encoder_labels)
+            if decoder_input_ids is not None:
+                if decoder_attention_mask is None:
+                    raise ValueError("decoder_input_ids needs its [batch, seq, seq] decoder_attention_mask")
+                decoder_hidden = self.decode(encoder_hidden[:, :1], decoder_input_ids, decoder_attention_mask)
+                output["decoder_last_hidden_state"] = decoder_hidden
+                if decoder_labels is not None:
+                    output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_labels)
+        if query_input_ids is not None:
+            output["query_embedding"] = self.bert(query_input_ids, attention_mask=query_attention_mask).sentence_embedding
+        if passage_input_ids is not None:
+            output["passage_embedding"] = self.bert(
+                passage_input_ids, attention_mask=passage_attention_mask
+            ).sentence_embedding
+        if encoder_input_ids is None and query_input_ids is None and passage_input_ids is None:
+            raise ValueError("pass the RetroMAE inputs (encoder_input_ids, ...) and/or query/passage inputs")
 
-        decoder_hidden = decoder_loss = None
-        if decoder_input_ids is not None:
-            if decoder_attention_mask is None:
-                raise ValueError("decoder_input_ids needs its [batch, seq, seq] decoder_attention_mask")
-            decoder_hidden = self.decode(encoder_hidden[:, :1], decoder_input_ids, decoder_attention_mask)
-            if decoder_labels is not None:
-                decoder_loss = self._masked_lm_loss(decoder_hidden, decoder_labels)
-
-        losses = [part for part in (encoder_loss, decoder_loss) if part is not None]
-        output = RetroMAEForPreTrainingOutput(
-            loss=sum(losses) if losses else None,
-            encoder_loss=encoder_loss,
-            decoder_loss=decoder_loss,
-            sentence_embedding=encoder_hidden[:, 0],
-            encoder_last_hidden_state=encoder_hidden,
-            decoder_last_hidden_state=decoder_hidden,
-        )
-        return output if return_dict else output.to_tuple()
+        losses = [output[part] for part in ("encoder_loss", "decoder_loss") if part in output]
+        result = RetroMAEForPreTrainingOutput(loss=sum(losses) if losses else None, **output)
+        return result if return_dict else result.to_tuple()
 
     def decode(
         self, cls_hidden: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_attention_mask: torch.Tensor

@@ -51,6 +51,58 @@ def python_sentences(min_words: int = 5, max_sentences: int | None = None) -> li
     return list(seen)
 
 
+def _member_docstrings() -> list[tuple[str, str]]:
+    docs, seen = [], set()
+    for name in _STDLIB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except Exception:
+            continue
+        for attr, member in sorted(vars(module).items()):
+            if (inspect.isfunction(member) or inspect.isclass(member)) and getattr(member, "__module__", "") == name:
+                doc = member.__doc__  # not inspect.getdoc: inherited docstrings would repeat
+                if isinstance(doc, str) and doc.strip():
+                    doc = re.sub(r"\s+", " ", doc).strip()
+                    if doc not in seen:
+                        seen.add(doc)
+                        docs.append((f"{name}.{attr}", doc))
+    return docs
+
+
+def python_docstring_pairs(split: str = "train") -> list[dict[str, object]]:
+    """(query, positive) pairs from the standard library: a docstring's first sentence and the rest of it.
+
+    Every fifth pair (in a stable order) is held out as the `"test"` split, the others form `"train"`.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    pairs = []
+    for _, doc in _member_docstrings():
+        parts = re.split(r"(?<=[.!?])\s+", doc, maxsplit=1)
+        if len(parts) == 2 and len(parts[0].split()) >= 4 and len(parts[1].split()) >= 8:
+            pairs.append({"query": parts[0], "positive": parts[1][:1000], "negatives": []})
+    held_out = {i for i in range(len(pairs)) if i % 5 == 4}
+    return [pair for i, pair in enumerate(pairs) if (i in held_out) == (split == "test")]
+
+
+def write_docstring_retrieval_task(folder: str | Path) -> Path:
+    """Write the held-out docstring pairs as a BEIR-format folder (corpus, queries, qrels/test.tsv)."""
+    import json
+
+    folder = Path(folder)
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    pairs = python_docstring_pairs("test")
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus, open(
+        folder / "queries.jsonl", "w", encoding="utf-8"
+    ) as queries:
+        for i, pair in enumerate(pairs):
+            corpus.write(json.dumps({"_id": f"d{i}", "title": "", "text": pair["positive"]}) + "\n")
+            queries.write(json.dumps({"_id": f"q{i}", "text": pair["query"]}) + "\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(len(pairs))]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
 def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4000) -> PreTrainedTokenizerFast:
     """A lower-cased BERT-style WordPiece tokenizer ([PAD]=0, [UNK], [CLS], [SEP], [MASK]) trained on `texts`."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers

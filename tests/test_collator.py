@@ -62,16 +62,29 @@ def test_outputs_exactly_the_forward_keys(bert_tokenizer):
 
 
 def test_accepts_texts_mappings_and_tokenized_examples_alike(bert_tokenizer):
-    collator = RetroMAECollator(bert_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
-    from_texts = collator(TEXTS)
-    collator.generator = torch.Generator().manual_seed(0)
-    from_dicts = collator([{"text": t} for t in TEXTS])
+    def collator():
+        return RetroMAECollator(bert_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
+
+    from_texts = collator()(TEXTS)
+    from_dicts = collator()([{"text": t} for t in TEXTS])
     encoded = bert_tokenizer(TEXTS, truncation=True, max_length=40)
-    collator.generator = torch.Generator().manual_seed(0)
-    from_ids = collator([{"input_ids": ids} for ids in encoded["input_ids"]])  # words recovered from "##"
+    from_ids = collator()([{"input_ids": ids} for ids in encoded["input_ids"]])  # words recovered from "##"
     for key in FORWARD_KEYS:
         assert torch.equal(from_texts[key], from_dicts[key]), key
         assert torch.equal(from_texts[key], from_ids[key]), key
+
+
+def test_seeded_masks_depend_only_on_seed_epoch_and_content(bert_tokenizer):
+    collator = RetroMAECollator(bert_tokenizer, max_length=40, seed=5)
+    first = collator(TEXTS)
+    collator(TEXTS[:2])  # other calls in between do not shift anything
+    again = RetroMAECollator(bert_tokenizer, max_length=40, seed=5)(TEXTS)
+    assert all(torch.equal(first[k], again[k]) for k in FORWARD_KEYS)
+    collator.set_epoch(1)
+    next_epoch = collator(TEXTS)
+    assert not torch.equal(first["decoder_attention_mask"], next_epoch["decoder_attention_mask"])
+    other_seed = RetroMAECollator(bert_tokenizer, max_length=40, seed=6)(TEXTS)
+    assert not torch.equal(first["decoder_attention_mask"], other_seed["decoder_attention_mask"])
 
 
 def test_encoder_mask_ratio_replacement_and_special_tokens(bert_tokenizer):
@@ -260,3 +273,30 @@ def test_batch_trains_the_model(bert_tokenizer, tiny_config):
     output = model(**batch)
     assert torch.isfinite(output.loss) and output.encoder_loss > 0 and output.decoder_loss > 0
     output.loss.backward()
+
+
+def test_contrastive_collator_groups_passages_per_query(bert_tokenizer):
+    from retromae_hf.collator import ContrastiveCollator
+
+    examples = [
+        {"query": "what is retromae", "positive": "RetroMAE is a pre-training method.", "negatives": ["a", "b", "c"]},
+        {"query": "capital of france", "positive": "Paris is the capital of France.", "negatives": ["lyon"]},
+    ]
+    collator = ContrastiveCollator(
+        bert_tokenizer, num_negatives=2, retromae=RetroMAECollator(bert_tokenizer, max_length=32)
+    )
+    batch = collator(examples)
+    assert set(FORWARD_KEYS) <= set(batch)
+    assert batch["query_input_ids"].shape[0] == 2 and batch["passage_input_ids"].shape[0] == 6
+    decoded = bert_tokenizer.batch_decode(batch["passage_input_ids"], skip_special_tokens=True)
+    assert decoded[0] == "retromae is a pre - training method." and decoded[3] == "paris is the capital of france."
+    assert set(decoded[1:3]) <= {"a", "b", "c"} and len(set(decoded[1:3])) == 2  # without replacement
+    assert decoded[4:6] == ["lyon", "lyon"]  # fewer than asked: with replacement
+    # the RetroMAE keys are computed on the positives
+    assert bert_tokenizer.decode(batch["decoder_input_ids"][1], skip_special_tokens=True) == decoded[3]
+    in_batch_only = ContrastiveCollator(bert_tokenizer, num_negatives=0)(examples)
+    assert in_batch_only["passage_input_ids"].shape[0] == 2 and "encoder_input_ids" not in in_batch_only
+    with pytest.raises(ValueError, match="no hard negatives"):
+        ContrastiveCollator(bert_tokenizer, num_negatives=1)([{"query": "q", "positive": "p", "negatives": []}])
+    with pytest.raises(ValueError, match="lacks a non-empty query"):
+        ContrastiveCollator(bert_tokenizer, num_negatives=0)([{"query": "", "positive": "p"}])

@@ -81,6 +81,101 @@ def _run_demo(args: argparse.Namespace) -> None:
     )
 
 
+def _add_train(subparsers) -> None:
+    from .training import RECIPE_FIELDS, available_recipes
+
+    parser = subparsers.add_parser(
+        "train",
+        help="stage-1 RetroMAE or stage-2 RetroMAE + contrastive training from a recipe",
+        description=(
+            "Train from a recipe (a shipped name or a YAML file); every recipe key can be overridden by its flag "
+            "below, nested keys with --set (e.g. --set training.learning_rate=5e-5). Runs unchanged under "
+            "torchrun or accelerate launch. Shipped recipes: " + ", ".join(available_recipes()) + "."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--recipe", default=None, help="shipped recipe name or YAML path (default: flags only)")
+    parser.add_argument("--stage", type=int, choices=[1, 2], default=None, help="run only this stage of the recipe")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue exactly from a checkpoint folder (without a value: the newest in output_dir)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any (nested) recipe key"
+    )
+    parser.add_argument("--no-evaluate", action="store_true", help="skip the recipe's evaluation tasks after training")
+    group = parser.add_argument_group("recipe keys (override the recipe file)")
+    for name, spec in RECIPE_FIELDS.items():
+        if name == "stage" or spec.type in (dict, "dict[str, Any]") or str(spec.type).startswith("dict"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = spec.metadata.get("help", "")
+        if spec.type is bool:
+            group.add_argument(flag, dest=f"recipe_{name}", action=argparse.BooleanOptionalAction, help=help_text)
+        elif str(spec.type).startswith("list"):
+            group.add_argument(flag, dest=f"recipe_{name}", nargs="+", metavar="VALUE", help=help_text)
+        else:
+            kind = {int: int, float: float}.get(spec.type, str)
+            group.add_argument(flag, dest=f"recipe_{name}", type=kind, metavar=name.upper(), help=help_text)
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from .training import parse_override, run_recipe
+
+    overrides = {
+        key[len("recipe_") :]: value
+        for key, value in vars(args).items()
+        if key.startswith("recipe_") and value is not None
+    }
+    for text in args.set:
+        keys, value = parse_override(text)
+        overrides[".".join(keys)] = value
+    results = run_recipe(args.recipe, overrides, stage=args.stage, resume=args.resume)
+    for recipe, final in results:
+        print(f"stage {recipe.stage} finished: {final}")
+    if args.no_evaluate:
+        return
+    from .evaluation import load_summary, summary_to_markdown
+    from .training import evaluate_after_training
+
+    for recipe, final in results:  # every stage trained here, so a two-stage run shows what stage 2 adds
+        if recipe.evaluation:
+            summary = evaluate_after_training(final, recipe.evaluation, Path(recipe.output_dir) / "evaluation")
+            print(f"\nstage {recipe.stage} evaluation ({summary}):\n{summary_to_markdown(load_summary(summary))}")
+
+
+def _add_export(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="RetroMAE checkpoint -> sentence-transformers folder (plain BERT weights, CLS pooling)",
+        description=(
+            "Write a standard sentence-transformers folder that SentenceTransformer(folder) loads without "
+            "trust_remote_code and without retromae-hf: Transformer (BERT) + CLS Pooling [+ Normalize for cosine]."
+        ),
+    )
+    parser.add_argument("checkpoint", help="a RetroMAE checkpoint folder (stage 1, stage 2 or converted) or Hub id")
+    parser.add_argument("output_dir", type=Path, help="the folder to write")
+    parser.add_argument("--similarity", choices=["dot", "cosine"], default="dot", help="similarity to record")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer (default: the checkpoint's)")
+    parser.add_argument("--max-seq-length", type=int, default=None, help="truncation length of the export")
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from .export import export_sentence_transformer
+
+    out = export_sentence_transformer(
+        args.checkpoint, args.output_dir, similarity=args.similarity, tokenizer=args.tokenizer,
+        max_seq_length=args.max_seq_length,
+    )  # fmt: skip
+    print(f"exported {args.checkpoint} -> {out} ({args.similarity} similarity, CLS pooling)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retromae-hf",
@@ -90,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_demo(subparsers)
+    _add_train(subparsers)
+    _add_export(subparsers)
     return parser
 
 

@@ -16,6 +16,8 @@ This file is shipped to the Hub beside the weights (remote code): it imports onl
 configuration file next to it.
 """
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,6 +81,36 @@ class RetroMAEForPreTrainingOutput(ModelOutput):
     decoder_last_hidden_state: torch.FloatTensor | None = None
     query_embedding: torch.FloatTensor | None = None
     passage_embedding: torch.FloatTensor | None = None
+
+
+def write_sentence_transformers_files(save_directory: str | os.PathLike, config: RetroMAEConfig) -> None:
+    """Describe the folder to sentence-transformers: the encoder, then [CLS] pooling (RetroMAE's embedding).
+
+    Without these files `SentenceTransformer(folder)` would fall back to mean pooling. The legacy file layout is
+    used because every sentence-transformers release reads it.
+    """
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    pooling = {
+        "word_embedding_dimension": config.hidden_size,
+        "pooling_mode_cls_token": True,
+        "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    files = {
+        "modules.json": modules,
+        os.path.join("1_Pooling", "config.json"): pooling,
+        "sentence_bert_config.json": {"max_seq_length": config.max_position_embeddings, "do_lower_case": False},
+        "config_sentence_transformers.json": {"similarity_fn_name": "dot"},
+    }
+    for name, content in files.items():
+        path = os.path.join(save_directory, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=2)
 
 
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -329,7 +361,10 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
         # must load through AutoModel too.
         if self._auto_class is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_sentence_transformers_files(save_directory, self.config)
+        return result
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -352,6 +387,9 @@ class RetroMAEModel(RetroMAEPreTrainedModel):
         >>> embedding = model(**batch).sentence_embedding  # [1, hidden]
         ```
     """
+
+    # Loading the encoder from a pre-training checkpoint leaves its decoder and MLM head behind, as intended.
+    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^cls\."]
 
     def __init__(self, config: RetroMAEConfig):
         super().__init__(config)
@@ -471,7 +509,9 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
                 if decoder_labels is not None:
                     output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_labels)
         if query_input_ids is not None:
-            output["query_embedding"] = self.bert(query_input_ids, attention_mask=query_attention_mask).sentence_embedding
+            output["query_embedding"] = self.bert(
+                query_input_ids, attention_mask=query_attention_mask
+            ).sentence_embedding
         if passage_input_ids is not None:
             output["passage_embedding"] = self.bert(
                 passage_input_ids, attention_mask=passage_attention_mask

@@ -92,9 +92,10 @@ def write_docstring_retrieval_task(folder: str | Path) -> Path:
     folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     pairs = python_docstring_pairs("test")
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus, open(
-        folder / "queries.jsonl", "w", encoding="utf-8"
-    ) as queries:
+    with (
+        open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus,
+        open(folder / "queries.jsonl", "w", encoding="utf-8") as queries,
+    ):
         for i, pair in enumerate(pairs):
             corpus.write(json.dumps({"_id": f"d{i}", "title": "", "text": pair["positive"]}) + "\n")
             queries.write(json.dumps({"_id": f"q{i}", "text": pair["query"]}) + "\n")

@@ -1,0 +1,866 @@
+"""Score a sentence-embedding model with `mteb`, on local data folders or on named MTEB tasks.
+
+Two kinds of local data are turned into mteb tasks at run time, so that nothing has to be downloaded:
+
+* a BEIR-format retrieval folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) becomes a subclass of
+  mteb's `AbsTaskRetrieval` whose data is read from the folder instead of the Hugging Face Hub;
+* an STS file (``.tsv``, ``.csv`` or ``.jsonl`` with the columns ``sentence1``, ``sentence2``, ``score``) becomes a
+  subclass of mteb's `AbsTaskSTS`.
+
+Anything else is looked up as an MTEB task name with `mteb.get_tasks` (that needs the Hub, or a warm datasets
+cache). The scores are computed by mteb itself; this module only builds the tasks, runs `mteb.evaluate`, lets mteb
+write its usual result JSONs, and condenses them into ``summary.json`` / ``summary.md`` (see `evaluate`).
+
+Everything works offline (``HF_HUB_OFFLINE=1``) for local tasks and a local model folder. The module imports
+nothing from the training code of the package.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mteb import AbsTask
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SUMMARY_JSON",
+    "SUMMARY_MD",
+    "EvaluationDataError",
+    "evaluate",
+    "load_summary",
+    "summary_to_markdown",
+]
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+#: Suffixes read as STS files; any other existing file is refused with a clear message.
+STS_SUFFIXES = (".tsv", ".csv", ".jsonl")
+#: The rank cut-offs asked of mteb for local retrieval tasks (1000 is added when the corpus has more documents).
+RETRIEVAL_K_VALUES = (1, 3, 5, 10, 20, 50, 100)
+#: Retrieval metrics copied into the summary, in this order, when mteb reports them.
+RETRIEVAL_SUMMARY_METRICS = (
+    "ndcg_at_10",
+    "mrr_at_10",
+    "map_at_10",
+    "recall_at_5",
+    "recall_at_10",
+    "recall_at_20",
+    "recall_at_50",
+    "recall_at_100",
+    "recall_at_1000",
+)
+#: STS metrics copied into the summary, in this order.
+STS_SUMMARY_METRICS = (
+    "cosine_spearman",
+    "cosine_pearson",
+    "spearman",
+    "pearson",
+    "euclidean_spearman",
+    "manhattan_spearman",
+)
+#: The metrics shown beside the main score in ``summary.md``.
+MARKDOWN_METRICS = {
+    "Retrieval": ("mrr_at_10", "map_at_10", "recall_at_10", "recall_at_100"),
+    "STS": ("cosine_pearson",),
+}
+_SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+_MAX_NAMED_IDS = 5
+
+
+class EvaluationDataError(ValueError):
+    """A local evaluation file or folder is missing or malformed; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Local data: reading and checking
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BeirData:
+    """A BEIR-format retrieval split read from a folder.
+
+    Attributes:
+        corpus_ids: Document ids, in file order.
+        titles: Document titles ("" when absent), aligned with `corpus_ids`.
+        texts: Document texts, aligned with `corpus_ids`.
+        query_ids: Ids of the queries judged in the split, in ``queries.jsonl`` order.
+        query_texts: Their texts, aligned with `query_ids`.
+        qrels: ``{query_id: {doc_id: relevance}}`` for the split.
+    """
+
+    corpus_ids: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    query_ids: list[str] = field(default_factory=list)
+    query_texts: list[str] = field(default_factory=list)
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class StsData:
+    """Sentence pairs with gold similarity scores read from an STS file."""
+
+    sentence1: list[str] = field(default_factory=list)
+    sentence2: list[str] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+
+    @property
+    def min_score(self) -> float:
+        """The smallest gold score in the data."""
+        return min(self.score)
+
+    @property
+    def max_score(self) -> float:
+        """The largest gold score in the data."""
+        return max(self.score)
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file."""
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvaluationDataError(f"{path}, line {line_number}: not valid JSON ({error.msg})") from None
+            if not isinstance(obj, dict):
+                raise EvaluationDataError(
+                    f"{path}, line {line_number}: expected a JSON object, got {type(obj).__name__}"
+                )
+            yield line_number, obj
+
+
+def _as_id(value: Any, path: Path, line_number: int) -> str:
+    if value is None or isinstance(value, (dict, list)) or str(value) == "":
+        raise EvaluationDataError(f"{path}, line {line_number}: missing or empty '_id'")
+    return str(value)
+
+
+def _name_some(ids: Sequence[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:_MAX_NAMED_IDS])
+    more = f" and {len(ids) - _MAX_NAMED_IDS} more" if len(ids) > _MAX_NAMED_IDS else ""
+    return f"{shown}{more}"
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (header ``query-id corpus-id score``) into ``{query_id: {doc_id: score}}``.
+
+    Raises:
+        EvaluationDataError: The file is missing, has no or a wrong header, a row without three columns, or a score
+            that is not an integer.
+    """
+    if not path.is_file():
+        raise EvaluationDataError(f"{path}: qrels file not found (a BEIR folder needs qrels/<split>.tsv)")
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None:
+            raise EvaluationDataError(f"{path}: qrels file is empty (expected a header 'query-id corpus-id score')")
+        if [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise EvaluationDataError(
+                f"{path}, line 1: expected the header 'query-id<TAB>corpus-id<TAB>score', got {header!r}"
+            )
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) < 3:
+                raise EvaluationDataError(
+                    f"{path}, line {reader.line_num}: expected 3 tab-separated columns, got {row!r}"
+                )
+            query_id, doc_id, raw_score = row[0].strip(), row[1].strip(), row[2].strip()
+            try:
+                score_float = float(raw_score)
+            except ValueError:
+                raise EvaluationDataError(
+                    f"{path}, line {reader.line_num}: relevance score {raw_score!r} is not a number"
+                ) from None
+            if not score_float.is_integer():
+                raise EvaluationDataError(
+                    f"{path}, line {reader.line_num}: relevance score {raw_score!r} is not an integer"
+                )
+            qrels.setdefault(query_id, {})[doc_id] = int(score_float)
+    if not qrels:
+        raise EvaluationDataError(f"{path}: qrels file has a header but no judgements")
+    return qrels
+
+
+def load_beir_folder(folder: str | Path, split: str = "test") -> BeirData:
+    """Read and check a BEIR-format folder, keeping only the queries judged in `split`.
+
+    Args:
+        folder: A folder with ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``)
+            and ``qrels/<split>.tsv``.
+        split: Which qrels file to evaluate. Queries that have no judgement in it are dropped (SciFact's
+            ``queries.jsonl`` holds train and test queries together).
+
+    Returns:
+        The corpus, the judged queries and the qrels.
+
+    Raises:
+        EvaluationDataError: A file is missing or malformed, qrels name query or document ids that do not exist, a
+            judged query has an empty text, or ids are duplicated.
+    """
+    folder = Path(folder)
+    corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    for required in (corpus_path, queries_path):
+        if not required.is_file():
+            raise EvaluationDataError(
+                f"{required}: file not found (a BEIR folder needs corpus.jsonl and queries.jsonl)"
+            )
+    qrels = read_qrels(qrels_path)
+
+    data = BeirData()
+    seen_docs: set[str] = set()
+    for line_number, obj in _iter_jsonl(corpus_path):
+        doc_id = _as_id(obj.get("_id"), corpus_path, line_number)
+        if doc_id in seen_docs:
+            raise EvaluationDataError(f"{corpus_path}, line {line_number}: duplicate document id {doc_id!r}")
+        if "text" not in obj:
+            raise EvaluationDataError(f"{corpus_path}, line {line_number}: document {doc_id!r} has no 'text' field")
+        seen_docs.add(doc_id)
+        data.corpus_ids.append(doc_id)
+        data.titles.append(str(obj.get("title") or ""))
+        data.texts.append(str(obj.get("text") or ""))
+    if not data.corpus_ids:
+        raise EvaluationDataError(f"{corpus_path}: the corpus is empty")
+
+    all_queries: dict[str, tuple[int, str]] = {}
+    for line_number, obj in _iter_jsonl(queries_path):
+        query_id = _as_id(obj.get("_id"), queries_path, line_number)
+        if query_id in all_queries:
+            raise EvaluationDataError(f"{queries_path}, line {line_number}: duplicate query id {query_id!r}")
+        all_queries[query_id] = (line_number, str(obj.get("text") or ""))
+
+    unknown_queries = [q for q in qrels if q not in all_queries]
+    if unknown_queries:
+        raise EvaluationDataError(
+            f"{qrels_path}: {len(unknown_queries)} query id(s) are not in {queries_path.name}: {_name_some(unknown_queries)}"
+        )
+    unknown_docs = sorted({d for docs in qrels.values() for d in docs if d not in seen_docs})
+    if unknown_docs:
+        raise EvaluationDataError(
+            f"{qrels_path}: {len(unknown_docs)} corpus id(s) are not in {corpus_path.name}: {_name_some(unknown_docs)}"
+        )
+
+    for query_id, (line_number, text) in all_queries.items():
+        if query_id not in qrels:
+            continue
+        if not text.strip():
+            raise EvaluationDataError(f"{queries_path}, line {line_number}: query {query_id!r} has an empty text")
+        data.query_ids.append(query_id)
+        data.query_texts.append(text)
+    data.qrels = {q: dict(qrels[q]) for q in data.query_ids}
+    logger.info(
+        "Read %s: %d documents, %d of %d queries judged in split %r, %d judgements",
+        folder,
+        len(data.corpus_ids),
+        len(data.query_ids),
+        len(all_queries),
+        split,
+        sum(len(d) for d in data.qrels.values()),
+    )
+    return data
+
+
+def _sts_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """Yield ``(line_number, row)`` from an STS file, checking the three columns are there."""
+    required = ("sentence1", "sentence2", "score")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        for line_number, obj in _iter_jsonl(path):
+            missing = [c for c in required if c not in obj]
+            if missing:
+                raise EvaluationDataError(f"{path}, line {line_number}: missing STS column(s) {missing}")
+            yield line_number, obj
+        return
+    # TSV files of STS-B and SICK have literal quote characters and no quoting at all; CSV files use standard quoting.
+    delimiter, quoting = ("\t", csv.QUOTE_NONE) if suffix == ".tsv" else (",", csv.QUOTE_MINIMAL)
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        header = next(reader, None)
+        if header is None:
+            raise EvaluationDataError(f"{path}: file is empty (expected a header with sentence1, sentence2, score)")
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise EvaluationDataError(
+                f"{path}, line 1: missing STS column(s) {missing}; the header has {header} "
+                f"(expected sentence1, sentence2, score)"
+            )
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise EvaluationDataError(
+                    f"{path}, line {reader.line_num}: expected {len(header)} columns like the header, got {len(row)}"
+                )
+            yield reader.line_num, dict(zip(header, row, strict=True))
+
+
+def load_sts_file(path: str | Path) -> StsData:
+    """Read and check an STS file with the columns ``sentence1``, ``sentence2`` and ``score``.
+
+    ``.tsv`` files are read tab-separated with no quoting (``csv.QUOTE_NONE``), as the STS-B and SICK files are
+    written; ``.csv`` files with standard CSV quoting; ``.jsonl`` files one JSON object per line. Other columns are
+    ignored.
+
+    Raises:
+        EvaluationDataError: The file is missing, lacks a column, has an empty sentence, a non-numeric score (the
+            message gives the line number), no rows, or only one distinct score.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationDataError(f"{path}: STS file not found")
+    if path.suffix.lower() not in STS_SUFFIXES:
+        raise EvaluationDataError(f"{path}: unsupported STS file type {path.suffix!r} (use one of {STS_SUFFIXES})")
+    data = StsData()
+    for line_number, row in _sts_rows(path):
+        raw_score = row["score"]
+        try:
+            score = float(raw_score)
+        except (TypeError, ValueError):
+            raise EvaluationDataError(f"{path}, line {line_number}: score {raw_score!r} is not a number") from None
+        if not math.isfinite(score):
+            raise EvaluationDataError(f"{path}, line {line_number}: score {raw_score!r} is not a finite number")
+        for column in ("sentence1", "sentence2"):
+            if not str(row[column] or "").strip():
+                raise EvaluationDataError(f"{path}, line {line_number}: empty {column}")
+        data.sentence1.append(str(row["sentence1"]))
+        data.sentence2.append(str(row["sentence2"]))
+        data.score.append(score)
+    if not data.score:
+        raise EvaluationDataError(f"{path}: no sentence pairs found")
+    if data.min_score == data.max_score:
+        raise EvaluationDataError(f"{path}: every score is {data.min_score}; correlations need at least two values")
+    logger.info("Read %s: %d pairs, scores %g..%g", path, len(data.score), data.min_score, data.max_score)
+    return data
+
+
+def _content_hash(*paths: Path) -> str:
+    """A short content hash of the files, recorded as the dataset "revision" of a local task."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "local-sha256-" + digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Local data: mteb tasks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _task_metadata(
+    name: str, description: str, path: Path, revision: str, task_type: str, main_score: str, split: str
+) -> Any:
+    from mteb import TaskMetadata
+
+    return TaskMetadata(
+        name=name,
+        description=description,
+        dataset={"path": str(path), "revision": revision},
+        type=task_type,
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[split],
+        # Local files carry no language tag; mteb needs one, and it only labels the results.
+        eval_langs=["eng-Latn"],
+        main_score=main_score,
+        sample_creation="found",
+    )
+
+
+def _class_name(prefix: str, name: str) -> str:
+    return prefix + "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def build_retrieval_task(folder: str | Path, split: str = "test", name: str | None = None) -> AbsTask:
+    """Build an mteb retrieval task that reads a local BEIR-format folder instead of the Hub.
+
+    The folder is read and checked right away (see `load_beir_folder`); mteb gets the data through the task's
+    ``load_data``, in the shape its own loader produces (``dataset[subset][split]`` holding ``corpus`` and
+    ``queries`` as `datasets.Dataset` and ``relevant_docs`` as a dict).
+
+    Args:
+        folder: The BEIR folder.
+        split: The qrels split to evaluate.
+        name: Task name in the results; defaults to the folder name.
+
+    Returns:
+        An instance of a fresh `AbsTaskRetrieval` subclass, with main score ``ndcg_at_10``.
+    """
+    from mteb.abstasks import AbsTaskRetrieval
+
+    folder = Path(folder).resolve()
+    data = load_beir_folder(folder, split)
+    name = name or folder.name
+    revision = _content_hash(folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv")
+    metadata = _task_metadata(
+        name,
+        f"Local BEIR-format retrieval folder {folder} (qrels split {split!r}), read by retromae_hf.evaluation.",
+        folder,
+        revision,
+        "Retrieval",
+        "ndcg_at_10",
+        split,
+    )
+    k_values = RETRIEVAL_K_VALUES + ((1000,) if len(data.corpus_ids) > 1000 else ())
+
+    def load_data(self: Any, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        from datasets import Dataset
+        from mteb.abstasks.retrieval_dataset_loaders import RetrievalSplitData
+
+        corpus = Dataset.from_dict({"id": data.corpus_ids, "title": data.titles, "text": data.texts})
+        queries = Dataset.from_dict({"id": data.query_ids, "text": data.query_texts})
+        self.dataset = {
+            "default": {
+                split: RetrievalSplitData(
+                    corpus=corpus,
+                    queries=queries,
+                    relevant_docs={q: dict(docs) for q, docs in data.qrels.items()},
+                    top_ranked=None,
+                )
+            }
+        }
+        self.data_loaded = True
+
+    # mteb's `unload_data` drops instance-level metadata, so metadata lives on a class made for this folder.
+    task_class = type(
+        _class_name("LocalRetrieval_", name),
+        (AbsTaskRetrieval,),
+        {"metadata": metadata, "k_values": k_values, "load_data": load_data, "__module__": __name__},
+    )
+    return task_class()
+
+
+def build_sts_task(path: str | Path, split: str = "test", name: str | None = None) -> AbsTask:
+    """Build an mteb STS task from a local STS file (see `load_sts_file` for the formats).
+
+    The score range mteb normalises by is the minimum and maximum gold score found in the file.
+
+    Args:
+        path: The STS file.
+        split: The split name recorded in the results (a file holds a single split).
+        name: Task name in the results; defaults to ``<parent folder>-<file stem>``, e.g. ``stsbenchmark-sts-test``.
+
+    Returns:
+        An instance of a fresh `AbsTaskSTS` subclass, with main score ``cosine_spearman``.
+    """
+    from mteb.abstasks import AbsTaskSTS
+
+    path = Path(path).resolve()
+    data = load_sts_file(path)
+    name = name or f"{path.parent.name}-{path.stem}"
+    metadata = _task_metadata(
+        name,
+        f"Local STS file {path}, read by retromae_hf.evaluation.",
+        path,
+        _content_hash(path),
+        "STS",
+        "cosine_spearman",
+        split,
+    )
+
+    def load_data(self: Any, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        from datasets import Dataset, DatasetDict
+
+        rows = {"sentence1": data.sentence1, "sentence2": data.sentence2, "score": data.score}
+        self.dataset = DatasetDict({split: Dataset.from_dict(rows)})
+        self.data_loaded = True
+
+    task_class = type(
+        _class_name("LocalSTS_", name),
+        (AbsTaskSTS,),
+        {
+            "metadata": metadata,
+            "min_score": data.min_score,
+            "max_score": data.max_score,
+            "load_data": load_data,
+            "__module__": __name__,
+        },
+    )
+    return task_class()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Task resolution
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ResolvedTask:
+    task: Any
+    dataset_name: str
+    path_or_hub_id: str
+    split: str
+    revision: str | None
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or "\\" in spec or spec.startswith(".") or spec.lower().endswith(STS_SUFFIXES)
+
+
+def _resolve_task(spec: str | Path | AbsTask, split: str) -> _ResolvedTask:
+    """Turn one entry of ``tasks`` into an mteb task plus what the summary says about its data."""
+    from mteb import AbsTask
+
+    if isinstance(spec, AbsTask):
+        return _resolve_mteb_task(spec, split)
+    path = Path(spec)
+    if path.is_dir():
+        task = build_retrieval_task(path, split)
+        return _ResolvedTask(task, path.resolve().name, str(path.resolve()), split, task.metadata.revision)
+    if path.is_file():
+        task = build_sts_task(path, split)
+        resolved = path.resolve()
+        return _ResolvedTask(
+            task, f"{resolved.parent.name}/{resolved.name}", str(resolved), split, task.metadata.revision
+        )
+    if isinstance(spec, Path) or _looks_like_path(str(spec)):
+        raise EvaluationDataError(f"{spec}: no such file or folder (expected a BEIR folder or an STS file)")
+
+    import mteb
+
+    try:
+        found = mteb.get_tasks(tasks=[str(spec)])
+    except KeyError as error:
+        raise ValueError(f"{spec!r} is neither a local path nor an MTEB task name ({error})") from None
+    if len(found) != 1:
+        raise ValueError(f"{spec!r} matched {len(found)} MTEB tasks; name exactly one")
+    return _resolve_mteb_task(found[0], split)
+
+
+def _resolve_mteb_task(task: Any, split: str) -> _ResolvedTask:
+    splits = list(task.metadata.eval_splits)
+    if split in splits:
+        task.filter_eval_splits([split])
+        used = split
+    else:
+        used = splits[0]
+        logger.warning("MTEB task %s has no split %r; evaluating its split %r", task.metadata.name, split, used)
+        task.filter_eval_splits([used])
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        logger.warning(
+            "HF_HUB_OFFLINE is set: MTEB task %s loads its data from the Hub and only works with a warm datasets cache",
+            task.metadata.name,
+        )
+    return _ResolvedTask(task, task.metadata.name, task.metadata.dataset["path"], used, task.metadata.revision)
+
+
+def _dedupe_names(resolved: list[_ResolvedTask]) -> None:
+    """Give local tasks unique names, so that their result files do not overwrite each other."""
+    seen: dict[str, int] = {}
+    for item in resolved:
+        name = item.task.metadata.name
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            if not type(item.task).__name__.startswith(("LocalRetrieval_", "LocalSTS_")):
+                raise ValueError(f"task {name!r} is listed twice")
+            new_name = f"{name}-{seen[name]}"
+            type(item.task).metadata = item.task.metadata.model_copy(update={"name": new_name})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _load_model(model: str | Path) -> SentenceTransformer:
+    """Load a sentence-transformers model from a folder or Hub id, through the package's export hook when present."""
+    try:
+        from retromae_hf.export import load_sentence_transformer
+    except ImportError:
+        from sentence_transformers import SentenceTransformer
+
+        logger.info("retromae_hf.export is not importable; loading %s with SentenceTransformer()", model)
+        return SentenceTransformer(str(model))
+    return load_sentence_transformer(str(model))
+
+
+def _model_display_name(model: Any, given: str | Path | None) -> str:
+    if given is not None:
+        return str(given)
+    card = getattr(model, "model_card_data", None)
+    for attribute in ("model_name", "model_id", "base_model"):
+        value = getattr(card, attribute, None) if card is not None else None
+        if value:
+            return str(value)
+    try:
+        name_or_path = model[0].auto_model.config.name_or_path
+    except (AttributeError, IndexError, KeyError, TypeError):
+        name_or_path = None
+    return str(name_or_path or type(model).__name__)
+
+
+def _mteb_model_name(display_name: str) -> str:
+    """mteb wants ``organisation/name``; local paths become ``local/<folder name>``."""
+    path = Path(display_name)
+    if path.exists() or display_name.startswith(("/", ".", "~")):
+        return f"local/{path.name or 'model'}"
+    return display_name if display_name.count("/") == 1 else f"local/{display_name.replace('/', '__')}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _package_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version("retromae-hf")
+    except metadata.PackageNotFoundError:
+        import sys
+
+        package = sys.modules.get("retromae_hf")
+        return getattr(package, "__version__", None)
+
+
+def _numeric_scores(entries: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Average each numeric score over the subsets (languages) mteb reports; a single subset is copied."""
+    sums: dict[str, list[float]] = {}
+    for entry in entries:
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            sums.setdefault(key, []).append(float(value))
+    return {key: sum(values) / len(values) for key, values in sums.items()}
+
+
+def _summary_entry(resolved: _ResolvedTask, task_result: Any) -> dict[str, Any]:
+    metadata = resolved.task.metadata
+    entries = task_result.scores.get(resolved.split) or []
+    if not entries:
+        raise RuntimeError(f"mteb returned no scores for {metadata.name} on split {resolved.split!r}")
+    scores = _numeric_scores(entries)
+    main_metric = str(metadata.main_score)
+    # Known task types get a short, fixed list of metrics; other types keep every numeric score mteb reports.
+    wanted = {"Retrieval": RETRIEVAL_SUMMARY_METRICS, "STS": STS_SUMMARY_METRICS}.get(str(metadata.type))
+    keys = scores if wanted is None else [key for key in (main_metric, *wanted) if key in scores]
+    metrics = {key: scores[key] for key in keys}
+    return {
+        "task": metadata.name,
+        "task_type": str(metadata.type),
+        "dataset": {
+            "name": resolved.dataset_name,
+            "path_or_hub_id": resolved.path_or_hub_id,
+            "split": resolved.split,
+            "revision": resolved.revision,
+        },
+        "main_metric": main_metric,
+        "main_score": scores.get("main_score", scores.get(main_metric, float("nan"))),
+        "metrics": metrics,
+    }
+
+
+def _format_score(value: Any) -> str:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{100 * value:.2f}"
+    return "n/a"
+
+
+def summary_to_markdown(summary: Mapping[str, Any]) -> str:
+    """Render a summary (as written to ``summary.json``) as one Markdown table, one row per task.
+
+    Scores are shown ×100 with two decimals. Besides the main metric, a few metrics typical of the task type are
+    listed (MRR@10, MAP@10, Recall@10/100 for retrieval; cosine Pearson for STS).
+    """
+    settings = summary.get("settings", {})
+    lines = [
+        f"Model: `{summary.get('model', '?')}` · mteb {summary.get('mteb_version', '?')} · "
+        f"batch size {settings.get('batch_size', '?')} · max length {settings.get('max_length', '?')} · "
+        f"created {summary.get('created', '?')}",
+        "",
+        "| Task | Type | Split | Main metric | Score | Other metrics |",
+        "|---|---|---|---|---:|---|",
+    ]
+    for result in summary.get("results", []):
+        metrics = result.get("metrics", {})
+        extra_keys = MARKDOWN_METRICS.get(result.get("task_type", ""), ())
+        extras = ", ".join(f"{key} {_format_score(metrics[key])}" for key in extra_keys if key in metrics)
+        lines.append(
+            f"| {result.get('task', '?')} | {result.get('task_type', '?')} | "
+            f"{result.get('dataset', {}).get('split', '?')} | {result.get('main_metric', '?')} | "
+            f"{_format_score(result.get('main_score'))} | {extras or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """Read a ``summary.json`` written by `evaluate` (a folder holding one is accepted too).
+
+    Raises:
+        EvaluationDataError: The file is missing or is not a summary (no ``results`` list).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY_JSON
+    if not path.is_file():
+        raise EvaluationDataError(f"{path}: summary file not found")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise EvaluationDataError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("results"), list):
+        raise EvaluationDataError(f"{path}: not an evaluation summary (no 'results' list)")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    model: SentenceTransformer | str | Path,
+    tasks: Sequence[str | Path],
+    *,
+    output_dir: str | Path,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    split: str = "test",
+    similarity: str | None = None,
+    show_progress_bar: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a sentence-embedding model with mteb and write a summary.
+
+    Every local task is read and checked before the model is loaded, so malformed data fails fast.
+
+    Args:
+        model: A `sentence_transformers.SentenceTransformer`, or a folder / Hub id to load one from (through
+            `retromae_hf.export.load_sentence_transformer` when that module is importable, else
+            ``SentenceTransformer(str(model))``).
+        tasks: Each entry is a BEIR-format folder (retrieval), an STS file (``.tsv``/``.csv``/``.jsonl`` with
+            ``sentence1, sentence2, score``), or an MTEB task name such as ``"SciFact"`` (needs the Hub).
+        output_dir: Where mteb writes its result JSONs (``results/<model>/<revision>/<task>.json``, mteb's usual
+            cache layout) and where ``summary.json`` and ``summary.md`` go.
+        batch_size: Encoding batch size.
+        max_length: If given, sets ``model.max_seq_length`` for the run (restored afterwards).
+        split: The split to evaluate: the qrels file of a BEIR folder, the recorded split of an STS file, and the
+            split of an MTEB task (its first split when it has no such split).
+        similarity: If given, the model's similarity function for the run: ``cosine``, ``dot``, ``euclidean`` or
+            ``manhattan`` (restored afterwards). Retrieval ranks with it; STS reports cosine metrics regardless,
+            plus ``spearman``/``pearson`` computed with it.
+        show_progress_bar: Show progress bars while encoding.
+
+    Returns:
+        The summary, also written to ``output_dir/summary.json``. Its schema (stable; the Hub model card reads it)::
+
+            {
+              "model": str,                    # the path/Hub id given, or the model's own name
+              "mteb_version": str,
+              "retromae_hf_version": str | None,
+              "created": str,                  # ISO 8601, UTC
+              "settings": {"batch_size": int, "max_length": int | None,   # max_seq_length in effect
+                           "split": str, "similarity": str | None},       # similarity function in effect
+              "results": [
+                {
+                  "task": str,                 # mteb task name (folder name / "<parent>-<stem>" for local data)
+                  "task_type": str,            # "Retrieval", "STS", ... (mteb's task type)
+                  "dataset": {"name": str, "path_or_hub_id": str, "split": str,
+                              "revision": str | None},  # Hub revision, or a content hash for local data
+                  "main_metric": str,          # "ndcg_at_10", "cosine_spearman", ...
+                  "main_score": float,         # 0-1 scale, as mteb reports it
+                  "metrics": {str: float}      # main metric plus e.g. mrr_at_10, map_at_10, recall_at_k (retrieval)
+                }                              #   or cosine_pearson, spearman, pearson (STS); 0-1 scale
+              ]
+            }
+
+    Raises:
+        EvaluationDataError: A local task's data is missing or malformed (the message names the file).
+        ValueError: A task is neither a local path nor a known MTEB task, or `similarity` is unknown.
+    """
+    if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
+        raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
+    if isinstance(tasks, (str, Path)):
+        tasks = [tasks]
+    if not tasks:
+        raise ValueError("no tasks given")
+    resolved = [_resolve_task(spec, split) for spec in tasks]
+    _dedupe_names(resolved)
+
+    import mteb
+    from mteb.models import SentenceTransformerEncoderWrapper
+
+    given_name = None if not isinstance(model, (str, Path)) else model
+    st_model = _load_model(model) if isinstance(model, (str, Path)) else model
+    display_name = _model_display_name(st_model, given_name)
+
+    saved = (st_model.max_seq_length, st_model.similarity_fn_name)
+    try:
+        if max_length is not None:
+            st_model.max_seq_length = max_length
+        if similarity is not None:
+            st_model.similarity_fn_name = similarity
+        wrapper = SentenceTransformerEncoderWrapper(st_model)
+        wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": _mteb_model_name(display_name)})
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        effective = {
+            "batch_size": batch_size,
+            "max_length": st_model.max_seq_length,
+            "split": split,
+            "similarity": st_model.similarity_fn_name,
+        }
+        logger.info("Evaluating %s on %d task(s) with %s", display_name, len(resolved), effective)
+        model_result = mteb.evaluate(
+            wrapper,
+            [item.task for item in resolved],
+            encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+            cache=mteb.ResultCache(cache_path=output_dir),
+            overwrite_strategy="always",
+            co2_tracker=False,
+            show_progress_bar=show_progress_bar,
+        )
+    finally:
+        st_model.max_seq_length, st_model.similarity_fn_name = saved
+
+    by_name = {task_result.task_name: task_result for task_result in model_result.task_results}
+    results = []
+    for item in resolved:
+        task_result = by_name.get(item.task.metadata.name)
+        if task_result is None:
+            raise RuntimeError(f"mteb returned no result for task {item.task.metadata.name}")
+        results.append(_summary_entry(item, task_result))
+
+    summary = {
+        "model": display_name,
+        "mteb_version": mteb.__version__,
+        "retromae_hf_version": _package_version(),
+        "created": datetime.datetime.now(tz=datetime.UTC).isoformat(timespec="seconds"),
+        "settings": effective,
+        "results": results,
+    }
+    (output_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (output_dir / SUMMARY_MD).write_text(summary_to_markdown(summary), encoding="utf-8")
+    for result in results:
+        logger.info("%s: %s = %s", result["task"], result["main_metric"], _format_score(result["main_score"]))
+    logger.info("Wrote %s and %s", output_dir / SUMMARY_JSON, output_dir / SUMMARY_MD)
+    return summary

@@ -1,0 +1,159 @@
+"""Export RetroMAE encoders as standard sentence-transformers folders (plain BERT weights + [CLS] pooling).
+
+The exported folder is what stage-2 models are published as: `SentenceTransformer(folder)` loads it with
+sentence-transformers alone, without `trust_remote_code` and without this package, because the weights are a
+plain `BertModel`'s and the modules are sentence-transformers' own (Transformer, CLS Pooling, [Normalize]).
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+
+from .configuration_retromae import RetroMAEConfig
+from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel
+
+logger = logging.getLogger(__name__)
+
+Similarity = Literal["dot", "cosine"]
+_BERT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
+
+
+def _encoder_and_tokenizer(
+    model_or_path: RetroMAEModel | RetroMAEForPreTraining | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | str | None,
+) -> tuple[RetroMAEModel, PreTrainedTokenizerBase]:
+    if isinstance(model_or_path, RetroMAEForPreTraining):
+        encoder = model_or_path.bert
+    elif isinstance(model_or_path, RetroMAEModel):
+        encoder = model_or_path
+    else:
+        path = str(model_or_path)
+        if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
+        config = AutoConfig.from_pretrained(path)
+        if config.model_type != RetroMAEConfig.model_type:
+            raise ValueError(
+                f"{path} is a {config.model_type!r} model, not a RetroMAE checkpoint; convert it first "
+                "(retromae-hf convert) or load it with sentence-transformers directly"
+            )
+        encoder = RetroMAEModel.from_pretrained(path)
+        tokenizer = tokenizer or path
+    if tokenizer is None:
+        raise ValueError("exporting a model object needs its tokenizer (tokenizer=...)")
+    if isinstance(tokenizer, str | os.PathLike):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    return encoder.eval(), tokenizer
+
+
+def to_bert_model(encoder: RetroMAEModel) -> BertModel:
+    """The encoder as a transformers `BertModel` with identical weights (the names already match BERT's)."""
+    config = BertConfig(**{name: getattr(encoder.config, name) for name in _BERT_FIELDS})
+    bert = BertModel(config, add_pooling_layer=True)
+    missing, unexpected = bert.load_state_dict(encoder.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("pooler.") for key in missing):
+        raise RuntimeError(f"encoder does not map onto BERT: missing {missing}, unexpected {unexpected}")
+    # RetroMAE embeds with the raw [CLS] vector; BERT's pooler is never used. Zero weights (rather than random
+    # ones) keep the export deterministic and let it load without "newly initialised weights" warnings.
+    with torch.no_grad():
+        bert.pooler.dense.weight.zero_()
+        bert.pooler.dense.bias.zero_()
+    return bert.eval()
+
+
+def export_sentence_transformer(
+    model_or_path: RetroMAEModel | RetroMAEForPreTraining | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    similarity: Similarity = "dot",
+    tokenizer: PreTrainedTokenizerBase | str | None = None,
+    max_seq_length: int | None = None,
+) -> Path:
+    """Write a standard sentence-transformers folder: Transformer (plain BERT) + CLS Pooling [+ Normalize].
+
+    Args:
+        model_or_path: a RetroMAE checkpoint folder or Hub id (stage 1, stage 2, or converted official), or a
+            `RetroMAEModel` / `RetroMAEForPreTraining` object.
+        output_dir: the folder to write; replaced atomically (written beside it, then renamed).
+        similarity: `"dot"` (RetroMAE's retrieval scoring) or `"cosine"` (adds a Normalize module, for
+            sentence-embedding models); recorded in `config_sentence_transformers.json`.
+        tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
+        max_seq_length: the export's truncation length (default: the model's max_position_embeddings).
+
+    Returns:
+        The output folder.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    if similarity not in ("dot", "cosine"):
+        raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+    encoder, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
+    bert = to_bert_model(encoder)
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        plain = staging / "bert"
+        bert.save_pretrained(plain)
+        tokenizer.save_pretrained(plain)
+        length = max_seq_length or min(encoder.config.max_position_embeddings, tokenizer.model_max_length)
+        modules = [
+            Transformer(str(plain), max_seq_length=length),
+            Pooling(encoder.config.hidden_size, pooling_mode="cls"),
+        ]
+        if similarity == "cosine":
+            modules.append(Normalize())
+        model = SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu")
+        model.save(str(staging / "export"))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(staging / "export", output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s (CLS pooling, %s similarity) to %s", type(encoder).__name__, similarity, output_dir)
+    return output_dir
+
+
+def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
+    """Load any RetroMAE checkpoint, export, or other sentence-transformers model as a `SentenceTransformer`.
+
+    RetroMAE checkpoints load through this package's registered model with CLS pooling (they carry
+    sentence-transformers metadata; older ones without it get CLS pooling here explicitly).
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    path = str(model_or_path)
+    kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
+    is_local = os.path.isdir(path)
+    if is_local and not os.path.isfile(os.path.join(path, "modules.json")):
+        config = AutoConfig.from_pretrained(path)
+        if config.model_type == RetroMAEConfig.model_type:
+            transformer = Transformer(path, max_seq_length=config.max_position_embeddings)
+            pooling = Pooling(config.hidden_size, pooling_mode="cls")
+            return SentenceTransformer(modules=[transformer, pooling], similarity_fn_name="dot", **kwargs)
+    elif not is_local and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
+        raise FileNotFoundError(f"no model folder at {path}")  # a local path, not an org/name Hub id
+    return SentenceTransformer(path, **kwargs)
+
+
+__all__ = ["export_sentence_transformer", "load_sentence_transformer", "to_bert_model"]

@@ -1,0 +1,125 @@
+"""Export to sentence-transformers, and direct loading of RetroMAE checkpoints, in clean processes."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import REPO, shared_path
+
+from retromae_hf import RetroMAEForPreTraining
+from retromae_hf.convert import from_official
+from retromae_hf.export import export_sentence_transformer, load_sentence_transformer
+
+TEXTS = [
+    "RetroMAE pre-trains retrieval-oriented language models.",
+    "The sentence embedding is the [CLS] vector of the last layer.",
+    "short",
+]
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_config, bert_tokenizer):
+    torch.manual_seed(0)
+    model = RetroMAEForPreTraining(tiny_config).eval()
+    with torch.no_grad():  # non-trivial norms so that dot and cosine differ
+        model.bert.embeddings.word_embeddings.weight.mul_(30)
+    model.save_pretrained(tmp_path / "checkpoint")
+    bert_tokenizer.save_pretrained(tmp_path / "checkpoint")
+    return tmp_path / "checkpoint", model
+
+
+def reference_embeddings(model, tokenizer, texts=TEXTS):
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        return model.bert(**batch).sentence_embedding
+
+
+def run_clean(script: str, tmp_path) -> subprocess.CompletedProcess:
+    """Run in a fresh interpreter where `retromae_hf` cannot be imported."""
+    prelude = 'import sys\nsys.modules["retromae_hf"] = None\n'
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_export_loads_without_the_package_and_matches(checkpoint, bert_tokenizer, tmp_path, similarity):
+    folder, model = checkpoint
+    out = export_sentence_transformer(folder, tmp_path / f"st-{similarity}", similarity=similarity)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "bert" and "auto_map" not in config
+    assert json.loads((out / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == similarity
+    assert not list(out.glob("*.py"))  # no remote code
+    expected = reference_embeddings(model, bert_tokenizer)
+    if similarity == "cosine":
+        expected = torch.nn.functional.normalize(expected, dim=-1)
+    torch.save(expected, tmp_path / "expected.pt")
+    result = run_clean(
+        f"""
+        import torch
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer({str(out)!r}, device="cpu")
+        assert model.similarity_fn_name == {similarity!r}, model.similarity_fn_name
+        got = model.encode({TEXTS!r}, convert_to_tensor=True, normalize_embeddings=False)
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0), (got - expected).abs().max()
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_retromae_checkpoint_loads_directly_with_cls_pooling(checkpoint, bert_tokenizer, tmp_path):
+    folder, model = checkpoint
+    expected = reference_embeddings(model, bert_tokenizer)
+    direct = load_sentence_transformer(folder, device="cpu")
+    assert direct[1].pooling_mode == "cls"
+    torch.testing.assert_close(direct.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
+    # Plain sentence-transformers with trust_remote_code, in a process without the package.
+    torch.save(expected, tmp_path / "expected.pt")
+    result = run_clean(
+        f"""
+        import torch
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer({str(folder)!r}, trust_remote_code=True, device="cpu")
+        assert "cls" in str(model[1]).lower(), model
+        got = model.encode({TEXTS!r}, convert_to_tensor=True)
+        assert torch.allclose(got, torch.load({str(tmp_path / "expected.pt")!r}), atol=1e-5, rtol=0)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_export_of_a_converted_official_checkpoint(tmp_path, bert_tokenizer):
+    fixture = shared_path("fixtures", "retromae_reference", "staoxiao_perturbed")
+    model = from_official(fixture / "official_state_dict.safetensors", fixture / "bert_config.json", "staoxiao")
+    from safetensors.torch import load_file
+
+    inputs = load_file(str(fixture / "inputs.safetensors"))
+    out = export_sentence_transformer(model, tmp_path / "st", tokenizer=bert_tokenizer)
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        got = bert(input_ids=inputs["encoder_input_ids"], attention_mask=inputs["encoder_attention_mask"])
+    expected = load_file(str(fixture / "expected.safetensors"))["cls_embedding"]
+    torch.testing.assert_close(got.last_hidden_state[:, 0], expected, atol=1e-5, rtol=0)
+
+
+def test_export_errors_and_cli(checkpoint, tmp_path):
+    folder, _ = checkpoint
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        export_sentence_transformer(tmp_path, tmp_path / "x")
+    with pytest.raises(ValueError, match="similarity"):
+        export_sentence_transformer(folder, tmp_path / "x", similarity="euclid")
+    result = subprocess.run(
+        [sys.executable, "-m", "retromae_hf", "export", str(folder), str(tmp_path / "cli"), "--similarity", "cosine"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "cli" / "2_Normalize").is_dir()

@@ -176,6 +176,45 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"exported {args.checkpoint} -> {out} ({args.similarity} similarity, CLS pooling)")
 
 
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model on MTEB tasks or local BEIR folders / STS files through mteb",
+        description=(
+            "Evaluate a RetroMAE checkpoint, a sentence-transformers export, or any sentence-transformers model "
+            "through mteb. Tasks are MTEB task names (need network) or local data (offline): a BEIR folder "
+            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or an STS file (sentence1, sentence2, score). "
+            "Writes mteb's result JSONs plus summary.json and summary.md."
+        ),
+    )
+    parser.add_argument("model", help="model folder or Hub id")
+    parser.add_argument("--tasks", nargs="+", required=True, help="MTEB task names and/or local paths")
+    parser.add_argument("--output-dir", type=Path, default=Path("evaluation"), help="where results are written")
+    parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    parser.add_argument("--max-length", type=int, default=None, help="truncation length (default: the model's)")
+    parser.add_argument("--split", default="test", help="qrels / STS split to evaluate")
+    parser.add_argument(
+        "--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity"
+    )
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate, summary_to_markdown
+
+    summary = evaluate(
+        args.model,
+        args.tasks,
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        split=args.split,
+        similarity=args.similarity,
+    )
+    print(summary_to_markdown(summary))
+    print(f"summary: {args.output_dir / 'summary.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retromae-hf",
@@ -187,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
+    _add_evaluate(subparsers)
     return parser
 
 

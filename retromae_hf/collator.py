@@ -153,6 +153,9 @@ class RetroMAECollator:
         seed: makes masks a function of `(seed, epoch, batch content)`: reproducible, identical after resuming,
             independent of DataLoader workers; call `set_epoch` for fresh masks each epoch. Training uses this.
         generator: alternatively, a torch generator to draw from (the global RNG when neither is given).
+        decoding: `"enhanced"` (the paper) or `"plain"` (its ablation): the decoder then gets the sentence with
+            whole words masked at `decoder_mask_ratio` replaced by [MASK], labels only there, and a padding-only
+            `[B, L, L]` attention mask.
 
     Each example may be a string, a mapping with a `text` key, or a mapping with `input_ids` (special tokens
     included) and optionally `word_ids` (-1 for special tokens); without `word_ids` the words are recovered from
@@ -171,7 +174,10 @@ class RetroMAECollator:
         pad_to_multiple_of: int | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "enhanced",
     ):
+        if decoding not in ("enhanced", "plain"):
+            raise ValueError(f"decoding must be 'enhanced' or 'plain', got {decoding!r}")
         for name, value in (("encoder_mask_ratio", encoder_mask_ratio), ("decoder_mask_ratio", decoder_mask_ratio)):
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
@@ -191,6 +197,7 @@ class RetroMAECollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.randomness = _BatchRandomness(seed, generator)
         self.generator: torch.Generator | None = None  # the current batch's source, set per call
+        self.decoding = decoding
         # [UNK] is an ordinary, maskable token for the official collator; only structural specials are excluded.
         self._special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         self._warned_truncation = False
@@ -285,15 +292,21 @@ class RetroMAECollator:
         real = positions[None, :] < lengths[:, None]  # [B, L]
 
         encoder_input_ids, encoder_labels = self._mask_encoder(input_ids, word_ids, lengths)
-        decoder_attention_mask = self._decoder_attention(word_ids, lengths, real)
-        decoder_labels = input_ids.masked_fill(~real, IGNORE_INDEX)
-        decoder_labels[:, 0] = IGNORE_INDEX
-        decoder_labels[torch.arange(batch), lengths - 1] = IGNORE_INDEX
+        if self.decoding == "plain":
+            decoder_input_ids, decoder_labels, decoder_attention_mask = self._plain_decoder_inputs(
+                input_ids, word_ids, lengths, real
+            )
+        else:
+            decoder_input_ids = input_ids
+            decoder_attention_mask = self._decoder_attention(word_ids, lengths, real)
+            decoder_labels = input_ids.masked_fill(~real, IGNORE_INDEX)
+            decoder_labels[:, 0] = IGNORE_INDEX
+            decoder_labels[torch.arange(batch), lengths - 1] = IGNORE_INDEX
         return {
             "encoder_input_ids": encoder_input_ids,
             "encoder_attention_mask": real.long(),
             "encoder_labels": encoder_labels,
-            "decoder_input_ids": input_ids,
+            "decoder_input_ids": decoder_input_ids,
             "decoder_attention_mask": decoder_attention_mask,
             "decoder_labels": decoder_labels,
         }
@@ -319,6 +332,17 @@ class RetroMAECollator:
         random_tokens = torch.randint(len(self.tokenizer), input_ids.shape, generator=self.generator)
         masked = torch.where(to_random, random_tokens, masked)
         return masked, labels
+
+    def _plain_decoder_inputs(
+        self, input_ids: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = sample_whole_word_masks(
+            word_ids, self._budget(lengths, self.decoder_mask_ratio), 1, self.generator
+        ).squeeze(1)
+        decoder_input_ids = input_ids.masked_fill(hidden, self.tokenizer.mask_token_id)
+        decoder_labels = input_ids.masked_fill(~hidden, IGNORE_INDEX)
+        attention = (real[:, :, None] & real[:, None, :]).to(torch.uint8)
+        return decoder_input_ids, decoder_labels, attention
 
     def _decoder_attention(self, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         batch, seq_len = word_ids.shape

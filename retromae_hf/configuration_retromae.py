@@ -7,6 +7,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 QUERY_STREAMS = ("position", "embeddings")
+DECODINGS = ("enhanced", "plain")
 
 
 @strict
@@ -49,11 +50,14 @@ class RetroMAEConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
     num_decoder_layers: int = 1
     query_stream: str = "position"
+    decoding: str = "enhanced"
 
     def __post_init__(self, **kwargs):
         # Checked here rather than in a `validate_*` hook: those wrap errors in a non-`ValueError` exception.
         if self.query_stream not in QUERY_STREAMS:
             raise ValueError(f"query_stream must be one of {QUERY_STREAMS}, got {self.query_stream!r}")
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.num_decoder_layers < 1:
             raise ValueError(f"num_decoder_layers must be at least 1, got {self.num_decoder_layers}")
         if self.hidden_size % self.num_attention_heads != 0:

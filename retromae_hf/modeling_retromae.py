@@ -531,6 +531,12 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         seq_len = decoder_input_ids.shape[1]
         # Content stream: [CLS] vector in place of the [CLS] token, then the sentence's own token embeddings.
         content = torch.cat([cls_hidden, embeddings(input_ids=decoder_input_ids)[:, 1:]], dim=1)
+        if self.config.decoding == "plain":  # ablation: ordinary self-attention over the masked sentence
+            mask = additive_attention_mask(decoder_attention_mask, content.dtype)
+            hidden = content
+            for layer in self.decoder.layers:
+                hidden = layer(hidden, mask)
+            return hidden
         if self.config.query_stream == "position":
             query = embeddings.position_embeddings(embeddings.position_ids[:, :seq_len]) + cls_hidden
         else:

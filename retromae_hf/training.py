@@ -565,6 +565,7 @@ def train(recipe: Recipe, resume: str | bool | None = None) -> Path:
         encoder_mask_ratio=recipe.encoder_mask_ratio,
         decoder_mask_ratio=recipe.decoder_mask_ratio,
         max_length=min(recipe.max_length, model.config.max_position_embeddings),
+        decoding=model.config.decoding,
     )
     contrastive_loss = None
     if recipe.stage == 1:

@@ -300,3 +300,20 @@ def test_contrastive_collator_groups_passages_per_query(bert_tokenizer):
         ContrastiveCollator(bert_tokenizer, num_negatives=1)([{"query": "q", "positive": "p", "negatives": []}])
     with pytest.raises(ValueError, match="lacks a non-empty query"):
         ContrastiveCollator(bert_tokenizer, num_negatives=0)([{"query": "", "positive": "p"}])
+
+
+def test_plain_decoding_inputs(bert_tokenizer, tiny_config):
+    from retromae_hf import RetroMAEForPreTraining
+
+    lines = corpus_lines(16)
+    batch = RetroMAECollator(bert_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
+    real = batch["encoder_attention_mask"].bool()
+    masked = batch["decoder_input_ids"] == bert_tokenizer.mask_token_id
+    labelled = batch["decoder_labels"] != -100
+    assert torch.equal(masked, labelled)  # labels exactly where the decoder input is masked
+    assert masked.sum() / real.sum() == pytest.approx(0.5, abs=0.05)
+    assert torch.equal(batch["decoder_attention_mask"].bool(), real[:, :, None] & real[:, None, :])
+    tiny_config.decoding = "plain"
+    output = RetroMAEForPreTraining(tiny_config)(**batch)
+    assert torch.isfinite(output.loss) and output.decoder_loss > 0
+    output.loss.backward()

@@ -33,6 +33,8 @@ _LAZY = {
     "load_sentence_transformer": "export",
     "push_to_hub": "hub",
     "pull_from_hub": "hub",
+    "render_model_card": "hub",
+    "HubPushError": "hub",
     "evaluate": "evaluation",
 }
 
@@ -47,6 +49,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "HubPushError",
     "RetroMAECollator",
     "RetroMAEConfig",
     "RetroMAEForPreTraining",
@@ -59,4 +62,5 @@ __all__ = [
     "load_sentence_transformer",
     "pull_from_hub",
     "push_to_hub",
+    "render_model_card",
 ]

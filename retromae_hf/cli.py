@@ -193,9 +193,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     parser.add_argument("--max-length", type=int, default=None, help="truncation length (default: the model's)")
     parser.add_argument("--split", default="test", help="qrels / STS split to evaluate")
-    parser.add_argument(
-        "--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity"
-    )
+    parser.add_argument("--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -215,6 +213,72 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(f"summary: {args.output_dir / 'summary.json'}")
 
 
+def _add_push(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="publish a checkpoint or sentence-transformers export to the Hub with a generated model card",
+        description=(
+            "Upload a RetroMAE checkpoint (stage-1 base: encoder and decoder, code files for trust_remote_code) or a "
+            "sentence-transformers export (stage-2 models) with a model card carrying the evaluation summary. "
+            "Honours HF_ENDPOINT and the usual token sources (HF_TOKEN, `hf auth login`); the token is never "
+            "printed. The local folder is never modified."
+        ),
+    )
+    parser.add_argument("folder", help="checkpoint or export folder")
+    parser.add_argument("repo_id", help="org/name on the Hub")
+    parser.add_argument("--summary", default=None, help="evaluation summary.json from `retromae-hf evaluate`")
+    parser.add_argument("--recipe", default=None, help="the training recipe (default: the folder's recipe.yaml)")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--commit-message", default=None, help="commit message")
+    parser.add_argument(
+        "--card-kind", choices=["auto", "base", "sentence-transformers"], default="auto", help="card template"
+    )
+    parser.set_defaults(handler=_run_push)
+
+
+def _run_push(args: argparse.Namespace) -> None:
+    from .hub import push_to_hub
+
+    url = push_to_hub(
+        args.folder,
+        args.repo_id,
+        summary=args.summary,
+        recipe=args.recipe,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        card_kind=args.card_kind,
+    )
+    print(f"pushed {args.folder} -> {url}")
+
+
+def _add_pull(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "pull",
+        help="download a model from the Hub (revision pinning) and check it loads",
+        description="snapshot_download a repository at a revision, then load it with the right class.",
+    )
+    parser.add_argument("repo_id", help="org/name on the Hub")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit sha (pin a sha to be reproducible)")
+    parser.add_argument(
+        "--kind",
+        choices=["auto", "base", "pretraining", "sentence-transformers"],
+        default="auto",
+        help="what to load it as",
+    )
+    parser.set_defaults(handler=_run_pull)
+
+
+def _run_pull(args: argparse.Namespace) -> None:
+    from .hub import pull_from_hub
+
+    model = pull_from_hub(args.repo_id, revision=args.revision, kind=args.kind)
+    print(f"pulled {args.repo_id}@{args.revision or 'main'}: {type(model).__name__}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retromae-hf",
@@ -227,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_evaluate(subparsers)
+    _add_push(subparsers)
+    _add_pull(subparsers)
     return parser
 
 
@@ -237,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.handler(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # RuntimeError: HubPushError says what to retry
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

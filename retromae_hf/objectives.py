@@ -117,7 +117,7 @@ class InfoNCELoss(nn.Module):
     target of local query `i` on rank `r` is its positive, global row `offset_r + i * (1 + N)`, where `offset_r`
     counts the passage rows of ranks before `r`. The loss is the cross-entropy averaged over the local queries.
     Local batch sizes may differ across ranks; the result is then a per-rank mean, which DDP averages as it does
-    any other per-rank loss.
+    any other per-rank loss (scale it by `world_size * B_local / B_global` for exactly the global mean's gradient).
 
     Args:
         temperature: scores are divided by it. The default 0.02 suits `"cosine"` (scores in [-1, 1]); with `"dot"`
@@ -184,8 +184,9 @@ class InfoNCELoss(nn.Module):
         if self.gather_across_devices and _distributed_world()[1] > 1:
             passage_embeddings, offset = _gather_rows(passage_embeddings)
 
-        # Scores in float32: a bf16/fp16 softmax over thousands of negatives at temperature 0.02 loses the target.
-        scores = query_embeddings.float() @ passage_embeddings.float().T / self.temperature
+        # At least float32: a bf16/fp16 softmax over thousands of negatives at temperature 0.02 loses the target.
+        dtype = torch.promote_types(query_embeddings.dtype, torch.float32)
+        scores = query_embeddings.to(dtype) @ passage_embeddings.to(dtype).T / self.temperature
         targets = offset + torch.arange(num_queries, device=scores.device) * group_size
         return F.cross_entropy(scores, targets)
 
@@ -272,7 +273,8 @@ class DupMAEBagOfWordsLoss(nn.Module):
             chunk_mask = ordinary[:, start : start + self.chunk_size]
             if not chunk_mask.any():  # the padded tail of a batch costs nothing
                 continue
-            logits = model.cls(encoder_hidden[:, start : start + self.chunk_size]).float()  # [B, c, V]
+            logits = model.cls(encoder_hidden[:, start : start + self.chunk_size])  # [B, c, V]
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
             logits = logits.masked_fill(~chunk_mask[:, :, None], torch.finfo(logits.dtype).min)
             chunk_max = logits.amax(dim=1)
             pooled = chunk_max if pooled is None else torch.maximum(pooled, chunk_max)
@@ -327,12 +329,12 @@ def stage_loss(
     infonce: InfoNCELoss | None,
     bow: DupMAEBagOfWordsLoss | None,
 ) -> dict[str, torch.Tensor]:
-    """Weighted sum of the RetroMAE, contrastive and bag-of-words losses for one batch.
+    """Weighted sum of the RetroMAE, contrastive and bag-of-words losses for one batch, from ONE forward.
 
-    Embeddings for the contrastive term are `model.bert(ids, mask).sentence_embedding` (last-layer [CLS]) of the
-    *unmasked* queries and passages; the RetroMAE and bag-of-words terms use the masked six-key view of the
-    positives. Call it inside the forward of the module that DDP wraps, so that all encoder passes of the step
-    belong to one DDP forward.
+    Everything the enabled terms need (the six RetroMAE keys, the query/passage inputs) goes through a single
+    `model(...)` call, so that DDP/FSDP see one forward per step: pass the model exactly as the trainer holds it
+    (wrapped or not). Query and passage embeddings are the last-layer [CLS] of the *unmasked* texts; the RetroMAE
+    and bag-of-words terms use the masked view of the positives.
 
     Returns:
         `loss` (the weighted sum) and the unweighted terms actually computed: `retromae_loss`, `encoder_loss`,
@@ -345,43 +347,38 @@ def stage_loss(
     use_retromae = weights.retromae != 0
     use_contrastive = weights.contrastive != 0
     use_bow = weights.bag_of_words != 0
+    inputs: dict[str, torch.Tensor] = {}
     if use_retromae:
         _require(batch, FORWARD_KEYS, "RetroMAE")
+        inputs.update({key: batch[key] for key in FORWARD_KEYS})
     if use_bow:
         _require(batch, BAG_OF_WORDS_KEYS, "bag-of-words")
         if bow is None:
             raise ValueError("weights.bag_of_words > 0 needs a DupMAEBagOfWordsLoss (bow=None was given)")
+        inputs.update({key: batch[key] for key in ("encoder_input_ids", "encoder_attention_mask")})
     if use_contrastive:
         _require(batch, CONTRASTIVE_KEYS, "contrastive")
         if infonce is None:
             raise ValueError("weights.contrastive > 0 needs an InfoNCELoss (infonce=None was given)")
+        inputs.update({key: batch[key] for key in CONTRASTIVE_KEYS})
+    output = model(**inputs, return_dict=True)
 
     terms: dict[str, torch.Tensor] = {}
     weighted: list[torch.Tensor] = []
-    encoder_hidden = None
     if use_retromae:
-        output = model(**{key: batch[key] for key in FORWARD_KEYS}, return_dict=True)
-        terms["retromae_loss"] = output.loss
-        terms["encoder_loss"] = output.encoder_loss
-        terms["decoder_loss"] = output.decoder_loss
+        terms.update(retromae_loss=output.loss, encoder_loss=output.encoder_loss, decoder_loss=output.decoder_loss)
         weighted.append(weights.retromae * output.loss)
-        encoder_hidden = output.encoder_last_hidden_state
     if use_bow:
-        if encoder_hidden is None:  # RetroMAE term off: only the encoder pass is needed
-            encoder_hidden = model.bert(
-                batch["encoder_input_ids"], attention_mask=batch["encoder_attention_mask"], return_dict=True
-            ).last_hidden_state
-        bow_loss = bow(model, encoder_hidden, batch["decoder_input_ids"], batch["encoder_attention_mask"])
+        bow_loss = bow(
+            getattr(model, "module", model),  # the MLM head of the unwrapped model
+            output.encoder_last_hidden_state,
+            original_token_ids(batch),
+            batch["encoder_attention_mask"],
+        )
         terms["bag_of_words_loss"] = bow_loss
         weighted.append(weights.bag_of_words * bow_loss)
     if use_contrastive:
-        queries = model.bert(
-            batch["query_input_ids"], attention_mask=batch["query_attention_mask"], return_dict=True
-        ).sentence_embedding
-        passages = model.bert(
-            batch["passage_input_ids"], attention_mask=batch["passage_attention_mask"], return_dict=True
-        ).sentence_embedding
-        contrastive = infonce(queries, passages)
+        contrastive = infonce(output.query_embedding, output.passage_embedding)
         terms["contrastive_loss"] = contrastive
         weighted.append(weights.contrastive * contrastive)
 
@@ -390,6 +387,17 @@ def stage_loss(
     for term in weighted[1:]:
         total = total + term
     return {"loss": total, **terms}
+
+
+def original_token_ids(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The unmasked encoder input: labels where the encoder was masked, the input itself elsewhere.
+
+    (`decoder_input_ids` is unmasked only with enhanced decoding; this holds for both decoding modes.)
+    """
+    labels = batch.get("encoder_labels")
+    if labels is None:
+        return batch["decoder_input_ids"]
+    return torch.where(labels != -100, labels, batch["encoder_input_ids"])
 
 
 __all__ = [

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from transformers import (
     AutoConfig,
@@ -41,7 +40,7 @@ from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import RetroMAEConfig
 from .convert import from_official
 from .modeling_retromae import RetroMAEForPreTraining
-from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss
+from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
 
 logger = logging.getLogger(__name__)
 
@@ -376,18 +375,15 @@ class RetroMAETrainer(Trainer):
     def __init__(
         self,
         *args,
-        retromae_weight: float = 1.0,
-        contrastive_weight: float = 0.0,
-        bag_of_words_weight: float = 0.0,
+        weights: ObjectiveWeights,
         contrastive_loss: InfoNCELoss | None = None,
+        bag_of_words_loss: DupMAEBagOfWordsLoss | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self.retromae_weight = retromae_weight
-        self.contrastive_weight = contrastive_weight
-        self.bag_of_words_weight = bag_of_words_weight
+        self.weights = weights
         self.contrastive_loss = contrastive_loss
-        self.bag_of_words_loss = DupMAEBagOfWordsLoss() if bag_of_words_weight > 0 else None
+        self.bag_of_words_loss = bag_of_words_loss
         # Our losses are already means over the batch: let the Trainer divide by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._component_sums: dict[str, float] = defaultdict(float)
@@ -395,35 +391,13 @@ class RetroMAETrainer(Trainer):
         self._staging_dir: str | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
-        parts: dict[str, torch.Tensor] = {}
-        weighted = []
-        if self.retromae_weight > 0 and outputs.loss is not None:
-            parts.update(
-                retromae_loss=outputs.loss, encoder_loss=outputs.encoder_loss, decoder_loss=outputs.decoder_loss
-            )
-            weighted.append(self.retromae_weight * outputs.loss)
-        if self.contrastive_weight > 0:
-            if outputs.query_embedding is None or outputs.passage_embedding is None:
-                raise ValueError("contrastive_weight > 0 but the batch has no query/passage inputs")
-            parts["contrastive_loss"] = self.contrastive_loss(outputs.query_embedding, outputs.passage_embedding)
-            weighted.append(self.contrastive_weight * parts["contrastive_loss"])
-        if self.bag_of_words_loss is not None:
-            parts["bag_of_words_loss"] = self.bag_of_words_loss(
-                self.accelerator.unwrap_model(model),
-                outputs.encoder_last_hidden_state,
-                inputs["decoder_input_ids"],
-                inputs["encoder_attention_mask"],
-            )
-            weighted.append(self.bag_of_words_weight * parts["bag_of_words_loss"])
-        if not weighted:
-            raise ValueError("the batch produced no loss term: check the recipe's weights and data")
-        loss = torch.stack(weighted).sum()
+        parts = stage_loss(model, inputs, self.weights, self.contrastive_loss, self.bag_of_words_loss)
+        loss = parts.pop("loss")
         if model.training:
             for name, value in parts.items():
                 self._component_sums[name] += value.detach().float().item()
             self._component_steps += 1
-        return (loss, outputs) if return_outputs else loss
+        return (loss, parts) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._component_steps:
@@ -576,7 +550,9 @@ def train(recipe: Recipe, resume: str | bool | None = None) -> Path:
                 load_corpus_texts(recipe), tokenizer, max_length=retromae_collator.max_length, packing=recipe.packing
             )
         collator = retromae_collator
-        weights = {"retromae_weight": recipe.retromae_weight, "bag_of_words_weight": recipe.bag_of_words_weight}
+        weights = ObjectiveWeights(
+            retromae=recipe.retromae_weight, contrastive=0.0, bag_of_words=recipe.bag_of_words_weight
+        )
     else:
         dataset = load_pair_data(recipe)
         collator = ContrastiveCollator(
@@ -593,11 +569,11 @@ def train(recipe: Recipe, resume: str | bool | None = None) -> Path:
                 similarity=recipe.similarity,
                 gather_across_devices=recipe.gather_across_devices,
             )
-        weights = {
-            "retromae_weight": recipe.retromae_weight,
-            "contrastive_weight": recipe.contrastive_weight,
-            "bag_of_words_weight": recipe.bag_of_words_weight,
-        }
+        weights = ObjectiveWeights(
+            retromae=recipe.retromae_weight,
+            contrastive=recipe.contrastive_weight,
+            bag_of_words=recipe.bag_of_words_weight,
+        )
     _check_first_batch(dataset, collator, recipe)
 
     log_path = Path(output_dir) / "training_log.jsonl"
@@ -607,9 +583,14 @@ def train(recipe: Recipe, resume: str | bool | None = None) -> Path:
         train_dataset=dataset,
         data_collator=collator,
         processing_class=tokenizer,
+        weights=weights,
         contrastive_loss=contrastive_loss,
+        bag_of_words_loss=(
+            DupMAEBagOfWordsLoss(special_token_ids=tokenizer.all_special_ids)
+            if recipe.bag_of_words_weight > 0
+            else None
+        ),
         callbacks=[JsonlLogCallback(log_path), CollatorEpochCallback(collator)],
-        **weights,
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
 

@@ -8,6 +8,22 @@ from transformers import PreTrainedConfig
 
 QUERY_STREAMS = ("position", "embeddings")
 DECODINGS = ("enhanced", "plain")
+# The fields RetroMAEConfig shares with BertConfig (converting checkpoints, exporting the encoder as BERT).
+BERT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
 
 
 @strict

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from transformers import BertConfig
 
-from .configuration_retromae import RetroMAEConfig
+from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
 from .modeling_retromae import RetroMAEForPreTraining
 
 logger = logging.getLogger(__name__)
@@ -31,21 +31,6 @@ _VARIANT_TO_QUERY_STREAM = {
     "flagembedding": "embeddings",
     "embeddings": "embeddings",
 }
-_BERT_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "initializer_range",
-    "layer_norm_eps",
-    "pad_token_id",
-)
 
 
 class CheckpointError(ValueError):
@@ -67,7 +52,7 @@ def config_from_bert(
         bert_config = bert_config.to_dict()
     if variant not in _VARIANT_TO_QUERY_STREAM:
         raise ValueError(f"variant must be one of {sorted(_VARIANT_TO_QUERY_STREAM)}, got {variant!r}")
-    fields = {name: bert_config[name] for name in _BERT_FIELDS if name in bert_config}
+    fields = {name: bert_config[name] for name in BERT_FIELDS if name in bert_config}
     fields["query_stream"] = _VARIANT_TO_QUERY_STREAM[variant]
     fields.update(overrides)
     return RetroMAEConfig(**fields)

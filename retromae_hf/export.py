@@ -15,27 +15,12 @@ from typing import Literal
 import torch
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
-from .configuration_retromae import RetroMAEConfig
+from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
 from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel
 
 logger = logging.getLogger(__name__)
 
 Similarity = Literal["dot", "cosine"]
-_BERT_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "initializer_range",
-    "layer_norm_eps",
-    "pad_token_id",
-)
 
 
 def _encoder_and_tokenizer(
@@ -67,7 +52,7 @@ def _encoder_and_tokenizer(
 
 def to_bert_model(encoder: RetroMAEModel) -> BertModel:
     """The encoder as a transformers `BertModel` with identical weights (the names already match BERT's)."""
-    config = BertConfig(**{name: getattr(encoder.config, name) for name in _BERT_FIELDS})
+    config = BertConfig(**{name: getattr(encoder.config, name) for name in BERT_FIELDS})
     bert = BertModel(config, add_pooling_layer=True)
     missing, unexpected = bert.load_state_dict(encoder.state_dict(), strict=False)
     if unexpected or any(not key.startswith("pooler.") for key in missing):

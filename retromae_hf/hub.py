@@ -140,8 +140,8 @@ def load_summary(summary: str | Path | Mapping[str, Any] | None) -> dict[str, An
     """Read and check an evaluation `summary.json` (a path or an already loaded dict); `None` passes through.
 
     Raises:
-        FileNotFoundError: The path does not exist.
-        ValueError: The summary lacks `results` or a result lacks `task`, `main_metric` or `main_score`.
+        ValueError: The file is missing or not a summary (`EvaluationDataError`), or a result lacks `task`,
+            `main_metric` or `main_score`.
     """
     if summary is None:
         return None
@@ -149,14 +149,10 @@ def load_summary(summary: str | Path | Mapping[str, Any] | None) -> dict[str, An
     if isinstance(summary, Mapping):
         data = dict(summary)
     else:
-        path = Path(summary)
-        source = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"evaluation summary {path} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from err
+        from .evaluation import load_summary as read_summary_file
+
+        source = str(summary)
+        data = read_summary_file(summary)  # names the file on a missing file, bad JSON or a non-summary
     results = data.get("results") if isinstance(data, dict) else None
     if not isinstance(results, list):
         raise ValueError(f"{source}: expected a JSON object with a 'results' list (retromae_hf.evaluation format)")

@@ -226,10 +226,12 @@ class RetroMAEAttention(nn.Module):
         return output.reshape(batch, q_len, -1)
 
 
-class RetroMAESelfOutput(nn.Module):
-    def __init__(self, config: RetroMAEConfig):
+class RetroMAEResidualOutput(nn.Module):
+    """Projection, dropout, residual add, LayerNorm: the output of both sub-layers of a post-LN BERT layer."""
+
+    def __init__(self, config: RetroMAEConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -241,7 +243,7 @@ class RetroMAEAttentionBlock(nn.Module):
     def __init__(self, config: RetroMAEConfig):
         super().__init__()
         self.self = RetroMAEAttention(config)
-        self.output = RetroMAESelfOutput(config)
+        self.output = RetroMAEResidualOutput(config, config.hidden_size)
 
     def forward(
         self,
@@ -263,17 +265,6 @@ class RetroMAEIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
-class RetroMAEOutput(nn.Module):
-    def __init__(self, config: RetroMAEConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
-
-
 class RetroMAELayer(GradientCheckpointingLayer):
     """A post-LayerNorm transformer layer (BERT's). With `key_value_states` it is an enhanced-decoding layer:
     queries from the query stream, keys and values from the content stream."""
@@ -282,7 +273,7 @@ class RetroMAELayer(GradientCheckpointingLayer):
         super().__init__()
         self.attention = RetroMAEAttentionBlock(config)
         self.intermediate = RetroMAEIntermediate(config)
-        self.output = RetroMAEOutput(config)
+        self.output = RetroMAEResidualOutput(config, config.intermediate_size)
 
     def forward(
         self,

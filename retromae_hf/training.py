@@ -341,6 +341,8 @@ class JsonlLogCallback(TrainerCallback):
         self.path = Path(path)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and state.global_step == 0 and self.path.is_file():
+            self.path.unlink()  # a fresh run starts a fresh log
         # A resumed run replays the steps after its checkpoint: drop what the interrupted run logged past it.
         if state.is_world_process_zero and state.global_step > 0 and self.path.is_file():
             kept = [
@@ -639,16 +641,21 @@ def run_recipe(
     if resume and len(selected) > 1:
         raise RecipeError("--resume applies to one stage: add --stage")
     multi = len(stages) > 1
-    results = []
-    for i in selected:
-        spec = stages[i]
+
+    def overrides_for(spec: dict[str, Any]) -> dict[str, Any]:
         stage_overrides = dict(overrides)
         if multi and "output_dir" in stage_overrides:  # one run folder, one sub-folder per stage
             stage_overrides["output_dir"] = str(Path(overrides["output_dir"]) / f"stage{spec.get('stage', 1)}")
+        return stage_overrides
+
+    results = []
+    for i in selected:
+        spec = stages[i]
+        stage_overrides = overrides_for(spec)
         if spec.get("model") == "previous" and "model" not in stage_overrides:
             if i == 0:
                 raise RecipeError(f"{source}: the first stage cannot start from model 'previous'")
-            previous = build_recipe(stages[i - 1], stage_overrides if multi else {}, source=str(source))
+            previous = build_recipe(stages[i - 1], overrides_for(stages[i - 1]), source=str(source))
             spec = {**spec, "model": str(Path(previous.output_dir) / FINAL_DIR)}
             if not Path(spec["model"]).is_dir():
                 raise RecipeError(f"stage {spec.get('stage')} starts from {spec['model']}, which does not exist yet")

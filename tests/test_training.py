@@ -189,3 +189,17 @@ def test_stage2_on_nli_triplets_and_scifact_pairs(tmp_path, small_corpus):
     import retromae_hf  # noqa: F401
 
     assert type(AutoModel.from_pretrained(final)).__name__ == "RetroMAEModel"
+
+
+def test_multi_stage_recipe_with_output_dir_override(tmp_path):
+    """Stage 2's `model: previous` follows the stage-1 folder under an overridden output_dir; logs start fresh."""
+    args = ["train", "--recipe", "quickstart", "--output-dir", str(tmp_path / "qs"),
+            "--set", "training.max_steps=3", "--set", "training.logging_steps=1", "--no-evaluate"]  # fmt: skip
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "qs" / "stage1" / "final").is_dir() and (tmp_path / "qs" / "stage2" / "final").is_dir()
+    recipe = yaml.safe_load((tmp_path / "qs" / "stage2" / "final" / "recipe.yaml").read_text())
+    assert recipe["model"] == str(tmp_path / "qs" / "stage1" / "final")
+    rerun = cli(*args, "--stage", "2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sorted(read_log(tmp_path / "qs" / "stage2")) == [1, 2, 3]  # not appended to the first run's log

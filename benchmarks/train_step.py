@@ -272,7 +272,9 @@ def main() -> None:
             print("|---|---|---|")
             bench_encoding(args, tokenizer, texts, Path(workdir))
         if "memory" not in args.skip:
-            unit = "peak CUDA allocation, MiB" if args.device == "cuda" else "peak RSS above the process's own start, MiB"
+            unit = (
+                "peak CUDA allocation, MiB" if args.device == "cuda" else "peak RSS above the process's own start, MiB"
+            )
             print(f"\n| workload | {unit} |")
             print("|---|---|")
             bench_memory(args, Path(workdir))

@@ -132,9 +132,7 @@ class _BatchRandomness:
     def for_batch(self, examples: Sequence[Any]) -> torch.Generator | None:
         if self.seed is None:
             return self.generator
-        key = hashlib.blake2b(
-            f"{self.seed}:{self.epoch}:".encode() + _content_digest(examples), digest_size=8
-        ).digest()
+        key = hashlib.blake2b(f"{self.seed}:{self.epoch}:".encode() + _content_digest(examples), digest_size=8).digest()
         return torch.Generator().manual_seed(int.from_bytes(key, "little") & (2**63 - 1))
 
 

@@ -10,7 +10,9 @@ from conftest import REPO, shared_path
 
 def cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "retromae_hf", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "retromae_hf", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def test_help_lists_every_command():

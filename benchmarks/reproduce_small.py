@@ -12,8 +12,9 @@ STS files (Spearman); then every arm gets the *same* short stage-2 run (RetroMAE
 triplets + SciFact train pairs) and the same evaluation again.
 
 Phases run in order (stage 1 for all arms, its evaluation, stage 2, its evaluation) and every finished piece is
-kept: rerunning the same command skips what is done, so an interrupted run continues. `--report-only` rebuilds the
-results JSON, the Markdown table and the plots from what exists.
+kept: rerunning the same command skips what is done (an interrupted training piece starts over). `--report-only`
+rebuilds the results JSON, the Markdown table and the plots from what exists. Each stage-1 evaluation also scores
+the untrained initialisation every arm starts from, as a reference row.
 
     python benchmarks/reproduce_small.py                       # the default budget: 2 seeds x 3 arms
     python benchmarks/reproduce_small.py --seeds 42 --stage1-steps 50 --stage2-steps 20 --stage2-batch-size 16

@@ -22,7 +22,6 @@ the untrained initialisation every arm starts from, as a reference row.
 """
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -120,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------------------ the MLM arm
 def encoder_only_trainer_class():
-    """`RetroMAETrainer` minus the decoder term: the masked-LM (BERT) baseline.
+    """`RetroMAETrainer` minus the decoder term: the masked-LM (BERT) baseline, passed to `train(trainer_class=...)`.
 
     `RetroMAEForPreTraining.forward` skips the decoder when no `decoder_*` keys are passed, and its loss is then
     the encoder's MLM loss alone. The collator still builds the decoder inputs (identical batches and encoder masks
@@ -137,28 +136,10 @@ def encoder_only_trainer_class():
             if loss is None:
                 raise ValueError("the batch has no encoder labels")
             if model.training:
-                self._component_sums["encoder_loss"] += loss.detach().float().item()
-                self._component_steps += 1
+                self.record_components({"encoder_loss": loss})
             return (loss, outputs) if return_outputs else loss
 
     return EncoderOnlyTrainer
-
-
-@contextlib.contextmanager
-def encoder_only_training():
-    """Run `retromae_hf.training.train` with `EncoderOnlyTrainer` in place of `RetroMAETrainer`.
-
-    Swapping the class that `train()` instantiates (rather than copying `train()`) keeps everything else identical
-    across arms: data loading, packing, shuffling, the collator and its masks, seeding, optimizer, saving.
-    """
-    from retromae_hf import training
-
-    original = training.RetroMAETrainer
-    training.RetroMAETrainer = encoder_only_trainer_class()
-    try:
-        yield
-    finally:
-        training.RetroMAETrainer = original
 
 
 # ------------------------------------------------------------------------------------------------ recipes
@@ -246,8 +227,7 @@ def train_stage(args, arm: str, seed: int, stage: int) -> None:
     logger.info("training %s seed %d stage %d -> %s", arm, seed, stage, folder)
     start = time.time()
     use_encoder_only = stage == 1 and ARMS[arm]["encoder_only"]
-    with encoder_only_training() if use_encoder_only else contextlib.nullcontext():
-        final = train(recipe)
+    final = train(recipe, trainer_class=encoder_only_trainer_class() if use_encoder_only else None)
     wall = time.time() - start
     (final / "wall_time.json").write_text(json.dumps({"wall_seconds": wall}), encoding="utf-8")
     logger.info("trained %s seed %d stage %d in %.0f s", arm, seed, stage, wall)

@@ -592,14 +592,9 @@ def _dedupe_names(resolved: list[_ResolvedTask]) -> None:
 
 
 def _load_model(model: str | Path) -> SentenceTransformer:
-    """Load a sentence-transformers model from a folder or Hub id, through the package's export hook when present."""
-    try:
-        from retromae_hf.export import load_sentence_transformer
-    except ImportError:
-        from sentence_transformers import SentenceTransformer
+    """Load a sentence-transformers model from a folder or Hub id (RetroMAE checkpoints get CLS pooling)."""
+    from .export import load_sentence_transformer  # lazy: keeps torch-heavy imports off `import evaluation`
 
-        logger.info("retromae_hf.export is not importable; loading %s with SentenceTransformer()", model)
-        return SentenceTransformer(str(model))
     return load_sentence_transformer(str(model))
 
 
@@ -755,8 +750,7 @@ def evaluate(
 
     Args:
         model: A `sentence_transformers.SentenceTransformer`, or a folder / Hub id to load one from (through
-            `retromae_hf.export.load_sentence_transformer` when that module is importable, else
-            ``SentenceTransformer(str(model))``).
+            `retromae_hf.export.load_sentence_transformer`).
         tasks: Each entry is a BEIR-format folder (retrieval), an STS file (``.tsv``/``.csv``/``.jsonl`` with
             ``sentence1, sentence2, score``), or an MTEB task name such as ``"SciFact"`` (needs the Hub).
         output_dir: Where mteb writes its result JSONs (``results/<model>/<revision>/<task>.json``, mteb's usual

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import (
     AutoConfig,
@@ -396,10 +397,14 @@ class RetroMAETrainer(Trainer):
         parts = stage_loss(model, inputs, self.weights, self.contrastive_loss, self.bag_of_words_loss)
         loss = parts.pop("loss")
         if model.training:
-            for name, value in parts.items():
-                self._component_sums[name] += value.detach().float().item()
-            self._component_steps += 1
+            self.record_components(parts)
         return (loss, parts) if return_outputs else loss
+
+    def record_components(self, parts: dict[str, torch.Tensor]) -> None:
+        """Accumulate one training step's loss terms; `log` reports their means beside the total loss."""
+        for name, value in parts.items():
+            self._component_sums[name] += value.detach().float().item()
+        self._component_steps += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._component_steps:
@@ -507,8 +512,12 @@ def resolve_resume(resume: str | bool | None, output_dir: str) -> str | None:
     return str(resume)
 
 
-def train(recipe: Recipe, resume: str | bool | None = None) -> Path:
-    """Run one stage. Returns the final folder (`<output_dir>/final`), which export/evaluate/push read."""
+def train(recipe: Recipe, resume: str | bool | None = None, trainer_class: type[RetroMAETrainer] | None = None) -> Path:
+    """Run one stage. Returns the final folder (`<output_dir>/final`), which export/evaluate/push read.
+
+    `trainer_class` replaces `RetroMAETrainer` (a subclass with another `compute_loss`, e.g. the masked-LM
+    baseline of `benchmarks/reproduce_small.py`), keeping data, masks, seeding, optimizer and saving identical.
+    """
     recipe.validate()
     output_dir = recipe.output_dir
     staging = Path(output_dir) / STAGING_DIR
@@ -579,7 +588,7 @@ def train(recipe: Recipe, resume: str | bool | None = None) -> Path:
     _check_first_batch(dataset, collator, recipe)
 
     log_path = Path(output_dir) / "training_log.jsonl"
-    trainer = RetroMAETrainer(
+    trainer = (trainer_class or RetroMAETrainer)(
         model=model,
         args=args,
         train_dataset=dataset,

@@ -34,6 +34,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 from retromae_hf import RetroMAEConfig, RetroMAEForPreTraining, RetroMAEModel
 from retromae_hf import hub as hub_module
+from retromae_hf.export import export_sentence_transformer
 from retromae_hf.hub import HubPushError, detect_kind, pull_from_hub, push_to_hub, render_model_card
 
 TOKEN = "hf_FakeTokenForTheLoopbackHub0123456789"
@@ -253,38 +254,9 @@ def checkpoint(base_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def st_export(checkpoint, tmp_path_factory) -> Path:
     """A stage-2 sentence-transformers export (BERT + CLS pooling, dot product)."""
-    tokenizer_dir = _tokenizer_dir()
+    _tokenizer_dir()  # the export needs the checkpoint's tokenizer
     root = tmp_path_factory.mktemp("retromae-st")
-    try:
-        from retromae_hf.export import export_sentence_transformer
-    except ImportError:
-        export_sentence_transformer = None
-    if export_sentence_transformer is not None:
-        export_sentence_transformer(checkpoint, root / "export", similarity="dot")
-        return root / "export"
-    # Until retromae_hf.export exists: a plain BERT + CLS pooling folder built by hand.
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(1)
-    bert = BertModel(
-        BertConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-        ),
-        add_pooling_layer=False,
-    )
-    bert.save_pretrained(root / "bert")
-    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(root / "bert")
-    model = SentenceTransformer(
-        modules=[models.Transformer(str(root / "bert")), models.Pooling(32, pooling_mode="cls")],
-        similarity_fn_name="dot",
-    )
-    model.save(str(root / "export"))
+    export_sentence_transformer(checkpoint, root / "export", similarity="dot")
     return root / "export"
 
 

@@ -1073,7 +1073,8 @@ def main(argv=None) -> None:
                     evaluate_stage(args, UNTRAINED, seed, 1)
                 for arm in args.arms:
                     evaluate_stage(args, arm, seed, stage)
-                    report(args, command)  # keep the results current as each piece finishes
+            if not args.no_eval:
+                report(args, command)  # keep the results current as each stage finishes
     report(args, command)
 
 

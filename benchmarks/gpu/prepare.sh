@@ -54,7 +54,8 @@ tar -C "$SHARED" -cJf .gpu_data/data.tar.xz \
     data/pairs/snli_devtest/snli_devtest_triplets.csv \
     models/all-MiniLM-L6-v2/tokenizer.json models/all-MiniLM-L6-v2/tokenizer_config.json \
     models/all-MiniLM-L6-v2/vocab.txt models/all-MiniLM-L6-v2/special_tokens_map.json \
-    models/all-MiniLM-L6-v2/config.json
+    models/all-MiniLM-L6-v2/config.json \
+    reference/gpu-reproduction-2026-11-27
 
 ls -l .whl .gpu_data
 echo "total to carry: $(du -cb .whl/*.whl .gpu_data/data.tar.xz | tail -1 | cut -f1 | awk '{printf "%.1f MiB", $1/1048576}')"

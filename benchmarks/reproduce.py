@@ -806,7 +806,8 @@ def differences_table(rows: list[dict], replicates: int) -> str:
 
 
 def _block_key(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    """A block name as a file-name part: "base + reference" -> "base_reference"."""
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in name).split())
 
 
 def plots(args, block: str, runs: list[dict], agg: dict, rows: list[dict]) -> list[str]:
@@ -817,7 +818,8 @@ def plots(args, block: str, runs: list[dict], agg: dict, rows: list[dict]) -> li
 
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    prefix = f"{args.figure_prefix}_{_block_key(block)}"
+    # The base block keeps the plain prefix (the figure names docs/reproduction.md has always used).
+    prefix = args.figure_prefix if block == "base" else f"{args.figure_prefix}_{_block_key(block)}"
     written = []
     for stage in sorted(agg):
         tasks = sorted({task for arm in agg[stage].values() for task in arm})

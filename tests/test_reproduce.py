@@ -113,6 +113,6 @@ def test_tiny_end_to_end_run(reproduce, tmp_path: Path) -> None:
         assert row["low"] <= row["difference"] <= row["high"]
     per_query = json.loads(results.with_name("tiny_per_query.json").read_text(encoding="utf-8"))
     assert len(per_query["base"]["this script/seed7/enhanced_stage1"]["cisi"]["per_query"]) == 76
-    assert (tmp_path / "figures" / "tiny_base_differences.png").is_file()
+    assert (tmp_path / "figures" / "tiny_differences.png").is_file()
     # The corpus was tokenized once, into the shared cache every arm read.
     assert len(list((tmp_path / "runs" / "tokenized").iterdir())) == 1

@@ -818,8 +818,9 @@ def plots(args, block: str, runs: list[dict], agg: dict, rows: list[dict]) -> li
 
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    # The base block keeps the plain prefix (the figure names docs/reproduction.md has always used).
-    prefix = args.figure_prefix if block == "base" else f"{args.figure_prefix}_{_block_key(block)}"
+    # The block of this run's own tag keeps the plain prefix (for the default tag: the figure names
+    # docs/reproduction.md has always used); other blocks add their name, e.g. reproduce_gpu_long_*.
+    prefix = args.figure_prefix if block == args.tag else f"{args.figure_prefix}_{_block_key(block)}"
     written = []
     for stage in sorted(agg):
         tasks = sorted({task for arm in agg[stage].values() for task in arm})

@@ -44,6 +44,13 @@ for wheel in "${WHEELS[@]}"; do
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "$wheel"
 done
 
+# Only installed if the machine's huggingface-hub is too old for datasets 5.2 / transformers 5.24 (they need
+# >= 1.31); 1.x keeps transformers 5.17 (< 2.0) working too.
+mkdir -p .whl/fallback
+"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl/fallback huggingface-hub==1.33.0
+
 # The data, compressed (the Gutenberg text is 37 MB raw).
 mkdir -p .gpu_data
 tar -C "$SHARED" -cJf .gpu_data/data.tar.xz \
@@ -57,5 +64,5 @@ tar -C "$SHARED" -cJf .gpu_data/data.tar.xz \
     models/all-MiniLM-L6-v2/config.json \
     reference/gpu-reproduction-2026-11-27
 
-ls -l .whl .gpu_data
-echo "total to carry: $(du -cb .whl/*.whl .gpu_data/data.tar.xz | tail -1 | cut -f1 | awk '{printf "%.1f MiB", $1/1048576}')"
+ls -l .whl .whl/fallback .gpu_data
+echo "total to carry: $(du -cb .whl/*.whl .whl/fallback/*.whl .gpu_data/data.tar.xz | tail -1 | cut -f1 | awk '{printf "%.1f MiB", $1/1048576}')"

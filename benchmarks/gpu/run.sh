@@ -52,8 +52,14 @@ if ! "$PYTHON" -c "import mteb, datasets" >/dev/null 2>&1; then
 fi
 IMPORTS="import transformers, datasets, mteb, sentence_transformers, pytrec_eval, polars, retromae_hf.training, retromae_hf.evaluation"
 if ! "$PYTHON" -c "$IMPORTS" 2>"$OUT/import_error.txt"; then
+    # Fallbacks, in order: the machine's own transformers instead of the carried one; then also a newer
+    # huggingface-hub (datasets 5.2 needs >= 1.31) from .whl/fallback.
     echo "the carried packages do not import together (see import_error.txt); dropping the carried transformers"
     rm -rf "$SITE"/transformers "$SITE"/transformers-*.dist-info
+    if ! "$PYTHON" -c "$IMPORTS" 2>>"$OUT/import_error.txt" && ls .whl/fallback/*.whl >/dev/null 2>&1; then
+        echo "still failing; adding the carried huggingface-hub from .whl/fallback"
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/fallback/*.whl
+    fi
     "$PYTHON" -c "$IMPORTS" || { echo "run.sh: the packages still do not import; see the error above." >&2; exit 1; }
 fi
 
@@ -142,7 +148,7 @@ PID_B=$!
 while kill -0 "$PID_A" 2>/dev/null || kill -0 "$PID_B" 2>/dev/null; do
     sleep "$SYNC_S" & wait $!
     ELAPSED=$(($(date +%s) - START))
-    echo "-- $ELAPSED s: $(grep -h -E 'trained|evaluated' "$RUNS"/a.log "$RUNS"/b.log 2>/dev/null | tail -4 | cut -c1-140 | tr '\n' '|')"
+    echo "-- $ELAPSED s: $(grep -h -E 'reproduce INFO (trained|evaluated) ' "$RUNS"/a.log "$RUNS"/b.log 2>/dev/null | tail -3 | cut -c21-110 | tr '\n' '|')"
     sync_out
     if [ "$ELAPSED" -ge "$DEADLINE_S" ]; then
         echo "== deadline of $DEADLINE_S s reached: stopping what still runs"

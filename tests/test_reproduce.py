@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, SHARED
 
 SCRIPT = REPO / "benchmarks" / "reproduce.py"

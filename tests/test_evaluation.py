@@ -569,7 +569,7 @@ def test_full_scifact_ndcg_matches_brute_force_and_per_query_scores(full_scifact
     assert per_query["metric"] == "ndcg_at_10" and len(per_query["per_query"]) == 300
     assert list(per_query["per_query"]) == list(brute)  # qrels order, queries with a relevant document
     # The per-query scores come from mteb's own rankings: their mean is mteb's score.
-    assert per_query["mean"] == pytest.approx(reported, abs=1e-6)
+    assert per_query["mean"] == pytest.approx(reported, abs=1e-5)  # mteb rounds to 5 decimals
     # An independent ranking gives the same score; a query may differ only where two documents nearly tie.
     assert float(np.mean(list(brute.values()))) == pytest.approx(reported, abs=2e-3)
     same = sum(abs(brute[q] - v) < 1e-6 for q, v in per_query["per_query"].items())
@@ -584,7 +584,7 @@ def test_sts_per_pair_similarities_give_the_reported_spearman(full_scifact_run: 
     entry = full_scifact_run["per_query"]["stsbenchmark-sts-test"]
     reported = result_for(full_scifact_run["summary"], "STS")["main_score"]
     assert len(entry["similarity"]) == len(entry["gold"]) == len(load_sts_file(STSB_TEST).score)
-    assert float(spearmanr(entry["similarity"], entry["gold"])[0]) == pytest.approx(reported, abs=1e-6)
+    assert float(spearmanr(entry["similarity"], entry["gold"])[0]) == pytest.approx(reported, abs=1e-5)
 
 
 def test_per_query_scores_need_predictions(tmp_path: Path) -> None:

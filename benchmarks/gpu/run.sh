@@ -117,6 +117,7 @@ if [ "$TINY" = 1 ]; then
         --corpus "$D/corpus/wiki1m_for_simcse_head.txt" --pairs "$D/pairs/snli_devtest/snli_devtest_triplets.csv"
         --tasks "$D/beir/cisi" "$D/sts/stsbenchmark/sts-test.tsv")
     A_EXTRA=(--workers 1)
+    DEADLINE_S=${DEADLINE_S_TINY:-1800}  # a shared CPU can be slow; the GPU deadline is for the real run
     B_EXTRA=(--workers 1 --tag long --stage1-steps 9 --arms mlm enhanced)
 fi
 if [ "$CUDA" = 0 ]; then
@@ -160,7 +161,7 @@ done
 wait "$PID_A"; RC_A=$?
 wait "$PID_B"; RC_B=$?
 echo "== (a) exit $RC_A, (b) exit $RC_B ($(($(date +%s) - START)) s)"
-tail -5 "$RUNS/a.log" "$RUNS/b.log"
+tail -n 5 "$RUNS/a.log" "$RUNS/b.log"
 
 echo "== combined report"
 "$PYTHON" benchmarks/reproduce.py "${COMMON[@]}" --results "$RESULTS.json" --report-only --report-tags base long \

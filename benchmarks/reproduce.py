@@ -164,6 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--skip-stage2", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train only (a smoke test of the training path)")
+    p.add_argument(
+        "--no-untrained",
+        action="store_true",
+        help="do not evaluate the untrained initialisation (when another process running other arms of the same "
+        "seed and output folder evaluates it)",
+    )
     p.add_argument("--output-dir", help="checkpoints (git-ignored); default runs/reproduce_<small|gpu>")
     p.add_argument("--results", help="results JSON; default docs/results/reproduce_<small|gpu>[_<tag>].json")
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
@@ -1071,7 +1077,7 @@ def main(argv=None) -> None:
                 for arm in args.arms:
                     train_stage(args, arm, seed, stage, corpus)
             for seed in [] if args.no_eval else args.seeds:
-                if stage == 1:
+                if stage == 1 and not args.no_untrained:
                     save_untrained(args, seed)
                     evaluate_stage(args, UNTRAINED, seed, 1)
                 for arm in args.arms:

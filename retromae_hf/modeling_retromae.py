@@ -325,10 +325,9 @@ class RetroMAEAttention(nn.Module):
         value = self.value(key_value_states).view(batch, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
 
         # A decoder used on its own (outside a PreTrainedModel) has no implementation set: eager, like BERT's.
-        implementation = self.config._attn_implementation or "eager"
-        attention: Callable = eager_attention_forward
-        if implementation != "eager":
-            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation or "eager", eager_attention_forward
+        )
         output, _ = attention(
             self,
             query,

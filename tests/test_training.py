@@ -261,3 +261,20 @@ def test_cli_names_the_supported_architectures_for_an_unsupported_checkpoint(tmp
     assert result.returncode != 0
     assert "gpt2" in result.stderr and "bert, roberta, xlm-roberta, modernbert" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_any_encoder_recipes_and_streamed_sources_interleave(tmp_path):
+    xlmr = build_recipe(read_recipe_file("stage1-xlmr-multilingual")[0])
+    assert xlmr.model == "FacebookAI/xlm-roberta-base" and xlmr.streaming and xlmr.max_length == 512
+    assert len({source["config"] for source in xlmr.corpus}) == len(xlmr.corpus) >= 5  # one config per language
+    modernbert = build_recipe(read_recipe_file("stage1-modernbert")[0])
+    assert modernbert.model == "answerdotai/ModernBERT-base"
+    assert modernbert.model_config["decoder_positions"] == "learned"
+    from retromae_hf.training import load_corpus_texts
+
+    first, second = tmp_path / "en.txt", tmp_path / "de.txt"
+    first.write_text("".join(f"english {i}\n" for i in range(5)), encoding="utf-8")
+    second.write_text("".join(f"deutsch {i}\n" for i in range(3)), encoding="utf-8")
+    recipe = build_recipe({"stage": 1, "corpus": [str(first), str(second)], "streaming": True})
+    texts = [row["text"] for row, _ in zip(load_corpus_texts(recipe), range(4), strict=False)]
+    assert texts == ["english 0", "deutsch 0", "english 1", "deutsch 1"]

@@ -76,3 +76,25 @@ def save_tiny_masked_lm(architecture: str, tokenizer, folder: str | os.PathLike,
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def rewrite_in_the_0_1_layout(folder: str | os.PathLike) -> None:
+    """Turn a saved BERT RetroMAE checkpoint into the layout retromae-hf 0.1 wrote: the BERT fields at the top of
+    config.json (no `encoder`, no decoder size fields) and weights named `bert.*`, `cls.*`, `decoder.*`."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    encoder = config.pop("encoder")
+    assert encoder["model_type"] == "bert", "0.1 checkpoints were BERT"
+    for key in [key for key in config if key.startswith("decoder_")]:
+        config.pop(key)
+    bert_fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                   "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                   "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "tie_word_embeddings")  # fmt: skip
+    config.update({key: encoder[key] for key in bert_fields if key in encoder})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file({key.removeprefix("lm."): value for key, value in tensors.items()}, str(folder / "model.safetensors"))

@@ -9,7 +9,13 @@ import textwrap
 import pytest
 import torch
 from conftest import REPO, shared_path
-from encoders_for_tests import ARCHITECTURES, MAX_LENGTH, save_tiny_masked_lm, tiny_encoder_config
+from encoders_for_tests import (
+    ARCHITECTURES,
+    MAX_LENGTH,
+    rewrite_in_the_0_1_layout,
+    save_tiny_masked_lm,
+    tiny_encoder_config,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining, RetroMAEModel
@@ -487,21 +493,14 @@ def test_config_is_composite_and_upgrades_the_flat_bert_layout(tiny_config):
 
 def test_checkpoint_of_the_0_1_layout_still_loads(tiny_config, tmp_path):
     """retromae-hf 0.1 wrote BERT fields at the config's top level and `bert.*` / `cls.*` / `decoder.*` keys."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     torch.manual_seed(0)
     model = perturbed(RetroMAEForPreTraining(tiny_config)).eval()
     model.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    encoder = config.pop("encoder")
-    for key in [k for k in config if k.startswith("decoder_")]:
-        config.pop(key)
-    config.update({k: encoder[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                           "intermediate_size", "max_position_embeddings", "layer_norm_eps")})  # fmt: skip
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    tensors = load_file(str(tmp_path / "model.safetensors"))
-    save_file({k.removeprefix("lm."): v for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
+    rewrite_in_the_0_1_layout(tmp_path)
     assert any(k.startswith("bert.") for k in load_file(str(tmp_path / "model.safetensors")))
+    assert "hidden_size" in json.loads((tmp_path / "config.json").read_text())
     batch = random_batch(tiny_config)
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)

@@ -212,9 +212,21 @@ class RetroMAECollator:
             rows.append((ids, words))
         return rows
 
+    def _uses_wordpiece(self) -> bool:
+        """Whether word pieces are marked as continuations (`##`, WordPiece) rather than word starts (`Ġ`, `▁`)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        scheme = type(backend.model).__name__ if backend is not None else None
+        if scheme in ("WordPiece", "BPE", "Unigram"):
+            return scheme == "WordPiece"
+        # A slow tokenizer: the marker most of the vocabulary carries. (Mere presence misleads: a byte-level BPE
+        # vocabulary learnt from Markdown holds "##" tokens.)
+        vocab = self.tokenizer.get_vocab()
+        continuations = sum(token.startswith("##") for token in vocab)
+        return continuations > sum(token.startswith(_WORD_START_MARKERS) for token in vocab)
+
     def _words_from_spelling(self, input_ids: Sequence[int]) -> list[int]:
         if self._is_wordpiece is None:
-            self._is_wordpiece = any(token.startswith("##") for token in self.tokenizer.get_vocab())
+            self._is_wordpiece = self._uses_wordpiece()
         words, current, after_special = [], -1, True
         for token_id, token in zip(input_ids, self.tokenizer.convert_ids_to_tokens(list(input_ids)), strict=True):
             if token_id in self._special_ids:

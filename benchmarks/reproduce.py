@@ -922,11 +922,18 @@ def report(args, command: str) -> None:
     """Results JSON (+ a per-query JSON beside it), Markdown tables and figures for every block of the report."""
     blocks: dict[str, dict] = {}
     for tag in args.report_tags:
+        runs = collect(args, tag)
+        if not runs:
+            # A tag that was asked for but never ran (e.g. the longer budget, when the GPU time ran out) would
+            # only print an empty heading; say so in the log and leave it out of the report instead.
+            logger.info("tag %r: nothing trained or evaluated under %s; left out of the report", tag, args.output_dir)
+            continue
         blocks[tag] = {
             "label": f"tag {tag!r}: this script",
             "budget": _read_json(Path(args.output_dir) / tag / "budget.json"),
-            "runs": collect(args, tag),
+            "runs": runs,
         }
+    our_tags = list(blocks)
     if args.include_reference:
         reference_runs, protocol = load_reference(args, args.include_reference)
         blocks["reference"] = {
@@ -934,8 +941,8 @@ def report(args, command: str) -> None:
             "budget": protocol,
             "runs": reference_runs,
         }
-        for tag in args.report_tags:
-            if _budget_matches_reference(blocks[tag]["budget"], protocol) and blocks[tag]["runs"]:
+        for tag in our_tags:
+            if _budget_matches_reference(blocks[tag]["budget"], protocol):
                 ours = sorted({run["seed"] for run in blocks[tag]["runs"]})
                 theirs = sorted({run["seed"] for run in reference_runs})
                 blocks[f"{tag} + reference"] = {

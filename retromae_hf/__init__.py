@@ -9,11 +9,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 from .collator import RetroMAECollator
 from .configuration_retromae import RetroMAEConfig
 from .modeling_retromae import (
+    RetroMAEDecoder,
     RetroMAEForPreTraining,
     RetroMAEForPreTrainingOutput,
     RetroMAEModel,
     RetroMAEModelOutput,
     RetroMAEPreTrainedModel,
+    UnsupportedEncoderError,
 )
 
 __version__ = "0.1.0"
@@ -52,11 +54,13 @@ __all__ = [
     "HubPushError",
     "RetroMAECollator",
     "RetroMAEConfig",
+    "RetroMAEDecoder",
     "RetroMAEForPreTraining",
     "RetroMAEForPreTrainingOutput",
     "RetroMAEModel",
     "RetroMAEModelOutput",
     "RetroMAEPreTrainedModel",
+    "UnsupportedEncoderError",
     "evaluate",
     "export_sentence_transformer",
     "load_sentence_transformer",

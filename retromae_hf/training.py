@@ -27,7 +27,6 @@ import torch
 import yaml
 from transformers import (
     AutoConfig,
-    AutoModelForMaskedLM,
     AutoTokenizer,
     PreTrainedTokenizerBase,
     Trainer,
@@ -39,7 +38,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import RetroMAEConfig
-from .convert import from_official
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
 
@@ -66,8 +64,8 @@ class Recipe:
 
     stage: int = _help("1 = RetroMAE on a generic corpus; 2 = RetroMAE + contrastive on pairs", default=1)
     model: str = _help(
-        "initial weights: a RetroMAE checkpoint, a BERT-family masked-LM checkpoint (Hub name or folder; its "
-        "decoder is freshly initialised), or 'scratch'",
+        "initial weights: a RetroMAE checkpoint, a masked-LM checkpoint of any supported architecture (BERT, "
+        "RoBERTa, XLM-R, ModernBERT, ...; Hub name or folder; the decoder is freshly initialised), or 'scratch'",
         default="bert-base-uncased",
     )
     tokenizer: str | None = _help(
@@ -76,7 +74,8 @@ class Recipe:
         default=None,
     )
     model_config: dict[str, Any] = _help(
-        "RetroMAEConfig fields: the whole shape for 'scratch', else overrides such as query_stream",
+        "RetroMAEConfig fields: overrides such as query_stream or decoder_positions; for 'scratch' also the "
+        "encoder's shape, as `encoder: {model_type: modernbert, hidden_size: ...}` (or BERT fields at the top level)",
         default_factory=dict,
     )
     corpus: list[Any] = _help(
@@ -248,22 +247,48 @@ def load_tokenizer(recipe: Recipe, texts: list[str] | None = None) -> PreTrained
 
 
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> RetroMAEForPreTraining:
-    """Fresh, continued, or BERT-initialised `RetroMAEForPreTraining`, as the recipe says."""
+    """Fresh, continued, or masked-LM-initialised `RetroMAEForPreTraining`, as the recipe says.
+
+    `model_config` holds `RetroMAEConfig` fields. For 'scratch' it also gives the encoder's shape: either an
+    `encoder` mapping naming its `model_type` (`bert`, `roberta`, `xlm-roberta`, `modernbert`, ...) and sizes, or
+    BERT's fields at the top level (a BERT encoder, the 0.1 layout).
+    """
     overrides = dict(recipe.model_config)
     if recipe.model == "scratch":
-        overrides.setdefault("vocab_size", len(tokenizer))
-        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-        overrides["vocab_size"] = max(overrides["vocab_size"], len(tokenizer))
+        encoder = dict(overrides.pop("encoder")) if "encoder" in overrides else None
+        target = encoder if encoder is not None else overrides
+        target["vocab_size"] = max(int(target.get("vocab_size", 0)), len(tokenizer))
+        target.setdefault("pad_token_id", tokenizer.pad_token_id)
+        if encoder is not None:
+            _special_token_ids_from_tokenizer(encoder, tokenizer)
+            overrides["encoder"] = encoder
         logger.info("initialising a RetroMAE model from scratch: %s", overrides)
-        return RetroMAEForPreTraining(RetroMAEConfig(**overrides))
+        try:
+            return RetroMAEForPreTraining(RetroMAEConfig(**overrides))
+        except TypeError as error:  # an unknown or mistyped field of the encoder's or our config
+            raise RecipeError(f"model_config: {error}") from error
     config = AutoConfig.from_pretrained(recipe.model)
     if config.model_type == RetroMAEConfig.model_type:
         logger.info("continuing from the RetroMAE checkpoint %s", recipe.model)
         return RetroMAEForPreTraining.from_pretrained(recipe.model, **overrides)
     logger.info("initialising the encoder from %s (%s); the decoder starts fresh", recipe.model, config.model_type)
-    masked_lm = AutoModelForMaskedLM.from_pretrained(recipe.model)
-    query_stream = overrides.pop("query_stream", "position")
-    return from_official(masked_lm.state_dict(), masked_lm.config.to_dict(), query_stream, **overrides).train()
+    return RetroMAEForPreTraining.from_masked_lm(recipe.model, **overrides).train()
+
+
+def _special_token_ids_from_tokenizer(encoder: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> None:
+    """A scratch encoder's special-token ids follow its tokenizer where its config has such fields (ModernBERT
+    names [CLS] and [SEP]; BERT only padding)."""
+    if "model_type" not in encoder:
+        raise RecipeError("model_config.encoder needs the encoder's model_type (e.g. 'modernbert')")
+    defaults = AutoConfig.for_model(encoder["model_type"])
+    for name, token_id in (
+        ("bos_token_id", tokenizer.bos_token_id),
+        ("eos_token_id", tokenizer.eos_token_id),
+        ("cls_token_id", tokenizer.cls_token_id),
+        ("sep_token_id", tokenizer.sep_token_id),
+    ):
+        if token_id is not None and hasattr(defaults, name):
+            encoder.setdefault(name, token_id)
 
 
 def _source_args(source: Any, default_column: str) -> tuple[Any, dict[str, Any]]:
@@ -549,7 +574,7 @@ def train(recipe: Recipe, resume: str | bool | None = None, trainer_class: type[
         seed=args.seed,
         encoder_mask_ratio=recipe.encoder_mask_ratio,
         decoder_mask_ratio=recipe.decoder_mask_ratio,
-        max_length=min(recipe.max_length, model.config.max_position_embeddings),
+        max_length=min(recipe.max_length, model.max_sequence_length() or recipe.max_length),
         decoding=model.config.decoding,
     )
     contrastive_loss = None

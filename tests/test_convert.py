@@ -33,10 +33,10 @@ def test_encoder_only_bert_for_masked_lm_checkpoint(tmp_path):
     model = from_official(bert.state_dict(), bert.config, "staoxiao")
     ids = torch.randint(5, 1024, (2, 12))
     expected = bert(input_ids=ids, output_hidden_states=True)
-    ours = model.bert(ids)
+    ours = model.encode(ids)
     torch.testing.assert_close(ours.last_hidden_state, expected.hidden_states[-1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.cls(ours.last_hidden_state), expected.logits, atol=1e-4, rtol=0)
-    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(model.mlm_logits(ours.last_hidden_state), expected.logits, atol=1e-4, rtol=0)
+    assert model.lm.cls.predictions.decoder.weight is model.lm.bert.embeddings.word_embeddings.weight
 
 
 def test_missing_encoder_tensor_and_unknown_key_fail_clearly():

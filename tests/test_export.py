@@ -25,7 +25,7 @@ def checkpoint(tmp_path, tiny_config, bert_tokenizer):
     torch.manual_seed(0)
     model = RetroMAEForPreTraining(tiny_config).eval()
     with torch.no_grad():  # non-trivial norms so that dot and cosine differ
-        model.bert.embeddings.word_embeddings.weight.mul_(30)
+        model.get_input_embeddings().weight.mul_(30)
     model.save_pretrained(tmp_path / "checkpoint")
     bert_tokenizer.save_pretrained(tmp_path / "checkpoint")
     return tmp_path / "checkpoint", model
@@ -34,7 +34,7 @@ def checkpoint(tmp_path, tiny_config, bert_tokenizer):
 def reference_embeddings(model, tokenizer, texts=TEXTS):
     batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
     with torch.no_grad():
-        return model.bert(**batch).sentence_embedding
+        return model.encode(**batch).sentence_embedding
 
 
 def run_clean(script: str, tmp_path) -> subprocess.CompletedProcess:

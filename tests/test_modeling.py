@@ -67,7 +67,9 @@ def test_parity_with_official_gradient_norms(variant):
     def norm(name):
         return params[name].grad.double().norm().item()
 
-    assert norm("bert.embeddings.word_embeddings.weight") == pytest.approx(norms["encoder_word_embeddings"], rel=1e-4)
+    assert norm("lm.bert.embeddings.word_embeddings.weight") == pytest.approx(
+        norms["encoder_word_embeddings"], rel=1e-4
+    )
     decoder = sum(p.grad.double().norm() ** 2 for n, p in params.items() if n.startswith("decoder.")) ** 0.5
     assert decoder.item() == pytest.approx(norms["c_head_total"], rel=1e-4)
     checked = 0
@@ -172,17 +174,18 @@ def test_encoder_is_a_bert_encoder(tiny_config):
 
     torch.manual_seed(0)
     ours = RetroMAEModel(tiny_config).eval()
+    encoder_fields = tiny_config.encoder.to_dict()
     bert = BertModel(
         BertConfig(
             **{
-                k: getattr(tiny_config, k)
+                k: encoder_fields[k]
                 for k in BertConfig().to_dict()
-                if hasattr(tiny_config, k) and k not in ("architectures", "model_type", "transformers_version", "dtype")
+                if k in encoder_fields and k not in ("architectures", "model_type", "transformers_version", "dtype")
             }
         ),
         add_pooling_layer=False,
     ).eval()
-    missing, unexpected = bert.load_state_dict(ours.state_dict(), strict=False)
+    missing, unexpected = bert.load_state_dict(ours.get_encoder().state_dict(), strict=False)
     assert not missing and not unexpected
     ids = torch.randint(5, 1000, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.long)
@@ -212,7 +215,7 @@ def test_auto_classes_and_tied_weights_survive_save_load(tiny_config, tmp_path):
     assert isinstance(AutoConfig.from_pretrained(tmp_path), RetroMAEConfig)
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
     assert isinstance(loaded, RetroMAEForPreTraining)
-    assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight
+    assert loaded.lm.cls.predictions.decoder.weight is loaded.lm.bert.embeddings.word_embeddings.weight
     batch = random_batch(tiny_config)
     torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
     encoder = AutoModel.from_pretrained(tmp_path).eval()
@@ -228,7 +231,7 @@ def test_trust_remote_code_loads_without_the_package(tiny_config, tmp_path):
     model = RetroMAEForPreTraining(tiny_config).eval()
     model.save_pretrained(tmp_path / "ckpt")
     ids = torch.randint(5, 1000, (2, 9))
-    expected = model.bert(ids).sentence_embedding
+    expected = model.encode(ids).sentence_embedding
     torch.save(ids, tmp_path / "ids.pt")
     script = textwrap.dedent(
         f"""

@@ -43,11 +43,13 @@ embeddings outside the model's forward, where those shard them).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,7 +70,14 @@ from .collator import (
     sample_decoder_attention,
 )
 from .configuration_retromae import RetroMAEConfig
-from .modeling_retromae import RetroMAEDecoder, RetroMAEPredictionHeadTransform, additive_attention_mask
+from .modeling_retromae import (
+    RetroMAEDecoder,
+    absolute_position_table,
+    build_masked_lm,
+    check_encoder_supported,
+    init_decoder_weights,
+    mlm_head_chain,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -126,11 +135,9 @@ def _backbone_of(model: SentenceTransformer) -> nn.Module:
             "models have no token-level encoder to mask and reconstruct."
         )
     backbone = first.auto_model
-    if not hasattr(backbone, "embeddings") or not hasattr(getattr(backbone, "embeddings", None), "position_embeddings"):
-        raise RetroMAELossError(
-            f"the backbone {type(backbone).__name__} has no absolute position table (embeddings.position_embeddings); "
-            "this version of RetroMAELoss supports BERT-family encoders"
-        )
+    # The architecture must carry the decoder: a masked-LM head in transformers and an embedding block for the
+    # content stream (raises UnsupportedEncoderError, naming the supported encoders, otherwise).
+    check_encoder_supported(backbone.config)
     return backbone
 
 
@@ -177,30 +184,39 @@ class _LossGradientSync:
                 offset += size
 
 
-class _MaskedLMHead(nn.Module):
-    """BERT's masked-LM head: a transform (dense, activation, LayerNorm) and an output projection onto the
-    vocabulary whose weight is the backbone's word-embedding matrix (read at every call, so the tie holds
-    whatever wraps or moves the model) plus a bias of its own."""
+def _fresh_masked_lm_head(backbone: nn.Module) -> nn.Sequential:
+    """The backbone architecture's own masked-LM head (BERT's `cls`, RoBERTa's `lm_head`, ModernBERT's `head`
+    and `decoder`, ...), freshly initialised, with its output projection tied to the backbone's word embeddings.
 
-    def __init__(self, config: RetroMAEConfig):
-        super().__init__()
-        self.transform = RetroMAEPredictionHeadTransform(config)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.transform(hidden_states), word_embeddings, self.bias)
-
-
-def _init_bert_style(module: nn.Module, std: float) -> None:
-    """BERT's initialisation (normal(0, std) weights, zero biases, unit LayerNorms), as the official decoder."""
-    for sub in module.modules():
-        if isinstance(sub, nn.Linear):
-            nn.init.normal_(sub.weight, mean=0.0, std=std)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-        elif isinstance(sub, nn.LayerNorm):
-            nn.init.ones_(sub.weight)
-            nn.init.zeros_(sub.bias)
+    Built on the meta device (no copy of the encoder is ever materialised), then given memory and initialised by
+    the architecture's own rule. A sentence-transformers model loads the encoder without any head, so the
+    transform is new; the projection onto the vocabulary is the word-embedding matrix itself, as in BERT.
+    """
+    with torch.device("meta"):
+        masked_lm = build_masked_lm(copy.deepcopy(backbone.config))
+    chain = mlm_head_chain(masked_lm)
+    output = masked_lm.get_output_embeddings()
+    head = nn.Sequential(OrderedDict((name, getattr(masked_lm, name)) for name in chain))
+    if output is None or not any(output is module for module in head.modules()):
+        raise RetroMAELossError(f"could not find the output projection of the {type(masked_lm).__name__} head")
+    word_embeddings = backbone.get_input_embeddings().weight
+    head.to_empty(device=word_embeddings.device)
+    head.to(word_embeddings.dtype)
+    for module in head.modules():
+        masked_lm._init_weights(module)
+    for module in head.modules():  # vocabulary biases start at zero, whatever the architecture's init rule
+        for name, parameter in module.named_parameters(recurse=False):
+            if name == "bias" and parameter.shape[-1] == word_embeddings.shape[0]:
+                nn.init.zeros_(parameter)
+    output.weight = word_embeddings  # the tie: one Parameter, the model's
+    # Ties inside the head that the full masked-LM model would make (BERT and RoBERTa: the projection's bias is
+    # the head's `bias`), so that the head has exactly the parameters it has in the architecture.
+    ties = getattr(masked_lm, "_tied_weights_keys", None)
+    for target, source in (ties.items() if isinstance(ties, dict) else ()):
+        if target.split(".")[0] in chain and source.split(".")[0] in chain:
+            owner, _, attribute = target.rpartition(".")
+            setattr(head.get_submodule(owner), attribute, head.get_parameter(source))
+    return head
 
 
 class MaskedLMLoss(nn.Module):
@@ -251,42 +267,24 @@ class MaskedLMLoss(nn.Module):
         self.mask_ratio = mask_ratio
         self.mask_replace_prob = mask_replace_prob
         self.random_replace_prob = random_replace_prob
-        self.config = self._decoder_config(backbone.config, word_embeddings.shape[0], num_decoder_layers=1)
-        self.head = _MaskedLMHead(self.config)
-        _init_bert_style(self.head, self.config.initializer_range)
+        self.head = _fresh_masked_lm_head(backbone)
         # Tables over the vocabulary, built once; masks for a batch are then a few tensor operations.
         self.boundaries = SpellingWordBoundaries(tokenizer)
         self._mask_token_id = int(tokenizer.mask_token_id)
         self._vocab_size = len(tokenizer)
+        self._hidden_size = backbone.config.hidden_size
         self._warned_labels = False
         self._gradient_sync = _LossGradientSync(self)
 
     # ------------------------------------------------------------------ building blocks
-    @staticmethod
-    def _decoder_config(backbone_config: Any, vocab_size: int, num_decoder_layers: int) -> RetroMAEConfig:
-        """A `RetroMAEConfig` whose layer shapes are the backbone's, for the decoder and head."""
-        fields = {
-            "vocab_size": vocab_size,
-            "hidden_size": backbone_config.hidden_size,
-            "num_attention_heads": backbone_config.num_attention_heads,
-            "intermediate_size": backbone_config.intermediate_size,
-            "hidden_act": getattr(backbone_config, "hidden_act", "gelu"),
-            "hidden_dropout_prob": getattr(backbone_config, "hidden_dropout_prob", 0.1),
-            "attention_probs_dropout_prob": getattr(backbone_config, "attention_probs_dropout_prob", 0.1),
-            "layer_norm_eps": getattr(backbone_config, "layer_norm_eps", 1e-12),
-            "initializer_range": getattr(backbone_config, "initializer_range", 0.02),
-            "max_position_embeddings": getattr(backbone_config, "max_position_embeddings", 512),
-            "num_hidden_layers": 0,  # the decoder config describes no encoder of its own
-            "num_decoder_layers": num_decoder_layers,
-        }
-        config = RetroMAEConfig(**fields)
-        # The backbone's attention implementation (sdpa, eager, ...) for the decoder's attention too.
-        config._attn_implementation = getattr(backbone_config, "_attn_implementation", None) or "sdpa"
-        return config
+    def _own_named_parameters(self) -> dict[str, nn.Parameter]:
+        # named_parameters() lists a shared Parameter once, under its first name: the head's tied projection is
+        # the model's word-embedding matrix and so appears as `model.…`, never as the loss's own.
+        return {name: p for name, p in self.named_parameters() if not name.startswith("model.")}
 
     def own_parameters(self) -> list[nn.Parameter]:
         """The loss's own parameters (decoder, head, adapter): everything it holds that is not the model's."""
-        return [p for name, p in self.named_parameters() if not name.startswith("model.")]
+        return list(self._own_named_parameters().values())
 
     def _text_features(
         self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None
@@ -328,13 +326,13 @@ class MaskedLMLoss(nn.Module):
             )
         return word_ids
 
-    def _masked_lm(self, hidden_states: torch.Tensor, labels: torch.Tensor, word_embeddings: torch.Tensor):
+    def _masked_lm(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # Project only labelled positions: the vocabulary projection is the costliest matmul of the step.
         selected = labels != IGNORE_INDEX
         targets = labels[selected]
         if targets.numel() == 0:
             return hidden_states.sum() * 0.0
-        logits = self.head(hidden_states[selected], word_embeddings)
+        logits = self.head(hidden_states[selected])
         return F.cross_entropy(logits.float(), targets)
 
     def _follow_model_mode(self, model: nn.Module) -> None:
@@ -367,13 +365,11 @@ class MaskedLMLoss(nn.Module):
         self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         features = self._text_features(sentence_features, labels)
-        model = _unwrap(self.model)
-        self._follow_model_mode(model)
+        self._follow_model_mode(_unwrap(self.model))
         _, masked, encoder_labels = self.mask_encoder(features)
         # A copy: sentence-transformers modules write their outputs into the features dict they are given.
         output = self.model({**features, "input_ids": masked})
-        word_embeddings = _backbone_of(model).get_input_embeddings().weight
-        return {"masked_lm_loss": self._masked_lm(output["token_embeddings"], encoder_labels, word_embeddings)}
+        return {"masked_lm_loss": self._masked_lm(output["token_embeddings"], encoder_labels)}
 
     # ------------------------------------------------------------------ sentence-transformers conventions
     def get_config_dict(self) -> dict[str, Any]:
@@ -400,16 +396,14 @@ class MaskedLMLoss(nn.Module):
         """
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {
-            name: p.detach().contiguous().cpu() for name, p in self.named_parameters() if not name.startswith("model.")
-        }
+        state = {name: p.detach().contiguous().cpu() for name, p in self._own_named_parameters().items()}
         save_file(state, str(directory / LOSS_WEIGHTS_NAME))
         description = {
             "format_version": _FORMAT_VERSION,
             "class": type(self).__name__,
             "settings": self._saved_settings(),
-            "hidden_size": self.config.hidden_size,
-            "vocab_size": self.config.vocab_size,
+            "hidden_size": self._hidden_size,
+            "vocab_size": self._vocab_size,
         }
         (directory / LOSS_CONFIG_NAME).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         return directory
@@ -432,15 +426,15 @@ class MaskedLMLoss(nn.Module):
                 f"{config_path} was saved by {description.get('class')}, not {cls.__name__}; load it with that class"
             )
         loss = cls(model, **{**description["settings"], **overrides})
-        state = load_file(str(weights_path), device=str(next(loss.head.parameters()).device))
-        own = {name: p for name, p in loss.named_parameters() if not name.startswith("model.")}
+        state = load_file(str(weights_path), device=str(loss.own_parameters()[0].device))
+        own = loss._own_named_parameters()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         mismatched = [name for name in set(own) & set(state) if own[name].shape != state[name].shape]
         if missing or unexpected or mismatched:
             raise RetroMAELossError(
                 f"the loss saved in {directory} does not fit this model (hidden size {description.get('hidden_size')}, "
-                f"vocabulary {description.get('vocab_size')}; this model: {loss.config.hidden_size}, "
-                f"{loss.config.vocab_size}): missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                f"vocabulary {description.get('vocab_size')}; this model: {loss._hidden_size}, "
+                f"{loss._vocab_size}): missing {missing[:3]}, unexpected {unexpected[:3]}, "
                 f"other shapes {mismatched[:3]}. Load it around the model it was trained with."
             )
         with torch.no_grad():
@@ -517,9 +511,20 @@ class RetroMAELoss(MaskedLMLoss):
         self.decoder_mask_ratio = decoder_mask_ratio
         self.encoder_mlm_weight = encoder_mlm_weight
         self.decoder_pool_size = decoder_pool_size
-        self.config.num_decoder_layers = num_decoder_layers
+        backbone = _backbone_of(model)
+        # The decoder's positions: the encoder's absolute table where it has one (BERT, RoBERTa, XLM-R, MPNet: the
+        # paper's choice), else a table of the decoder's own (rotary encoders such as ModernBERT).
+        has_table = absolute_position_table(backbone.embeddings, backbone.config.hidden_size) is not None
+        # A copy of the backbone's config: the composite config would otherwise share (and edit) the model's own.
+        self.config = RetroMAEConfig(
+            encoder=copy.deepcopy(backbone.config),
+            num_decoder_layers=num_decoder_layers,
+            decoder_positions="encoder" if has_table else "learned",
+        )
+        # The decoder attends with the backbone's attention implementation (sdpa unless the model chose another).
+        self.config._attn_implementation = backbone.config._attn_implementation or "sdpa"
         self.decoder = RetroMAEDecoder(self.config)
-        _init_bert_style(self.decoder, self.config.initializer_range)
+        self.decoder.init_weights()
 
         embedding_size, raw_hidden_state = self._probe_embedding(model)
         if normalize_embedding is None:
@@ -529,9 +534,10 @@ class RetroMAELoss(MaskedLMLoss):
         if embedding_size != self.config.hidden_size:
             adapter.append(nn.Linear(embedding_size, self.config.hidden_size))
         if normalize_embedding:
-            adapter.append(nn.LayerNorm(self.config.hidden_size, eps=self.config.layer_norm_eps))
+            adapter.append(nn.LayerNorm(self.config.hidden_size, eps=self.config.decoder_layer_norm_eps))
         self.embedding_adapter = nn.Sequential(*adapter)
-        _init_bert_style(self.embedding_adapter, self.config.initializer_range)
+        for module in self.embedding_adapter:
+            init_decoder_weights(module, self.config.decoder_initializer_range)
 
     @property
     def encoder_mask_ratio(self) -> float:
@@ -562,25 +568,20 @@ class RetroMAELoss(MaskedLMLoss):
             )
         return int(output["sentence_embedding"].shape[-1]), raw
 
-    def decode(
-        self,
-        embedding: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Enhanced decoding from `[B, D]` sentence embeddings; `attention_mask` is the `[B, L, L]` 0/1 decoder
-        mask. Returns the decoder's `[B, L, H]` hidden states (before the head)."""
-        backbone = _backbone_of(_unwrap(self.model))
-        embeddings = backbone.embeddings
+    def decode(self, embedding: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Enhanced decoding from `[B, D]` sentence embeddings with the package's `RetroMAEDecoder`;
+        `attention_mask` is the `[B, L, L]` 0/1 decoder mask. Returns `[B, L, H]` (before the head)."""
+        embeddings = _backbone_of(_unwrap(self.model)).embeddings
         seq_len = input_ids.shape[1]
-        h = self.embedding_adapter(embedding)[:, None, :]  # [B, 1, H]
-        # Content stream: the embedding in place of the first token, then the text's own token embeddings.
-        content = torch.cat([h, embeddings(input_ids=input_ids, token_type_ids=token_type_ids)[:, 1:]], dim=1)
-        positions = torch.arange(seq_len, device=input_ids.device)[None, :]
-        query = embeddings.position_embeddings(positions) + h
-        mask = additive_attention_mask(attention_mask, query.dtype)
-        return self.decoder(query, content, mask)
+        # The content stream's tokens: the backbone's own embedding block on the unmasked ids (the decoder puts
+        # the sentence vector in place of the first one).
+        content = embeddings(input_ids=input_ids)
+        positions = None  # None: the decoder's own learned table
+        if self.config.decoder_positions == "encoder":
+            table, offset = absolute_position_table(embeddings, self.config.hidden_size)
+            # RoBERTa-style tables number positions from padding_idx + 1, as their embedding block does.
+            positions = table(torch.arange(offset, offset + seq_len, device=input_ids.device))[None]
+        return self.decoder(self.embedding_adapter(embedding), content, positions, attention_mask)
 
     def retromae_inputs(
         self, features: dict[str, torch.Tensor], generator: torch.Generator | None = None
@@ -606,21 +607,16 @@ class RetroMAELoss(MaskedLMLoss):
         self, features: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """The two terms for a batch whose masks are given (`retromae_inputs`)."""
-        model = _unwrap(self.model)
         # A copy: sentence-transformers modules write their outputs into the features dict they are given.
         output = self.model({**features, "input_ids": inputs["encoder_input_ids"]})
-        word_embeddings = _backbone_of(model).get_input_embeddings().weight
         losses = {}
         if self.encoder_mlm_weight > 0:
-            encoder_loss = self._masked_lm(output["token_embeddings"], inputs["encoder_labels"], word_embeddings)
+            encoder_loss = self._masked_lm(output["token_embeddings"], inputs["encoder_labels"])
             losses["encoder_loss"] = self.encoder_mlm_weight * encoder_loss
         decoded = self.decode(
-            output["sentence_embedding"],
-            inputs["decoder_input_ids"],
-            inputs["decoder_attention_mask"],
-            features.get("token_type_ids"),
+            output["sentence_embedding"], inputs["decoder_input_ids"], inputs["decoder_attention_mask"]
         )
-        losses["decoder_loss"] = self._masked_lm(decoded, inputs["decoder_labels"], word_embeddings)
+        losses["decoder_loss"] = self._masked_lm(decoded, inputs["decoder_labels"])
         return losses
 
     def forward(

@@ -19,7 +19,6 @@ from transformers import BertConfig, BertModel
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
 from retromae_hf.collator import FORWARD_KEYS
-from retromae_hf.export import to_bert_model
 from retromae_hf.sentence_transformers import CHECKPOINT_SUBFOLDER, MaskedLMLoss, RetroMAELoss, RetroMAELossError
 
 HIDDEN = 32
@@ -109,9 +108,15 @@ def test_loss_is_finite_with_gradients_in_encoder_and_decoder(model):
         ("encoder layer 0", backbone.encoder.layer[0].attention.self.query.weight),
         ("word embeddings (tied head)", backbone.embeddings.word_embeddings.weight),
         ("decoder", loss.decoder.layers[0].attention.self.query.weight),
-        ("head transform", loss.head.transform.dense.weight),
+        ("head transform", loss.head.cls.predictions.transform.dense.weight),
     ]:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    # The head's projection onto the vocabulary is the model's word-embedding matrix itself, and its bias is the
+    # head's one bias (the ties BERT's masked-LM model makes), so none of them counts as the loss's own.
+    predictions = loss.head.cls.predictions
+    assert predictions.decoder.weight is backbone.embeddings.word_embeddings.weight
+    assert predictions.decoder.bias is predictions.bias
+    assert not any(p is backbone.embeddings.word_embeddings.weight for p in loss.own_parameters())
     if model[1].pooling_mode == "mean":
         assert loss.normalize_embedding and isinstance(loss.embedding_adapter[0], torch.nn.LayerNorm)
     else:
@@ -138,7 +143,7 @@ def test_same_computation_as_retromae_for_pretraining(tmp_path, trained_tokenize
     `RetroMAEForPreTraining` does: one implementation of enhanced decoding."""
     tokenizer = trained_tokenizer("wordpiece")
     torch.manual_seed(0)
-    config = RetroMAEConfig(
+    encoder = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=HIDDEN,
         num_hidden_layers=2,
@@ -148,14 +153,13 @@ def test_same_computation_as_retromae_for_pretraining(tmp_path, trained_tokenize
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    reference = RetroMAEForPreTraining(config).eval()
-    to_bert_model(reference.bert).save_pretrained(tmp_path / "bert")
+    reference = RetroMAEForPreTraining(RetroMAEConfig(encoder=encoder)).eval()
+    reference.get_encoder().save_pretrained(tmp_path / "bert")
     tokenizer.save_pretrained(tmp_path / "bert")
     model = sentence_model(tmp_path / "bert", "cls")
     loss = RetroMAELoss(model)
     with torch.no_grad():
-        loss.head.transform.load_state_dict(reference.cls.predictions.transform.state_dict())
-        loss.head.bias.copy_(reference.cls.predictions.bias)
+        loss.head.cls.load_state_dict(reference.lm.cls.state_dict())
         loss.decoder.load_state_dict(reference.decoder.state_dict())
     batch = features(model, TEXTS[:5])
     inputs = loss.retromae_inputs(batch, torch.Generator().manual_seed(0))
@@ -376,3 +380,151 @@ def test_other_bad_models_and_settings_are_clear_errors(bert_folder):
     static = SentenceTransformer(modules=[StaticEmbedding(model.tokenizer, embedding_dim=HIDDEN)], device="cpu")
     with pytest.raises(RetroMAELossError, match="first module is a Transformer"):
         RetroMAELoss(static)
+
+
+# ----------------------------------------------------------------------------------------------- other backbones
+
+# model type -> (test tokenizer kind, its special-token layout, where the decoder's positions come from)
+BACKBONES = {
+    "roberta": ("bpe", None, "encoder"),
+    "xlm-roberta": ("unigram", None, "encoder"),
+    "modernbert": ("bpe", "bert", "learned"),  # rotary: the decoder has a position table of its own
+    "mpnet": ("wordpiece", None, "encoder"),
+}
+
+
+def tiny_backbone(folder: Path, model_type: str, tokenizer) -> Path:
+    from transformers import AutoConfig, AutoModel
+
+    settings = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "pad_token_id": tokenizer.pad_token_id,
+        # RoBERTa-style tables number positions from padding_idx + 1: two more rows for the same 128 tokens.
+        "max_position_embeddings": 130 if model_type != "modernbert" else 128,
+    }
+    if model_type == "modernbert":
+        ids = {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
+        settings.update(ids, cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.for_model(model_type, **settings)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("model_type", list(BACKBONES))
+def test_other_backbones_train(tmp_path, trained_tokenizer, model_type):
+    """RoBERTa, XLM-R, ModernBERT and MPNet backbones with their own tokenizer families: masks keep the words
+    their spelling marks (Ġ / ▁ starts, ## continuations), the decoder takes the encoder's positions where it has
+    an absolute table, and a few optimizer steps on one batch lower the loss."""
+    kind, layout, positions = BACKBONES[model_type]
+    tokenizer = trained_tokenizer(kind, layout)
+    model = sentence_model(tiny_backbone(tmp_path / model_type, model_type, tokenizer), "mean", normalize=True)
+    assert model[0].auto_model.config.model_type == model_type
+    loss = RetroMAELoss(model)
+    assert loss.config.decoder_positions == positions
+    batch = features(model, TEXTS[:8])
+
+    inputs = loss.retromae_inputs(batch)
+    words = loss.boundaries.word_ids(batch["input_ids"], batch["attention_mask"].bool())
+    selected = inputs["encoder_labels"] != -100
+    for row in range(words.shape[0]):
+        for word in words[row].unique():
+            if word >= 0:
+                chosen = selected[row][words[row] == word]
+                assert chosen.all() or not chosen.any(), f"word {int(word)} of row {row} split"
+    assert (words.max(-1).values >= 5).all()  # several words per text: the check above is not vacuous
+
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(list(model.parameters()) + loss.own_parameters(), lr=3e-3)
+    totals = []
+    for _ in range(8):
+        terms = loss([batch])
+        total = sum(terms.values())
+        optimizer.zero_grad()
+        total.backward()
+        if not totals:
+            first_layer = next(model[0].auto_model.parameters())
+            assert first_layer.grad is not None and first_layer.grad.abs().sum() > 0
+            assert all(p.grad is not None for p in loss.decoder.parameters())
+        optimizer.step()
+        totals.append(total.item())
+    assert all(torch.isfinite(torch.tensor(totals))) and totals[-1] < totals[0] - 0.3, totals
+
+
+# ----------------------------------------------------------------------------------------------- several processes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_keeps_the_decoders_of_all_processes_identical(tmp_path, bert_folder):
+    """Two processes under torchrun (gloo, CPU) train with SentenceTransformerTrainer and DDP, unchanged. Their
+    decoders start different on purpose; after training they are identical, as the models are."""
+    import os
+    import signal
+
+    import torch.distributed as dist
+    from conftest import REPO
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    model_dir = tmp_path / "model"
+    sentence_model(bert_folder, "mean", normalize=True).save_pretrained(str(model_dir))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "PYTHONPATH": str(REPO)}
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(REPO / "tests" / "distributed_sentence_transformers.py"),
+        str(model_dir),
+        str(tmp_path),
+    ]
+    # A session of its own, so that a timeout can end torchrun and its workers together.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"torchrun did not finish in 240 s:\n{output[-6000:]}")
+    assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert ranks[0]["world_size"] == 2
+    initial_differ = any(
+        not torch.equal(a, b) for a, b in zip(ranks[0]["loss_initial"], ranks[1]["loss_initial"], strict=True)
+    )
+    assert initial_differ, "the decoders were meant to start different"
+    for a, b in zip(ranks[0]["loss"], ranks[1]["loss"], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    for name, value in ranks[0]["model"].items():
+        torch.testing.assert_close(value, ranks[1]["model"][name], rtol=0, atol=1e-6)
+    # Training moved the decoder away from rank 0's initialisation (what every rank started from after the sync).
+    assert any(not torch.allclose(a, b) for a, b in zip(ranks[0]["loss"], ranks[0]["loss_initial"], strict=True))

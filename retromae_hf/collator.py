@@ -187,6 +187,23 @@ def reconstruction_labels(input_ids: torch.Tensor, real: torch.Tensor) -> torch.
     return labels
 
 
+def _is_wordpiece(tokenizer: PreTrainedTokenizerBase, vocab: Mapping[str, int]) -> bool:
+    """Whether words are spelled WordPiece-style (`##` continuations) rather than with word-start markers.
+
+    A fast tokenizer says so itself (its model is WordPiece, BPE or Unigram). The mere presence of a `##` token is
+    no proof: byte-level BPE learns `##` as an ordinary token from markdown headings. For other tokenizers, the
+    convention most of the vocabulary follows decides.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    kind = type(backend.model).__name__ if backend is not None else None
+    if kind == "WordPiece":
+        return True
+    if kind in ("BPE", "Unigram", "WordLevel"):
+        return False
+    continuations = sum(token.startswith("##") for token in vocab)
+    return continuations > sum(token.startswith(_WORD_START_MARKERS) for token in vocab)
+
+
 class SpellingWordBoundaries:
     """Whole words recovered from token spelling, for batches that were tokenized without `word_ids()`.
 
@@ -200,7 +217,7 @@ class SpellingWordBoundaries:
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         vocab = tokenizer.get_vocab()
         size = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
-        is_wordpiece = any(token.startswith("##") for token in vocab)
+        is_wordpiece = _is_wordpiece(tokenizer, vocab)
         starts = torch.ones(size, dtype=torch.bool)
         for token, index in vocab.items():
             starts[index] = not token.startswith("##") if is_wordpiece else token.startswith(_WORD_START_MARKERS)

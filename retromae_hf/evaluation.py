@@ -743,6 +743,7 @@ def evaluate(
     split: str = "test",
     similarity: str | None = None,
     show_progress_bar: bool = True,
+    prediction_folder: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a sentence-embedding model with mteb and write a summary.
 
@@ -763,6 +764,9 @@ def evaluate(
             ``manhattan`` (restored afterwards). Retrieval ranks with it; STS reports cosine metrics regardless,
             plus ``spearman``/``pearson`` computed with it.
         show_progress_bar: Show progress bars while encoding.
+        prediction_folder: If given, mteb also writes each task's raw predictions there
+            (``<task>_predictions.json``: per query, the retrieved documents and their scores), for per-query
+            analyses such as paired bootstrap intervals.
 
     Returns:
         The summary, also written to ``output_dir/summary.json``. Its schema (stable; the Hub model card reads it)::
@@ -832,6 +836,7 @@ def evaluate(
             overwrite_strategy="always",
             co2_tracker=False,
             show_progress_bar=show_progress_bar,
+            prediction_folder=prediction_folder,
         )
     finally:
         st_model.max_seq_length, st_model.similarity_fn_name = saved

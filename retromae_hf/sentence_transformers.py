@@ -123,8 +123,9 @@ def _unwrap(model: nn.Module) -> SentenceTransformer:
     return model
 
 
-def _backbone_of(model: SentenceTransformer) -> nn.Module:
-    """The transformers model of the first module, or a clear error for models RetroMAE cannot train."""
+def _backbone_of(model: SentenceTransformer, check: bool = False) -> nn.Module:
+    """The transformers model of the first module, or a clear error for models RetroMAE cannot train (`check`:
+    also the architecture, once, when the loss is built)."""
     from sentence_transformers.sentence_transformer.modules import Transformer
 
     first = model[0] if len(model) else None
@@ -135,9 +136,10 @@ def _backbone_of(model: SentenceTransformer) -> nn.Module:
             "models have no token-level encoder to mask and reconstruct."
         )
     backbone = first.auto_model
-    # The architecture must carry the decoder: a masked-LM head in transformers and an embedding block for the
-    # content stream (raises UnsupportedEncoderError, naming the supported encoders, otherwise).
-    check_encoder_supported(backbone.config)
+    if check:
+        # The architecture must carry the decoder: a masked-LM head in transformers and an embedding block for
+        # the content stream (raises UnsupportedEncoderError, naming the supported encoders, otherwise).
+        check_encoder_supported(backbone.config)
     return backbone
 
 
@@ -212,7 +214,7 @@ def _fresh_masked_lm_head(backbone: nn.Module) -> nn.Sequential:
     # Ties inside the head that the full masked-LM model would make (BERT and RoBERTa: the projection's bias is
     # the head's `bias`), so that the head has exactly the parameters it has in the architecture.
     ties = getattr(masked_lm, "_tied_weights_keys", None)
-    for target, source in (ties.items() if isinstance(ties, dict) else ()):
+    for target, source in ties.items() if isinstance(ties, dict) else ():
         if target.split(".")[0] in chain and source.split(".")[0] in chain:
             owner, _, attribute = target.rpartition(".")
             setattr(head.get_submodule(owner), attribute, head.get_parameter(source))
@@ -249,7 +251,7 @@ class MaskedLMLoss(nn.Module):
         if min(mask_replace_prob, random_replace_prob) < 0 or mask_replace_prob + random_replace_prob > 1:
             raise RetroMAELossError("mask_replace_prob and random_replace_prob must be >= 0 and sum to at most 1")
         self.model = model
-        backbone = _backbone_of(model)
+        backbone = _backbone_of(model, check=True)
         tokenizer = model.tokenizer
         if getattr(tokenizer, "mask_token_id", None) is None:
             raise RetroMAELossError(

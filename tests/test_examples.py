@@ -231,8 +231,8 @@ def test_05_sentence_transformers_adaptation(runs):
         '"reloaded_same": bool(same), "loss_restored": bool(decoder_equal), '
         '"saved": sorted(p.name for p in adapted_dir.iterdir())}',
     )
-    # Notebook 3 ran first in this session: its export is the encoder being adapted, with mean pooling on top.
-    assert "03_stage2" in values["encoder"]
+    # Notebook 3's export when it ran first in this session, else a fresh small BERT: mean pooling on top either way.
+    assert Path(values["encoder"]).name in ("export", "fresh-encoder")
     assert values["modules"] == ["Transformer", "Pooling", "Normalize"]
     assert any("image/png" in output.get("data", {}) for output in _outputs(notebook, "ax.imshow(mask"))
     assert any("image/png" in output.get("data", {}) for output in _outputs(notebook, "ax.plot(x, [record"))

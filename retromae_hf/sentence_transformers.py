@@ -314,6 +314,15 @@ class MaskedLMLoss(nn.Module):
         if labels is not None and not self._warned_labels:
             logger.warning("%s ignores the dataset's label column: masked auto-encoding needs only texts", name)
             self._warned_labels = True
+        if "attention_mask" not in feature:
+            feature = {**feature, "attention_mask": torch.ones_like(feature["input_ids"])}
+        elif not feature["attention_mask"][:, 0].all():
+            # The decoder puts the sentence embedding at position 0 and numbers positions from there, as the
+            # encoder does for right-padded rows.
+            raise RetroMAELossError(
+                f"{name} needs right-padded batches (the first token of every row real); this tokenizer pads on "
+                "the left: set model.tokenizer.padding_side = 'right'"
+            )
         return feature
 
     def _words(self, input_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -279,6 +279,7 @@ def test_joint_training_with_a_contrastive_loss_and_an_evaluator(tmp_path, bert_
             tmp_path, max_steps=8, eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4
         ),
         train_dataset=DatasetDict({"domain": Dataset.from_dict({"text": TEXTS}), "pairs": pairs}),
+        eval_dataset=DatasetDict({"domain": Dataset.from_dict({"text": TEXTS[:8]}), "pairs": pairs.select(range(8))}),
         loss={"domain": retromae, "pairs": CountingRankingLoss(model)},
         evaluator=evaluator,
         callbacks=[retromae.checkpoint_callback()],
@@ -287,6 +288,9 @@ def test_joint_training_with_a_contrastive_loss_and_an_evaluator(tmp_path, bert_
     assert calls["pairs"] >= 2 and logged(trainer, "decoder_loss") and logged(trainer, "encoder_loss")
     assert all(torch.isfinite(torch.tensor(v)) for v in logged(trainer, "loss"))
     assert any(key.startswith("eval_toy") for record in trainer.state.log_history for key in record)
+    # The evaluation loss of each eval dataset, the RetroMAE one with its two terms.
+    eval_keys = {key for record in trainer.state.log_history for key in record if key.startswith("eval_")}
+    assert {"eval_domain_loss", "eval_pairs_loss"} <= eval_keys, eval_keys
     # The checkpoint callback wrote the loss beside each checkpoint, and it loads back to continue training.
     saved = Path(trainer.args.output_dir) / "checkpoint-8" / CHECKPOINT_SUBFOLDER
     assert (saved / "retromae_loss.safetensors").is_file()
@@ -356,6 +360,9 @@ def test_dataset_without_a_text_column_is_a_clear_error(tmp_path, bert_folder):
     two_columns = [features(model, ["a", "b"]), features(model, ["c", "d"])]
     with pytest.raises(RetroMAELossError, match="trains on one text column, but the dataset has 2"):
         RetroMAELoss(model)(two_columns)
+    model.tokenizer.padding_side = "left"
+    with pytest.raises(RetroMAELossError, match="right-padded"):
+        RetroMAELoss(model)([features(model, ["a longer text of several words", "short"])])
 
 
 def test_tokenizer_without_a_mask_token_is_a_clear_error(tmp_path, trained_tokenizer):

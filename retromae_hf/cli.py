@@ -12,11 +12,14 @@ logger = logging.getLogger("retromae_hf")
 def _add_convert(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="official RetroMAE or BertForMaskedLM checkpoint -> RetroMAEForPreTraining folder",
+        help="official RetroMAE, BertForMaskedLM or retromae-hf 0.1 checkpoint -> RetroMAEForPreTraining folder",
         description=(
             "Convert a state dict of the official RetroMAE code (staoxiao/RetroMAE, FlagEmbedding), or a published "
             "encoder-only BertForMaskedLM checkpoint (the decoder is then freshly initialised), into a "
-            "RetroMAEForPreTraining folder that AutoModel / AutoModelForPreTraining load."
+            "RetroMAEForPreTraining folder that AutoModel / AutoModelForPreTraining load. A checkpoint folder "
+            "written by retromae-hf 0.1 (BERT fields at the top of config.json) is rewritten in the current "
+            "layout (it also loads as it is). Masked-LM checkpoints of other architectures need no conversion: "
+            "pass them to `retromae-hf train --model`."
         ),
     )
     parser.add_argument("source", type=Path, help="a .safetensors/.bin/.pt state dict, or a folder holding one")
@@ -45,6 +48,9 @@ def _run_convert(args: argparse.Namespace) -> None:
     if not args.source.exists():
         raise FileNotFoundError(f"no checkpoint at {args.source}")
     source_dir = args.source if args.source.is_dir() else args.source.parent
+    if _is_retromae_checkpoint(source_dir):
+        _upgrade_checkpoint(source_dir, args.output_dir)
+        return
     bert_config = args.bert_config or source_dir / "config.json"
     if not Path(bert_config).is_file():
         raise FileNotFoundError(f"no BERT config at {bert_config}; pass --bert-config")
@@ -58,6 +64,34 @@ def _run_convert(args: argparse.Namespace) -> None:
     else:
         logger.warning("no tokenizer saved beside the model: pass --tokenizer to add one")
     print(f"converted {args.source} -> {args.output_dir} (query_stream={model.config.query_stream})")
+
+
+def _is_retromae_checkpoint(folder: Path) -> bool:
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "retromae"
+    except (OSError, ValueError):
+        return False
+
+
+def _upgrade_checkpoint(source: Path, output_dir: Path) -> None:
+    """A RetroMAE checkpoint of any layout, saved again in the current one (config with an `encoder` sub-config,
+    weights under `lm.` and `decoder.`), with its tokenizer."""
+    from . import RetroMAEForPreTraining
+
+    if output_dir.resolve() == source.resolve():
+        raise ValueError(f"convert writes a new folder: {output_dir} is the source checkpoint itself")
+    model = RetroMAEForPreTraining.from_pretrained(source)
+    model.save_pretrained(output_dir)
+    if (source / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(source)).save_pretrained(output_dir)
+    print(f"converted {source} -> {output_dir} (encoder {model.config.encoder.model_type}, current layout)")
 
 
 def _add_demo(subparsers) -> None:

@@ -250,9 +250,15 @@ def _run_base_model(
     output_hidden_states: bool | None = None,
 ):
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
-    # Some architectures (ModernBERT) take no token types; BERT tokenizers still return them.
-    if token_type_ids is not None and "token_type_ids" in inspect.signature(base.forward).parameters:
-        inputs["token_type_ids"] = token_type_ids
+    # Some architectures (ModernBERT) take no token types; BERT tokenizers still return them. Read once per model:
+    # the signature lookup costs more host time than a small kernel.
+    if token_type_ids is not None:
+        takes_token_types = getattr(base, "_retromae_takes_token_types", None)
+        if takes_token_types is None:
+            takes_token_types = "token_type_ids" in inspect.signature(base.forward).parameters
+            base._retromae_takes_token_types = takes_token_types
+        if takes_token_types:
+            inputs["token_type_ids"] = token_type_ids
     if output_hidden_states:
         inputs["output_hidden_states"] = True
     # transformers' mask helpers already drop an all-ones padding mask for SDPA, so unpadded batches (packed
@@ -325,10 +331,9 @@ class RetroMAEAttention(nn.Module):
         value = self.value(key_value_states).view(batch, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
 
         # A decoder used on its own (outside a PreTrainedModel) has no implementation set: eager, like BERT's.
-        implementation = self.config._attn_implementation or "eager"
-        attention: Callable = eager_attention_forward
-        if implementation != "eager":
-            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation or "eager", eager_attention_forward
+        )
         output, _ = attention(
             self,
             query,
@@ -732,6 +737,15 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
                 `query_embedding` and `passage_embedding`; the contrastive loss is computed by the trainer.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        # The labelled positions of both losses, found before any kernel of the step is queued: finding them waits
+        # for the device (their number decides the shapes), and waiting here, once, keeps the rest of the step
+        # queued back to back.
+        encoder_targets = _labelled_positions(encoder_labels) if encoder_input_ids is not None else None
+        decoder_targets = (
+            _labelled_positions(decoder_labels)
+            if encoder_input_ids is not None and decoder_input_ids is not None
+            else None
+        )
         # Collected first: ModelOutput only registers fields that are set when it is built.
         output: dict[str, torch.Tensor] = {}
         if encoder_input_ids is not None:
@@ -739,14 +753,14 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             output["sentence_embedding"] = encoder_hidden[:, 0]
             output["encoder_last_hidden_state"] = encoder_hidden
             if encoder_labels is not None:
-                output["encoder_loss"] = self._masked_lm_loss(encoder_hidden, encoder_labels)
+                output["encoder_loss"] = self._masked_lm_loss(encoder_hidden, encoder_targets)
             if decoder_input_ids is not None:
                 if decoder_attention_mask is None:
                     raise ValueError("decoder_input_ids needs its [batch, seq, seq] decoder_attention_mask")
                 decoder_hidden = self.decode(encoder_hidden[:, 0], decoder_input_ids, decoder_attention_mask)
                 output["decoder_last_hidden_state"] = decoder_hidden
                 if decoder_labels is not None:
-                    output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_labels)
+                    output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_targets)
         if query_input_ids is not None:
             output["query_embedding"] = self.encode(
                 query_input_ids, attention_mask=query_attention_mask
@@ -779,14 +793,27 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             query_stream = embeddings(inputs_embeds=repeated)
         return self.decoder(sentence_embedding, content, positions, decoder_attention_mask, query_stream)
 
-    def _masked_lm_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # Project only the labelled positions: the vocabulary projection is the costliest matmul of the step.
-        selected = labels != IGNORE_INDEX
-        targets = labels[selected]
-        if targets.numel() == 0:
+    def _masked_lm_loss(
+        self, hidden_states: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor | None:
+        """Cross-entropy of the masked-LM head at the labelled positions only (`_labelled_positions`)."""
+        if targets is None:
+            return None
+        index, labels = targets
+        if index.numel() == 0:  # no labelled token: a zero that still reaches every parameter (no NaN)
             return hidden_states.sum() * 0.0
-        logits = self.mlm_logits(hidden_states[selected])
-        return F.cross_entropy(logits.float(), targets)
+        # Project only the labelled positions: the vocabulary projection is the costliest matmul of the step.
+        selected = hidden_states.flatten(0, 1).index_select(0, index)
+        return F.cross_entropy(self.mlm_logits(selected).float(), labels)
+
+
+def _labelled_positions(labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`(flat indices of the labelled positions, their labels)`, or None without labels."""
+    if labels is None:
+        return None
+    flat = labels.flatten()
+    index = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+    return index, flat.index_select(0, index)
 
 
 __all__ = [

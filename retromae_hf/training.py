@@ -321,6 +321,12 @@ def load_corpus_texts(recipe: Recipe):
             parts.append(load_corpus(path, streaming=recipe.streaming, **options))
         except DataError as error:
             raise RecipeError(str(error)) from error
+    if len(parts) > 1 and recipe.streaming:
+        # Streams have no end in sight: concatenated, a later source (a second language) would never be reached
+        # within max_steps. Interleaved, each source gives one example in turn.
+        from datasets import interleave_datasets
+
+        return interleave_datasets(parts, stopping_strategy="all_exhausted")
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 

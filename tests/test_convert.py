@@ -90,3 +90,29 @@ def test_command_line_convert(tmp_path, bert_tokenizer):
         cwd=REPO,
     )
     assert missing.returncode != 0 and "nowhere" in missing.stderr
+
+
+def test_command_line_convert_upgrades_a_0_1_checkpoint(tmp_path, bert_tokenizer):
+    from encoders_for_tests import rewrite_in_the_0_1_layout
+
+    folder = shared_path("fixtures", "retromae_reference", "staoxiao_perturbed")
+    model = from_official(folder / "official_state_dict.safetensors", folder / "bert_config.json", "staoxiao")
+    model.save_pretrained(tmp_path / "old")
+    bert_tokenizer.save_pretrained(tmp_path / "old")
+    rewrite_in_the_0_1_layout(tmp_path / "old")
+    result = subprocess.run(
+        [sys.executable, "-m", "retromae_hf", "convert", str(tmp_path / "old"), str(tmp_path / "new")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert config["encoder"]["model_type"] == "bert" and "hidden_size" not in config
+    assert all(key.startswith(("lm.", "decoder.")) for key in load_file(str(tmp_path / "new" / "model.safetensors")))
+    assert (tmp_path / "new" / "tokenizer.json").is_file()
+    inputs = load_file(str(folder / "inputs.safetensors"))
+    expected = json.loads((folder / "expected.json").read_text())["losses"]["total_loss"]
+    for checkpoint in ("old", "new"):
+        loaded = AutoModelForPreTraining.from_pretrained(tmp_path / checkpoint).eval()
+        assert loaded(**inputs).loss.item() == pytest.approx(expected, abs=1e-5)

@@ -220,7 +220,9 @@ def test_zero_retromae_weight_is_exactly_infonce(model, stage2_batch):
     infonce = InfoNCELoss(temperature=0.05, similarity="cosine")
     out = stage_loss(model, contrastive_only, ObjectiveWeights(retromae=0.0), infonce=infonce, bow=None)
     queries = model.encode(stage2_batch["query_input_ids"], stage2_batch["query_attention_mask"]).sentence_embedding
-    passages = model.encode(stage2_batch["passage_input_ids"], stage2_batch["passage_attention_mask"]).sentence_embedding
+    passages = model.encode(
+        stage2_batch["passage_input_ids"], stage2_batch["passage_attention_mask"]
+    ).sentence_embedding
     assert torch.equal(out["loss"], infonce(queries, passages))
     assert set(out) == {"loss", "contrastive_loss"}
 

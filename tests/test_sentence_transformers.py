@@ -443,7 +443,7 @@ def test_other_backbones_train(tmp_path, trained_tokenizer, model_type):
             if word >= 0:
                 chosen = selected[row][words[row] == word]
                 assert chosen.all() or not chosen.any(), f"word {int(word)} of row {row} split"
-    assert (words.max(-1).values >= 5).all()  # several words per text: the check above is not vacuous
+    assert words.max() >= 5  # texts of several words: the check above is not vacuous
 
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(list(model.parameters()) + loss.own_parameters(), lr=3e-3)

@@ -186,10 +186,11 @@ def _run_train(args: argparse.Namespace) -> None:
 def _add_export(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="RetroMAE checkpoint -> sentence-transformers folder (plain BERT weights, CLS pooling)",
+        help="RetroMAE checkpoint -> sentence-transformers folder (the encoder's own architecture, CLS pooling)",
         description=(
             "Write a standard sentence-transformers folder that SentenceTransformer(folder) loads without "
-            "trust_remote_code and without retromae-hf: Transformer (BERT) + CLS Pooling [+ Normalize for cosine]."
+            "trust_remote_code and without retromae-hf: Transformer (the encoder's own architecture: BERT, "
+            "XLM-RoBERTa, ModernBERT, ...) + CLS Pooling [+ Normalize for cosine]."
         ),
     )
     parser.add_argument("checkpoint", help="a RetroMAE checkpoint folder (stage 1, stage 2 or converted) or Hub id")

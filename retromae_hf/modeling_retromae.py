@@ -215,6 +215,8 @@ def _check_structure(masked_lm: PreTrainedModel, hidden_size: int) -> tuple[str,
     # A shape probe on two tokens (on the meta device while loading: no computation, no memory).
     parameter = next(masked_lm.parameters())
     probe_ids = torch.zeros(1, 2, dtype=torch.long, device=parameter.device)
+    was_training = masked_lm.training
+    masked_lm.eval()  # no dropout: the probe must not draw from the random number generator
     try:
         with torch.no_grad():
             content = embeddings(input_ids=probe_ids)
@@ -223,6 +225,8 @@ def _check_structure(masked_lm: PreTrainedModel, hidden_size: int) -> tuple[str,
                 logits = getattr(masked_lm, name)(logits)
     except Exception as error:  # any failure here means the structure differs from what the decoder needs
         raise _unsupported(model_type, f"probing its embeddings and masked-LM head failed ({error})") from error
+    finally:
+        masked_lm.train(was_training)
     if not isinstance(content, torch.Tensor) or tuple(content.shape) != (1, 2, hidden_size):
         raise _unsupported(model_type, "its embedding block does not return [batch, seq, hidden_size] vectors")
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, masked_lm.config.vocab_size):
@@ -459,7 +463,8 @@ class RetroMAEDecoder(nn.Module):
         if self.position_embeddings is None:
             raise ValueError(
                 "this decoder has no position table of its own (decoder_positions="
-                f"{self.config.decoder_positions!r}): pass query_position_embeddings"
+                f"{self.config.decoder_positions!r}): pass query_position_embeddings, or build it with "
+                "decoder_positions='learned'"
             )
         if seq_len > self.position_embeddings.num_embeddings:
             raise ValueError(

@@ -37,7 +37,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .collator import ContrastiveCollator, RetroMAECollator
-from .configuration_retromae import RetroMAEConfig
+from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
 
@@ -270,9 +270,29 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> RetroMAEF
     config = AutoConfig.from_pretrained(recipe.model)
     if config.model_type == RetroMAEConfig.model_type:
         logger.info("continuing from the RetroMAE checkpoint %s", recipe.model)
-        return RetroMAEForPreTraining.from_pretrained(recipe.model, **overrides)
+        return RetroMAEForPreTraining.from_pretrained(recipe.model, **_decoder_overrides(overrides, config))
     logger.info("initialising the encoder from %s (%s); the decoder starts fresh", recipe.model, config.model_type)
     return RetroMAEForPreTraining.from_masked_lm(recipe.model, **overrides).train()
+
+
+def _decoder_overrides(overrides: dict[str, Any], config: RetroMAEConfig) -> dict[str, Any]:
+    """`model_config` for a trained checkpoint: decoder fields apply; encoder-shape fields (shared by a multi-stage
+    recipe with its 'scratch' stage) must be the checkpoint's own, and are then dropped."""
+    encoder = config.encoder.to_dict()
+    kept = {}
+    for key, value in overrides.items():
+        if key == "encoder" or key in BERT_FIELDS:
+            given = value if key == "encoder" else {key: value}
+            different = {k: v for k, v in given.items() if k != "model_type" and encoder.get(k) != v}
+            if different:
+                raise RecipeError(
+                    f"model_config sets the encoder's {', '.join(sorted(different))} to "
+                    f"{', '.join(repr(v) for _, v in sorted(different.items()))}, but the checkpoint {config.name_or_path} "
+                    "has its own shape: drop these keys when continuing from a checkpoint"
+                )
+            continue
+        kept[key] = value
+    return kept
 
 
 def _special_token_ids_from_tokenizer(encoder: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> None:

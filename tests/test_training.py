@@ -278,3 +278,26 @@ def test_any_encoder_recipes_and_streamed_sources_interleave(tmp_path):
     recipe = build_recipe({"stage": 1, "corpus": [str(first), str(second)], "streaming": True})
     texts = [row["text"] for row, _ in zip(load_corpus_texts(recipe), range(4), strict=False)]
     assert texts == ["english 0", "deutsch 0", "english 1", "deutsch 1"]
+
+
+def test_scratch_model_config_names_the_architecture(trained_tokenizer):
+    from retromae_hf.training import build_model
+
+    tokenizer = trained_tokenizer("bpe", "bert")
+    encoder = {"model_type": "modernbert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "intermediate_size": 48, "max_position_embeddings": 64}  # fmt: skip
+    recipe = build_recipe(
+        {"stage": 1, "model": "scratch", "tokenizer": "t", "corpus": ["x.txt"], "model_config": {"encoder": encoder}}
+    )
+    model = build_model(recipe, tokenizer)
+    config = model.config.encoder
+    assert config.model_type == "modernbert" and config.vocab_size == len(tokenizer)
+    assert (config.pad_token_id, config.cls_token_id, config.sep_token_id) == (
+        tokenizer.pad_token_id,
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+    )
+    assert model.config.decoder_positions == "learned"
+    bad = build_recipe({**recipe.to_dict(), "model_config": {"encoder": {"hidden_size": 32}}})
+    with pytest.raises(RecipeError, match="model_type"):
+        build_model(bad, tokenizer)

@@ -319,6 +319,29 @@ def test_plain_decoding_inputs(bert_tokenizer, tiny_config):
     output.loss.backward()
 
 
+@pytest.mark.parametrize(("kind", "layout"), [("wordpiece", None), ("bpe", None), ("unigram", None), ("bpe", "bert")])
+def test_spelling_word_boundaries_on_a_padded_batch(trained_tokenizer, kind, layout):
+    """The per-vocabulary table numbers the words of a whole padded batch at once, exactly as the collator's
+    per-example rule does, and never splits a word the fast tokenizer's word_ids() keeps together."""
+    from retromae_hf.collator import SpellingWordBoundaries
+
+    tokenizer = trained_tokenizer(kind, layout)
+    boundaries = SpellingWordBoundaries(tokenizer)
+    assert boundaries.is_wordpiece == (kind == "wordpiece")
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    words = boundaries.word_ids(batch["input_ids"], batch["attention_mask"].bool())
+    collator = RetroMAECollator(tokenizer)
+    for row, (ids, mask) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
+        n = int(mask.sum())
+        assert words[row, :n].tolist() == collator._words_from_spelling(ids[:n].tolist())
+        assert (words[row, n:] == -1).all(), "padding is in no word"
+        tokenizer_words = [-1 if w is None else w for w in batch.word_ids(row)][:n]
+        assert [w < 0 for w in tokenizer_words] == (words[row, :n] < 0).tolist(), "special tokens are in no word"
+        pairs = {(a, int(b)) for a, b in zip(tokenizer_words, words[row, :n], strict=True) if a >= 0}
+        assert len({a for a, _ in pairs}) == len(pairs), "a tokenizer word spread over two spelled words"
+    assert words.max() > 5 and not batch["attention_mask"].all(), "several words, and padding, were exercised"
+
+
 @pytest.mark.parametrize(
     ("kind", "layout", "first", "last"),
     [("bpe", "roberta", "<s>", "</s>"), ("unigram", "roberta", "<s>", "</s>"), ("bpe", "bert", "[CLS]", "[SEP]")],

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import NetworkError, UserError, hub_unreachable_reason, is_network_error
+
 if TYPE_CHECKING:
     from mteb import AbsTask
     from sentence_transformers import SentenceTransformer
@@ -80,7 +82,7 @@ _SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 _MAX_NAMED_IDS = 5
 
 
-class EvaluationDataError(ValueError):
+class EvaluationDataError(UserError, ValueError):
     """A local evaluation file or folder is missing or malformed; the message names the file and the problem."""
 
 
@@ -743,6 +745,7 @@ def evaluate(
     split: str = "test",
     similarity: str | None = None,
     show_progress_bar: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a sentence-embedding model with mteb and write a summary.
 
@@ -763,6 +766,8 @@ def evaluate(
             ``manhattan`` (restored afterwards). Retrieval ranks with it; STS reports cosine metrics regardless,
             plus ``spearman``/``pearson`` computed with it.
         show_progress_bar: Show progress bars while encoding.
+        overwrite: Replace an existing `output_dir` that holds anything (otherwise refused). The results are
+            written beside it and renamed into place (`retromae_hf.outputs.staged_output`).
 
     Returns:
         The summary, also written to ``output_dir/summary.json``. Its schema (stable; the Hub model card reads it)::
@@ -790,11 +795,37 @@ def evaluate(
     Raises:
         EvaluationDataError: A local task's data is missing or malformed (the message names the file).
         ValueError: A task is neither a local path nor a known MTEB task, or `similarity` is unknown.
+        OutputExistsError: `output_dir` holds something (without `overwrite`), or is inside the model or a task.
+        NetworkError: An MTEB task's data or a Hub model is needed and the Hub cannot be reached.
     """
-    if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
-        raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
+    from .outputs import staged_output
+
     if isinstance(tasks, (str, Path)):
         tasks = [tasks]
+    if batch_size < 1 or (max_length is not None and max_length < 1):
+        raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
+    inputs = [str(model)] if isinstance(model, str | Path) else []
+    inputs += [str(task) for task in tasks if isinstance(task, str | Path)]
+    with staged_output(
+        output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)"
+    ) as staging:
+        summary = _evaluate_into(staging, model, tasks, batch_size, max_length, split, similarity, show_progress_bar)
+    logger.info("Wrote %s and %s", Path(output_dir) / SUMMARY_JSON, Path(output_dir) / SUMMARY_MD)
+    return summary
+
+
+def _evaluate_into(
+    output_dir: Path,
+    model: SentenceTransformer | str | Path,
+    tasks: Sequence[str | Path],
+    batch_size: int,
+    max_length: int | None,
+    split: str,
+    similarity: str | None,
+    show_progress_bar: bool,
+) -> dict[str, Any]:
+    if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
+        raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
     if not tasks:
         raise ValueError("no tasks given")
     resolved = [_resolve_task(spec, split) for spec in tasks]
@@ -815,8 +846,6 @@ def evaluate(
             st_model.similarity_fn_name = similarity
         wrapper = SentenceTransformerEncoderWrapper(st_model)
         wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": _mteb_model_name(display_name)})
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         effective = {
             "batch_size": batch_size,
             "max_length": st_model.max_seq_length,
@@ -833,6 +862,16 @@ def evaluate(
             co2_tracker=False,
             show_progress_bar=show_progress_bar,
         )
+    except Exception as error:
+        if not is_network_error(error):
+            raise
+        named = [item.task.metadata.name for item in resolved if not type(item.task).__name__.startswith("Local")]
+        raise NetworkError(
+            f"MTEB task(s) {', '.join(named) or 'given'} load their data from the Hugging Face Hub, which cannot be "
+            f"reached ({hub_unreachable_reason() or error}). Evaluate local data instead (a BEIR folder or an STS "
+            "file, see `retromae-hf evaluate --help`), run once with network so the datasets cache holds the data, "
+            "or connect to the network (and unset HF_HUB_OFFLINE)."
+        ) from error
     finally:
         st_model.max_seq_length, st_model.similarity_fn_name = saved
 
@@ -856,5 +895,4 @@ def evaluate(
     (output_dir / SUMMARY_MD).write_text(summary_to_markdown(summary), encoding="utf-8")
     for result in results:
         logger.info("%s: %s = %s", result["task"], result["main_metric"], _format_score(result["main_score"]))
-    logger.info("Wrote %s and %s", output_dir / SUMMARY_JSON, output_dir / SUMMARY_MD)
     return summary

@@ -7,7 +7,6 @@ plain `BertModel`'s and the modules are sentence-transformers' own (Transformer,
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -16,7 +15,9 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
+from .errors import MissingInputError, UserError, remote_resource
 from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel
+from .outputs import staged_output
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +35,26 @@ def _encoder_and_tokenizer(
     else:
         path = str(model_or_path)
         if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
-        config = AutoConfig.from_pretrained(path)
-        if config.model_type != RetroMAEConfig.model_type:
-            raise ValueError(
-                f"{path} is a {config.model_type!r} model, not a RetroMAE checkpoint; convert it first "
-                "(retromae-hf convert) or load it with sentence-transformers directly"
-            )
-        encoder = RetroMAEModel.from_pretrained(path)
+            raise MissingInputError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
+        with remote_resource("checkpoint", path):
+            config = AutoConfig.from_pretrained(path)
+            if config.model_type != RetroMAEConfig.model_type:
+                raise UserError(
+                    f"{path} is a {config.model_type!r} model, not a RetroMAE checkpoint; convert it first "
+                    "(retromae-hf convert) or load it with sentence-transformers directly"
+                )
+            encoder = RetroMAEModel.from_pretrained(path)
         tokenizer = tokenizer or path
     if tokenizer is None:
         raise ValueError("exporting a model object needs its tokenizer (tokenizer=...)")
     if isinstance(tokenizer, str | os.PathLike):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        with remote_resource("tokenizer", str(tokenizer), "--tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    if len(tokenizer) > encoder.config.vocab_size:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {encoder.config.vocab_size} embeddings: "
+            "they do not belong together. Export with the checkpoint's own tokenizer."
+        )
     return encoder.eval(), tokenizer
 
 
@@ -71,33 +79,53 @@ def export_sentence_transformer(
     similarity: Similarity = "dot",
     tokenizer: PreTrainedTokenizerBase | str | None = None,
     max_seq_length: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a standard sentence-transformers folder: Transformer (plain BERT) + CLS Pooling [+ Normalize].
 
     Args:
         model_or_path: a RetroMAE checkpoint folder or Hub id (stage 1, stage 2, or converted official), or a
             `RetroMAEModel` / `RetroMAEForPreTraining` object.
-        output_dir: the folder to write; replaced atomically (written beside it, then renamed).
+        output_dir: the folder to write; written beside it, then renamed into place. An existing folder that
+            holds anything is refused unless `overwrite`; a folder inside (or holding) the checkpoint always is.
         similarity: `"dot"` (RetroMAE's retrieval scoring) or `"cosine"` (adds a Normalize module, for
             sentence-embedding models); recorded in `config_sentence_transformers.json`.
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
         max_seq_length: the export's truncation length (default: the model's max_position_embeddings).
+        overwrite: replace an existing `output_dir`.
 
     Returns:
         The output folder.
+
+    Raises:
+        OutputExistsError: `output_dir` exists (without `overwrite`), or is or holds the checkpoint.
+        UserError: the checkpoint is missing, not RetroMAE, or needs the Hub, which cannot be reached.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
+    from .outputs import check_output
+
     if similarity not in ("dot", "cosine"):
         raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or max_seq_length < 1):
+        raise ValueError(f"max_seq_length must be a positive whole number, got {max_seq_length!r}")
+    inputs = [model_or_path, tokenizer] if isinstance(model_or_path, str | os.PathLike) else [tokenizer]
+    inputs = [item for item in inputs if isinstance(item, str | os.PathLike)]
+    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder")  # before loading anything
     encoder, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
+    if max_seq_length is not None and max_seq_length > encoder.config.max_position_embeddings:
+        raise ValueError(
+            f"max_seq_length {max_seq_length} (--max-seq-length) is longer than the model's "
+            f"{encoder.config.max_position_embeddings} positions"
+        )
     bert = to_bert_model(encoder)
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        plain = staging / "bert"
+    with (
+        tempfile.TemporaryDirectory(prefix="retromae-export-") as scratch,
+        staged_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder") as staging,
+    ):
+        plain = Path(scratch) / "bert"
         bert.save_pretrained(plain)
         tokenizer.save_pretrained(plain)
         length = max_seq_length or min(encoder.config.max_position_embeddings, tokenizer.model_max_length)
@@ -108,12 +136,7 @@ def export_sentence_transformer(
         if similarity == "cosine":
             modules.append(Normalize())
         model = SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu")
-        model.save(str(staging / "export"))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging / "export", output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        model.save(str(staging))
     logger.info("exported %s (CLS pooling, %s similarity) to %s", type(encoder).__name__, similarity, output_dir)
     return output_dir
 
@@ -131,14 +154,15 @@ def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
     kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     is_local = os.path.isdir(path)
     if is_local and not os.path.isfile(os.path.join(path, "modules.json")):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise MissingInputError(f"{path} holds no model (no config.json, no modules.json)")
         config = AutoConfig.from_pretrained(path)
         if config.model_type == RetroMAEConfig.model_type:
             transformer = Transformer(path, max_seq_length=config.max_position_embeddings)
             pooling = Pooling(config.hidden_size, pooling_mode="cls")
             return SentenceTransformer(modules=[transformer, pooling], similarity_fn_name="dot", **kwargs)
-    elif not is_local and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
-        raise FileNotFoundError(f"no model folder at {path}")  # a local path, not an org/name Hub id
-    return SentenceTransformer(path, **kwargs)
+    with remote_resource("model", path):  # a mistyped local path or an unreachable Hub fails at once, clearly
+        return SentenceTransformer(path, **kwargs)
 
 
 __all__ = ["export_sentence_transformer", "load_sentence_transformer", "to_bert_model"]

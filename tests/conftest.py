@@ -44,3 +44,26 @@ def tiny_config():
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_tokenizer(tmp_path_factory):
+    """`trained_tokenizer(kind, layout=None)`: a tiny tokenizer trained from the project's text, once per session.
+
+    Kinds and layouts as in `tests/tokenizers_for_tests.py` ("wordpiece", "bpe", "unigram"; "bert" or "roberta").
+    Each is also saved in a folder, `tokenizer.name_or_path`, for code that loads tokenizers by path.
+    """
+    from tokenizers_for_tests import train_tokenizer
+
+    cache = {}
+
+    def get(kind: str, layout: str | None = None):
+        key = (kind, layout)
+        if key not in cache:
+            directory = tmp_path_factory.mktemp(f"tokenizer-{kind}-{layout or 'default'}")
+            tokenizer = train_tokenizer(kind, directory, layout=layout)
+            tokenizer.name_or_path = str(directory)
+            cache[key] = tokenizer
+        return cache[key]
+
+    return get

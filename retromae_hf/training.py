@@ -108,11 +108,12 @@ def read_model_config(recipe: Recipe):
     Lets sequence lengths and the vocabulary be checked against the model before data and weights are loaded.
     """
     overrides = dict(recipe.model_config)
+    _check_model_config_keys(overrides)
     if recipe.model == "scratch":
         overrides.setdefault("vocab_size", 30522)
         try:
             return RetroMAEConfig(**overrides)
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # the config's own checks: wrong types, heads not dividing the hidden size, ...
             raise RecipeError(f"model_config: {error}") from error
     with remote_resource("model", recipe.model, "--model"):
         try:
@@ -127,6 +128,22 @@ def read_model_config(recipe: Recipe):
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
+
+
+def _check_model_config_keys(overrides: dict[str, Any]) -> None:
+    """Unknown or empty `model_config` keys would be stored on the config silently and change nothing."""
+    import difflib
+
+    known = set(RetroMAEConfig().to_dict())
+    for key, value in overrides.items():
+        if key not in known:
+            match = difflib.get_close_matches(key.split(":")[0], sorted(known), n=1)
+            hint = f" (did you mean {match[0]}?)" if match else ""
+            if ":" in key:
+                hint += "; in YAML a key needs a space after its colon: {hidden_size: 256}"
+            raise RecipeError(f"model_config: unknown RetroMAEConfig field {key!r}{hint}")
+        if value is None:
+            raise RecipeError(f"model_config: {key} has no value")
 
 
 def _model_limits(config) -> tuple[int, int]:
@@ -600,6 +617,19 @@ def resolve_resume(resume: str | bool | None, output_dir: str, recipe: Recipe | 
     )
 
 
+def _check_not_finished(checkpoint: Path, output_dir: Path) -> None:
+    """Resuming a run that reached its last step would train one step past it; say it is done instead."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    step, last = state.get("global_step", 0), state.get("max_steps", 0)
+    if last > 0 and step >= last:
+        final = output_dir / FINAL_DIR
+        model = f"its model is {final}" if final.is_dir() else f"{checkpoint} holds its model"
+        raise RecipeError(
+            f"--resume: the run in {output_dir} already finished ({step} of {last} steps); {model}. To train "
+            f"further, start a new run from that model (--model {final if final.is_dir() else checkpoint})."
+        )
+
+
 def _check_same_recipe(checkpoint: Path, recipe: Recipe) -> None:
     record = _read_run_record(checkpoint)
     if record is None or not isinstance(record.get("recipe"), dict):
@@ -641,6 +671,8 @@ def train(
         logger.warning("removing %s, left by a save that did not finish", staging)
         shutil.rmtree(staging)
     resume_from = resolve_resume(resume, output_dir, recipe)
+    if resume_from:
+        _check_not_finished(Path(resume_from), Path(output_dir))
     args = training_arguments(recipe, output_dir)
     config = read_model_config(recipe)
     positions, vocab_size = _model_limits(config)

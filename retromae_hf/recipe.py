@@ -204,7 +204,7 @@ def _key(name: str) -> str:
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for key, value in mapping.items():
-        if isinstance(value, dict) and value and key in ("training", "model_config"):
+        if isinstance(value, dict) and key in ("training", "model_config"):
             rows.extend(_flatten(value, f"{prefix}{key}."))
         else:
             rows.append((f"{prefix}{key}", value))
@@ -424,23 +424,29 @@ def _training_argument_types() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
-def check_training_keys(training: dict[str, Any], where: str) -> dict[str, Any]:
+def check_training_keys(training: dict[str, Any], where: str | typing.Callable[[str], str]) -> dict[str, Any]:
     """The `training` mapping with every value converted to its `TrainingArguments` field's type.
 
     Raises:
         RecipeError: an unknown key (with the closest known one), or a value of the wrong type.
     """
+    source = where if callable(where) else (lambda key: where)
     if not isinstance(training, dict):
-        raise RecipeError(f"{where}: training must be a mapping of TrainingArguments fields, got {training!r}")
+        raise RecipeError(
+            f"{source('training')}: training must be a mapping of TrainingArguments fields, got {training!r}"
+        )
     types_by_name = _training_argument_types()
     unknown = [key for key in training if key not in types_by_name]
     if unknown:
         raise RecipeError(
-            f"{where}: unknown TrainingArguments field(s): "
+            f"{source('training.' + unknown[0])}: unknown TrainingArguments field(s): "
             + ", ".join(_with_suggestion(f"training.{key}") for key in unknown)
             + f". The fields are listed at {TRAINING_ARGUMENTS_DOCS}"
         )
-    return {key: _convert(value, types_by_name[key], f"training.{key}", where) for key, value in training.items()}
+    return {
+        key: _convert(value, types_by_name[key], f"training.{key}", source(f"training.{key}"))
+        for key, value in training.items()
+    }
 
 
 def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "recipe") -> Recipe:
@@ -473,7 +479,7 @@ def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, s
         raise RecipeError(f"{origin}: unknown recipe key(s): {', '.join(_with_suggestion(key) for key in unknown)}")
     for key, value in list(merged.items()):
         if key == "training":
-            merged[key] = check_training_keys(value, where("training"))
+            merged[key] = check_training_keys(value, where)
         else:
             merged[key] = _convert(value, _HINTS[key], key, where(key))
     recipe = Recipe(**merged)

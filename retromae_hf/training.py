@@ -478,8 +478,14 @@ def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: boo
             "add --resume. To start over, add --overwrite-output-dir (deletes checkpoint-*, final/, "
             "training_log.jsonl and evaluation*/ there; other files are kept), or choose another --output-dir."
         )
+    local_inputs = [(item, Path(item).resolve()) for item in inputs if item and Path(item).exists()]
     for path in found:
-        check_inputs(path, inputs, replacing=True, what=f"{what}: {path.name}")
+        for item, source in local_inputs:
+            if source.is_relative_to(path.resolve()):
+                raise OutputExistsError(
+                    f"--overwrite-output-dir would delete {path}, which is or holds the input {item}: that would "
+                    "delete that input. Move it out of the run folder first, or choose another --output-dir."
+                )
     if check_only:
         return
     logger.warning("--overwrite-output-dir: deleting the earlier run's %s in %s", names, folder)

@@ -30,6 +30,18 @@ def shared_path(*parts: str) -> Path:
 FIXTURES = REPO / "tests" / "fixtures"
 
 
+def snapshot(folder: Path) -> dict[str, str]:
+    """`{relative path: sha256}` of every file under `folder`: compared before and after a command to show that
+    it changed nothing it should not have."""
+    import hashlib
+
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
 def reference_fixture(variant: str) -> Path:
     """The folder of one official-code parity fixture (`staoxiao`, `flagembedding`, `*_perturbed`), with the files
     the original has (bert_config.json, official_state_dict.safetensors, inputs.safetensors, expected.*).

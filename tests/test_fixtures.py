@@ -33,6 +33,9 @@ def test_expanded_fixture_equals_the_shared_original(variant):
     want, got = load_file(str(original / "expected.safetensors")), load_file(str(rebuilt / "expected.safetensors"))
     for key in got:
         assert torch.equal(got[key], want[key]), key
-    want, got = json.loads((original / "expected.json").read_text()), json.loads((rebuilt / "expected.json").read_text())
+    want, got = (
+        json.loads((original / "expected.json").read_text()),
+        json.loads((rebuilt / "expected.json").read_text()),
+    )
     assert got["losses"] == want["losses"] and got["grad_norms"] == want["grad_norms"]
     assert (rebuilt / "bert_config.json").read_bytes() == (original / "bert_config.json").read_bytes()

@@ -565,11 +565,11 @@ def _resolve_mteb_task(task: Any, split: str) -> _ResolvedTask:
         used = splits[0]
         logger.warning("MTEB task %s has no split %r; evaluating its split %r", task.metadata.name, split, used)
         task.filter_eval_splits([used])
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
+    reason = hub_unreachable_reason()  # without the Hub: the datasets cache only, at once rather than after retries
+    if reason:
         logger.warning(
-            "HF_HUB_OFFLINE is set: MTEB task %s loads its data from the Hub and only works with a warm datasets cache",
+            "%s: MTEB task %s loads its data from the Hub and only works with a warm datasets cache",
+            reason,
             task.metadata.name,
         )
     return _ResolvedTask(task, task.metadata.name, task.metadata.dataset["path"], used, task.metadata.revision)

@@ -679,6 +679,7 @@ def train(
     resume_from = resolve_resume(resume, output_dir, recipe)
     if resume_from:
         _check_not_finished(Path(resume_from), Path(output_dir))
+        logger.info("resuming from %s", resume_from)
     args = training_arguments(recipe, output_dir)
     config = read_model_config(recipe)
     positions, vocab_size = _model_limits(config)

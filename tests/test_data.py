@@ -323,7 +323,8 @@ def test_word_ids_follow_wordpiece_words(tmp_path: Path, cache_dir: str, wordpie
     # Distinct across packed sentences: a block holding two sentences has as many words as both together.
     first = packed[0]
     per_line = [
-        max(w for w in wordpiece_tokenizer(line, add_special_tokens=False).word_ids() if w is not None) + 1 for line in lines
+        max(w for w in wordpiece_tokenizer(line, add_special_tokens=False).word_ids() if w is not None) + 1
+        for line in lines
     ]
     n_lines, covered = 0, 0
     while covered < len(first["input_ids"]) - 2:
@@ -360,7 +361,11 @@ def test_tokenize_streaming_equals_non_streaming(tmp_path: Path, cache_dir: str,
     source = _project_corpus(tmp_path / "prose.txt", 250)
     for packing in (True, False):
         eager = tokenize_corpus(
-            load_corpus(source, cache_dir=cache_dir), wordpiece_tokenizer, max_length=48, packing=packing, batch_size=100
+            load_corpus(source, cache_dir=cache_dir),
+            wordpiece_tokenizer,
+            max_length=48,
+            packing=packing,
+            batch_size=100,
         )
         lazy = tokenize_corpus(
             load_corpus(source, streaming=True), wordpiece_tokenizer, max_length=48, packing=packing, batch_size=100

@@ -228,7 +228,11 @@ def test_zero_retromae_weight_is_exactly_infonce(model, stage2_batch):
 def test_weighted_sum_of_all_terms(model, stage2_batch, wordpiece_tokenizer):
     weights = ObjectiveWeights(retromae=0.5, contrastive=2.0, bag_of_words=0.3)
     out = stage_loss(
-        model, stage2_batch, weights, InfoNCELoss(0.05, "cosine"), DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids)
+        model,
+        stage2_batch,
+        weights,
+        InfoNCELoss(0.05, "cosine"),
+        DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids),
     )
     expected = 0.5 * out["retromae_loss"] + 0.3 * out["bag_of_words_loss"] + 2.0 * out["contrastive_loss"]
     torch.testing.assert_close(out["loss"], expected, atol=1e-6, rtol=0)

@@ -142,7 +142,8 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, small_corpus, tokenizer
     resumed = cli(*stage1_args(small_corpus, killed_dir, 8, 4, tokenizer), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The MLM decoder weight is tied to the word embeddings and not stored: nothing to warn about on a resume.
-    assert "missing keys" not in resumed.stderr and "checkpoint-4" in resumed.stderr
+    assert "missing keys" not in resumed.stderr
+    assert f"resuming from {killed_dir / 'checkpoint-4'}" in resumed.stderr
     expected, got = read_log(tmp_path / "reference"), read_log(killed_dir)
     assert sorted(got) == sorted(expected) == list(range(1, 9))
     for step in range(5, 9):

@@ -92,7 +92,6 @@ def _add_convert(subparsers) -> None:
             "encoder-only BertForMaskedLM checkpoint (the decoder is then freshly initialised), into a "
             "RetroMAEForPreTraining folder that AutoModel / AutoModelForPreTraining load."
         ),
-        epilog="example: retromae-hf convert official_state_dict.safetensors converted/ --bert-config config.json",
     )
     parser.add_argument("source", type=Path, help="a .safetensors/.bin/.pt state dict, or a folder holding one")
     parser.add_argument("output_dir", type=Path, help="where to write the converted model (must not exist)")
@@ -156,7 +155,7 @@ def _add_demo(subparsers) -> None:
         "demo",
         help="offline smoke test: a tiny RetroMAE trained for a few steps on Python's own docstrings",
         description="Train a tokenizer and a tiny RetroMAE on text that ships with Python, then save both.",
-        epilog="example: retromae-hf demo --output-dir runs/demo --steps 30",
+        epilog="examples:\n  retromae-hf demo --output-dir runs/demo --steps 30",
     )
     parser.add_argument(
         "--output-dir", type=Path, default=Path("runs/demo"), help="where to save the tiny model (default: %(default)s)"
@@ -217,8 +216,9 @@ def _add_train(subparsers) -> None:
             "examples:\n"
             "  retromae-hf train --recipe quickstart\n"
             "  retromae-hf train --recipe quickstart --stage 1 --max-steps 100 --output-dir runs/try\n"
-            "  retromae-hf train --recipe stage2-nli --set training.learning_rate=5e-5\n"
-            "  retromae-hf train --recipe quickstart --stage 1 --resume"
+            "  retromae-hf train --recipe quickstart --stage 1 --max-steps 100 --output-dir runs/try --resume\n"
+            "  retromae-hf train --recipe quickstart --overwrite-output-dir\n"
+            "  retromae-hf train --recipe stage2-nli --set training.learning_rate=5e-5"
         ),
     )
     parser.add_argument("--recipe", default=None, help="shipped recipe name or YAML path (default: flags only)")
@@ -315,7 +315,6 @@ def _add_export(subparsers) -> None:
             "Write a standard sentence-transformers folder that SentenceTransformer(folder) loads without "
             "trust_remote_code and without retromae-hf: Transformer (BERT) + CLS Pooling [+ Normalize for cosine]."
         ),
-        epilog="example: retromae-hf export runs/stage2-nli/final exports/retromae-nli --similarity cosine",
     )
     parser.add_argument("checkpoint", help="a RetroMAE checkpoint folder (stage 1, stage 2 or converted) or Hub id")
     parser.add_argument("output_dir", type=Path, help="the folder to write (must not exist, see --overwrite)")
@@ -352,7 +351,6 @@ def _add_evaluate(subparsers) -> None:
             "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or an STS file (sentence1, sentence2, score). "
             "Writes mteb's result JSONs plus summary.json and summary.md."
         ),
-        epilog="example: retromae-hf evaluate exports/retromae-nli --tasks data/beir/scifact data/sts/sts-test.tsv",
     )
     parser.add_argument("model", help="model folder or Hub id")
     parser.add_argument("--tasks", nargs="+", required=True, help="MTEB task names and/or local paths")
@@ -403,7 +401,6 @@ def _add_push(subparsers) -> None:
             "Honours HF_ENDPOINT and the usual token sources (HF_TOKEN, `hf auth login`); the token is never "
             "printed. The local folder is never modified."
         ),
-        epilog="example: retromae-hf push exports/retromae-nli my-org/retromae-nli --summary evaluation/summary.json",
     )
     parser.add_argument("folder", help="checkpoint or export folder")
     parser.add_argument("repo_id", help="org/name on the Hub")
@@ -448,7 +445,6 @@ def _add_pull(subparsers) -> None:
             "snapshot_download a repository at a revision into the Hugging Face cache (nothing is written "
             "elsewhere), then load it with the right class."
         ),
-        epilog="example: retromae-hf pull my-org/retromae-nli --revision main",
     )
     parser.add_argument("repo_id", help="org/name on the Hub")
     parser.add_argument("--revision", default=None, help="branch, tag or commit sha (pin a sha to be reproducible)")

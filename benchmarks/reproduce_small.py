@@ -227,7 +227,9 @@ def train_stage(args, arm: str, seed: int, stage: int) -> None:
     logger.info("training %s seed %d stage %d -> %s", arm, seed, stage, folder)
     start = time.time()
     use_encoder_only = stage == 1 and ARMS[arm]["encoder_only"]
-    final = train(recipe, trainer_class=encoder_only_trainer_class() if use_encoder_only else None)
+    trainer_class = encoder_only_trainer_class() if use_encoder_only else None
+    # An interrupted piece starts over: its folder holds only what an earlier try of this same piece made.
+    final = train(recipe, trainer_class=trainer_class, overwrite_output_dir=True)
     wall = time.time() - start
     (final / "wall_time.json").write_text(json.dumps({"wall_seconds": wall}), encoding="utf-8")
     logger.info("trained %s seed %d stage %d in %.0f s", arm, seed, stage, wall)
@@ -269,6 +271,7 @@ def evaluate_stage(args, arm: str, seed: int, stage: int) -> None:
         max_length=args.eval_max_length,
         similarity="cosine",
         show_progress_bar=False,
+        overwrite=True,  # no summary.json yet: whatever is there is an interrupted try of this evaluation
     )
     (out / "wall_time.json").write_text(json.dumps({"wall_seconds": time.time() - start}), encoding="utf-8")
     (out / "cls_collapse.json").write_text(json.dumps(cls_collapse(final, args)), encoding="utf-8")

@@ -466,28 +466,28 @@ def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: boo
         raise OutputExistsError(f"{what} {folder} is a file, not a folder. Choose another --output-dir.")
     inputs = [recipe.model, recipe.tokenizer, *_data_paths(recipe)]
     check_inputs(folder, inputs, replacing=False, what=what)
-    if resume:
-        return
     found = run_artefacts(folder)
-    if not found:
-        return
-    names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
-    if not overwrite:
+    if found and not resume and not overwrite:
+        names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
         raise OutputExistsError(
             f"{what} {folder} already holds a training run ({names}); nothing was changed. To continue that run, "
             "add --resume. To start over, add --overwrite-output-dir (deletes checkpoint-*, final/, "
             "training_log.jsonl and evaluation*/ there; other files are kept), or choose another --output-dir."
         )
+    # A run replaces final/ and rotates old checkpoints away; clearing the folder deletes every artefact. An input
+    # inside one of them would be lost either way.
     local_inputs = [(item, Path(item).resolve()) for item in inputs if item and Path(item).exists()]
     for path in found:
         for item, source in local_inputs:
             if source.is_relative_to(path.resolve()):
+                action = "--overwrite-output-dir would delete" if not resume else "this run replaces or deletes"
                 raise OutputExistsError(
-                    f"--overwrite-output-dir would delete {path}, which is or holds the input {item}: that would "
-                    "delete that input. Move it out of the run folder first, or choose another --output-dir."
+                    f"{action} {path}, which is or holds the input {item}: that would delete that input. Move it "
+                    "out of the run folder first, or choose another --output-dir."
                 )
-    if check_only:
+    if resume or not found or check_only:
         return
+    names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
     logger.warning("--overwrite-output-dir: deleting the earlier run's %s in %s", names, folder)
     for path in found:
         if path.is_dir() and not path.is_symlink():

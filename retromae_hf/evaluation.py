@@ -42,11 +42,14 @@ __all__ = [
     "EvaluationDataError",
     "evaluate",
     "load_summary",
+    "per_query_scores",
     "summary_to_markdown",
 ]
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+#: Sub-folder of an evaluation's output_dir where mteb writes its predictions (``evaluate(save_predictions=True)``).
+PREDICTIONS_DIR = "predictions"
 
 #: Suffixes read as STS files; any other existing file is refused with a clear message.
 STS_SUFFIXES = (".tsv", ".csv", ".jsonl")
@@ -745,6 +748,7 @@ def evaluate(
     split: str = "test",
     similarity: str | None = None,
     show_progress_bar: bool = True,
+    save_predictions: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a sentence-embedding model with mteb and write a summary.
@@ -766,6 +770,9 @@ def evaluate(
             ``manhattan`` (restored afterwards). Retrieval ranks with it; STS reports cosine metrics regardless,
             plus ``spearman``/``pearson`` computed with it.
         show_progress_bar: Show progress bars while encoding.
+        save_predictions: Let mteb also write what it scored to ``output_dir/predictions/<task>_predictions.json``
+            (retrieval: the top-ranked documents of every query with their similarities; STS: the similarity of
+            every pair), for `per_query_scores`. A SciFact file is about 10 MB.
         overwrite: Replace an existing `output_dir` that holds anything (otherwise refused). The results are
             written beside it and renamed into place (`retromae_hf.outputs.staged_output`).
 
@@ -809,7 +816,9 @@ def evaluate(
     with staged_output(
         output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)"
     ) as staging:
-        summary = _evaluate_into(staging, model, tasks, batch_size, max_length, split, similarity, show_progress_bar)
+        summary = _evaluate_into(
+            staging, model, tasks, batch_size, max_length, split, similarity, show_progress_bar, save_predictions
+        )
     logger.info("Wrote %s and %s", Path(output_dir) / SUMMARY_JSON, Path(output_dir) / SUMMARY_MD)
     return summary
 
@@ -823,6 +832,7 @@ def _evaluate_into(
     split: str,
     similarity: str | None,
     show_progress_bar: bool,
+    save_predictions: bool,
 ) -> dict[str, Any]:
     if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
         raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
@@ -861,6 +871,7 @@ def _evaluate_into(
             overwrite_strategy="always",
             co2_tracker=False,
             show_progress_bar=show_progress_bar,
+            prediction_folder=output_dir / PREDICTIONS_DIR if save_predictions else None,
         )
     except Exception as error:
         if not is_network_error(error):
@@ -896,3 +907,64 @@ def _evaluate_into(
     for result in results:
         logger.info("%s: %s = %s", result["task"], result["main_metric"], _format_score(result["main_score"]))
     return summary
+
+
+def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str, Any]]:
+    """Per-query (retrieval) and per-pair (STS) scores of an `evaluate(..., save_predictions=True)` run.
+
+    They are computed from the predictions mteb wrote, i.e. from the very rankings and similarities behind the
+    summary's scores, so that two models can be compared query by query (paired differences, bootstrap intervals).
+
+    Args:
+        output_dir: The evaluation's output folder (holding ``summary.json`` and ``predictions/``).
+        k: The nDCG cut-off for retrieval tasks.
+
+    Returns:
+        ``{task: entry}`` for every local task in the summary with predictions. Retrieval entries are
+        ``{"metric": "ndcg_at_<k>", "per_query": {query_id: score}, "mean": float}``: trec_eval's nDCG@k (linear
+        gain, as mteb computes it through pytrec_eval) for every judged query with a relevant document, in qrels
+        order; ``mean`` equals mteb's score. STS entries are ``{"metric": "cosine_spearman", "similarity": [...],
+        "gold": [...], "mean": float}``: the cosine similarity mteb computed for every pair and the gold score, in
+        file order; ``mean`` is their Spearman correlation.
+
+    Raises:
+        EvaluationDataError: The summary or a predictions file is missing (evaluate without ``save_predictions``).
+    """
+    import pytrec_eval
+    from scipy.stats import spearmanr
+
+    output_dir = Path(output_dir)
+    summary = load_summary(output_dir)
+    scores: dict[str, dict[str, Any]] = {}
+    for result in summary["results"]:
+        task, dataset = result["task"], result["dataset"]
+        source = Path(dataset["path_or_hub_id"])
+        if not source.exists():
+            continue  # an MTEB task from the Hub: its data is not at hand here
+        path = output_dir / PREDICTIONS_DIR / f"{task}_predictions.json"
+        if not path.is_file():
+            raise EvaluationDataError(f"{path}: no predictions; evaluate with save_predictions=True first")
+        predictions = json.loads(path.read_text(encoding="utf-8"))
+        subsets = [value for key, value in predictions.items() if key != "mteb_model_meta"]
+        predicted = subsets[0][dataset["split"]]
+        if result["task_type"] == "Retrieval":
+            qrels = {q: docs for q, docs in read_qrels(source / "qrels" / f"{dataset['split']}.tsv").items()}
+            qrels = {q: docs for q, docs in qrels.items() if any(rel > 0 for rel in docs.values())}
+            measure = f"ndcg_cut_{k}"
+            evaluated = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"}).evaluate(predicted)
+            per_query = {q: float(evaluated[q][measure]) if q in evaluated else 0.0 for q in qrels}
+            scores[task] = {
+                "metric": f"ndcg_at_{k}",
+                "per_query": per_query,
+                "mean": sum(per_query.values()) / len(per_query),
+            }
+        elif result["task_type"] == "STS":
+            gold = load_sts_file(source).score
+            similarity = [float(value) for value in predicted["cosine_scores"]]
+            scores[task] = {
+                "metric": "cosine_spearman",
+                "similarity": similarity,
+                "gold": gold,
+                "mean": float(spearmanr(similarity, gold)[0]),
+            }
+    return scores

@@ -658,6 +658,7 @@ def train(
     resume: str | bool | None = None,
     trainer_class: type[RetroMAETrainer] | None = None,
     overwrite_output_dir: bool = False,
+    train_dataset=None,
 ) -> Path:
     """Run one stage. Returns the final folder (`<output_dir>/final`), which export/evaluate/push read.
 
@@ -667,7 +668,10 @@ def train(
     lengths against the model's positions.
 
     `trainer_class` replaces `RetroMAETrainer` (a subclass with another `compute_loss`, e.g. the masked-LM
-    baseline of `benchmarks/reproduce_small.py`), keeping data, masks, seeding, optimizer and saving identical.
+    baseline of `benchmarks/reproduce.py`), keeping data, masks, seeding, optimizer and saving identical.
+    `train_dataset` (stage 1 only) is the corpus already tokenized by `data.tokenize_corpus` with the recipe's
+    tokenizer and max length (`input_ids`, `word_ids`), used instead of reading and tokenizing `recipe.corpus`;
+    it lets several runs share one tokenization. `recipe.corpus` is still recorded in the saved recipe.
     """
     recipe.validate()
     output_dir = recipe.output_dir
@@ -711,7 +715,16 @@ def train(
         decoding=getattr(config, "decoding", "enhanced"),
     )
     contrastive_loss = None
-    if recipe.stage == 1:
+    if recipe.stage == 1 and train_dataset is not None:
+        missing = {"input_ids", "word_ids"} - set(train_dataset.column_names or [])
+        if missing:
+            raise RecipeError(f"train_dataset must come from data.tokenize_corpus; it lacks {sorted(missing)}")
+        dataset = train_dataset
+        collator = retromae_collator
+        weights = ObjectiveWeights(
+            retromae=recipe.retromae_weight, contrastive=0.0, bag_of_words=recipe.bag_of_words_weight
+        )
+    elif recipe.stage == 1:
         with args.main_process_first(desc="tokenizing the corpus"):
             from .data import tokenize_corpus
 
@@ -723,6 +736,8 @@ def train(
             retromae=recipe.retromae_weight, contrastive=0.0, bag_of_words=recipe.bag_of_words_weight
         )
     else:
+        if train_dataset is not None:
+            raise RecipeError("train_dataset is for stage 1 (a tokenized corpus); stage 2 reads recipe.pairs")
         dataset = load_pair_data(recipe)
         collator = ContrastiveCollator(
             tokenizer,

@@ -497,3 +497,103 @@ def test_a_model_path_is_loaded_and_scores_the_same(
     assert summary["model"] == str(MODEL_DIR)
     expected = result_for(real_run["summary"], "STS")["main_score"]
     assert summary["results"][0]["main_score"] == pytest.approx(expected, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Per-query scores on the whole of SciFact, against a brute-force ranking computed here
+# ----------------------------------------------------------------------------------------------------------------------
+
+FULL_MAX_LENGTH = 48  # short: encoding the 5,183 abstracts on a 2-core CPU is most of the time
+
+
+@pytest.fixture(scope="module")
+def full_scifact_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if not HAVE_SHARED:
+        pytest.skip(SHARED_MISSING)
+    from sentence_transformers import SentenceTransformer
+
+    from retromae_hf.evaluation import per_query_scores
+
+    model = SentenceTransformer(str(MODEL_DIR), device="cpu")
+    recorder = EncodeRecorder(model)
+    output_dir = tmp_path_factory.mktemp("full-scifact")
+    summary = evaluate(
+        model,
+        [SCIFACT, STSB_TEST],
+        output_dir=output_dir,
+        batch_size=64,
+        max_length=FULL_MAX_LENGTH,
+        similarity="cosine",
+        show_progress_bar=False,
+        save_predictions=True,
+    )
+    return {"recorder": recorder, "summary": summary, "per_query": per_query_scores(output_dir)}
+
+
+def brute_force_ndcg_at_10(recorder: EncodeRecorder, folder: Path) -> dict[str, float]:
+    """Rank the whole corpus by cosine for every judged query and score trec_eval's nDCG@10, without mteb.
+
+    The embeddings are the ones the model gave mteb (recorded; encoding twice would double the test's time), but
+    the files are parsed here, documents are looked up as "title text", the ranking is a full sort over all
+    5,183 documents, and nDCG uses linear gain (the grade) with log2 discounts, the ideal from all judgements.
+    """
+    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    query_text = {
+        q["_id"]: q["text"]
+        for q in map(json.loads, (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines())
+    }
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        query_id, doc_id, grade = line.split("\t")
+        qrels.setdefault(query_id, {})[doc_id] = int(grade)
+    query_ids = [q for q, docs in qrels.items() if any(g > 0 for g in docs.values())]
+    docs = np.stack(
+        [recorder[f"{d['title']} {d['text']}".strip() if d["title"] else d["text"].strip()] for d in corpus]
+    )
+    queries = np.stack([recorder[query_text[q]] for q in query_ids])
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    scores = queries @ docs.T
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    result = {}
+    for row, query_id in enumerate(query_ids):
+        top = np.argsort(-scores[row], kind="stable")[:10]
+        gains = np.array([qrels[query_id].get(corpus[i]["_id"], 0) for i in top], dtype=float)
+        ideal = np.sort(np.array(list(qrels[query_id].values()), dtype=float))[::-1][:10]
+        result[query_id] = float((gains * discounts).sum() / (ideal * discounts[: len(ideal)]).sum())
+    return result
+
+
+@needs_shared
+def test_full_scifact_ndcg_matches_brute_force_and_per_query_scores(full_scifact_run: dict[str, Any]) -> None:
+    reported = result_for(full_scifact_run["summary"], "Retrieval")["main_score"]
+    per_query = full_scifact_run["per_query"]["scifact"]
+    brute = brute_force_ndcg_at_10(full_scifact_run["recorder"], SCIFACT)
+
+    assert per_query["metric"] == "ndcg_at_10" and len(per_query["per_query"]) == 300
+    assert list(per_query["per_query"]) == list(brute)  # qrels order, queries with a relevant document
+    # The per-query scores come from mteb's own rankings: their mean is mteb's score.
+    assert per_query["mean"] == pytest.approx(reported, abs=1e-5)  # mteb rounds to 5 decimals
+    # An independent ranking and nDCG give the same scores, query by query (float64 here, float32 in mteb: a
+    # near-tie could swap two documents, hence the tolerance on the count).
+    assert float(np.mean(list(brute.values()))) == pytest.approx(reported, abs=1e-3)
+    same = sum(abs(brute[q] - v) < 1e-6 for q, v in per_query["per_query"].items())
+    assert same >= 298, f"only {same} of 300 queries score the same"
+    assert 0.3 < reported < 0.8  # all-MiniLM-L6-v2 at 48 tokens: well above chance, below its 0.645 at 256
+
+
+@needs_shared
+def test_sts_per_pair_similarities_give_the_reported_spearman(full_scifact_run: dict[str, Any]) -> None:
+    from scipy.stats import spearmanr
+
+    entry = full_scifact_run["per_query"]["stsbenchmark-sts-test"]
+    reported = result_for(full_scifact_run["summary"], "STS")["main_score"]
+    assert len(entry["similarity"]) == len(entry["gold"]) == len(load_sts_file(STSB_TEST).score)
+    assert float(spearmanr(entry["similarity"], entry["gold"])[0]) == pytest.approx(reported, abs=1e-5)
+
+
+def test_per_query_scores_need_predictions(tmp_path: Path) -> None:
+    from retromae_hf.evaluation import per_query_scores
+
+    with pytest.raises(EvaluationDataError, match="summary file not found"):
+        per_query_scores(tmp_path)

@@ -807,8 +807,12 @@ def evaluate(
     """
     from .outputs import staged_output
 
+    if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
+        raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
     if isinstance(tasks, (str, Path)):
         tasks = [tasks]
+    if not tasks:
+        raise ValueError("no tasks given")
     if batch_size < 1 or (max_length is not None and max_length < 1):
         raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
     inputs = [str(model)] if isinstance(model, str | Path) else []
@@ -834,10 +838,6 @@ def _evaluate_into(
     show_progress_bar: bool,
     save_predictions: bool,
 ) -> dict[str, Any]:
-    if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
-        raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
-    if not tasks:
-        raise ValueError("no tasks given")
     resolved = [_resolve_task(spec, split) for spec in tasks]
     _dedupe_names(resolved)
 

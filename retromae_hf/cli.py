@@ -217,7 +217,7 @@ def _add_train(subparsers) -> None:
             "  retromae-hf train --recipe quickstart\n"
             "  retromae-hf train --recipe quickstart --stage 1 --max-steps 100 --output-dir runs/try\n"
             "  retromae-hf train --recipe quickstart --stage 1 --max-steps 100 --output-dir runs/try --resume\n"
-            "  retromae-hf train --recipe quickstart --overwrite-output-dir\n"
+            "  retromae-hf train --recipe quickstart --stage 1 --output-dir runs/try --overwrite-output-dir\n"
             "  retromae-hf train --recipe stage2-nli --set training.learning_rate=5e-5"
         ),
     )

@@ -83,6 +83,8 @@ def _offline_flag() -> bool:
 @functools.cache
 def _probe_endpoint(endpoint: str) -> str | None:
     """Try one TCP connection to the Hub; the reason it failed, or None. Cached: one probe per process."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None  # through a proxy a direct connection proves nothing: let the libraries try
     parsed = urlparse(endpoint)
     host = parsed.hostname or "huggingface.co"
     port = parsed.port or (443 if parsed.scheme == "https" else 80)

@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = evaluate(
         model,
         [paths[name] for name in selected],
-        output_dir=args.output_dir,
+        # mteb's results and summary.json go to their own folder (replaced on a rerun); the SICK file built above
+        # is one of its inputs, so it lives beside that folder, not in it.
+        output_dir=args.output_dir / "evaluation",
+        overwrite=True,
         batch_size=args.batch_size,
         max_length=args.max_length,
         show_progress_bar=not args.no_progress,

@@ -387,6 +387,8 @@ def train_stage(args, arm: str, seed: int, stage: int, corpus=None) -> None:
         recipe,
         trainer_class=encoder_only_trainer_class() if use_encoder_only else None,
         train_dataset=corpus if stage == 1 else None,
+        # An interrupted piece starts over: its folder holds only what an earlier try of this same piece made.
+        overwrite_output_dir=True,
     )
     wall = time.time() - start
     (final / "wall_time.json").write_text(json.dumps({"wall_seconds": wall}), encoding="utf-8")
@@ -431,6 +433,7 @@ def evaluate_stage(args, arm: str, seed: int, stage: int) -> None:
         similarity="cosine",
         show_progress_bar=False,
         save_predictions=True,
+        overwrite=True,  # not complete (no per_query.json): what is there is an earlier try of this evaluation
     )
     per_query = per_query_scores(out)
     # The per-query scores come from the rankings mteb scored: their mean must give mteb's score back.

@@ -1,16 +1,90 @@
-"""`retromae-hf` command line: argument parsing only; the work happens in the package's rooms."""
+"""`retromae-hf` command line: argument parsing only; the work happens in the package's rooms.
+
+Two rules shape this module:
+
+- **Fast help.** Nothing heavy (torch, transformers, datasets, mteb) is imported to build the parser; each command
+  imports what it needs when it runs, so `retromae-hf --help` and `<command> --help` answer at once.
+- **No tracebacks for mistakes.** Every error a user can cause becomes one paragraph on stderr (what, where, how
+  to fix it) and exit code 2 (see `retromae_hf.errors`); anything else is reported as a probable bug with exit
+  code 1. `--debug` (or `RETROMAE_HF_DEBUG=1`) adds the Python traceback.
+"""
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import __version__
+from .errors import UserError, as_user_error
+
 logger = logging.getLogger("retromae_hf")
 
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
 
+
+# --------------------------------------------------------------------------------------------------- value types
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+class _ParagraphFormatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description on its own; keeps indented lines (examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        blocks = []
+        for block in text.split("\n\n"):
+            lines = block.splitlines()
+            if any(line.startswith("  ") for line in lines):
+                blocks.append("\n".join(indent + line for line in lines))
+            else:
+                blocks.append(
+                    textwrap.fill(
+                        " ".join(lines),
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                        break_long_words=False,
+                        break_on_hyphens=False,
+                    )
+                )
+        return "\n\n".join(blocks)
+
+
+def _common_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    # On the sub-commands too, so that `retromae-hf export a b --debug` works; SUPPRESS keeps a sub-command's
+    # unset flag from overwriting the top-level one.
+    default = False if top_level else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show the Python traceback of an error (for bug reports)"
+    )
+
+
+def _add_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
+    kwargs.setdefault("formatter_class", _ParagraphFormatter)
+    parser = subparsers.add_parser(name, **kwargs)
+    _common_options(parser, top_level=False)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------- convert
 def _add_convert(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = _add_parser(
+        subparsers,
         "convert",
         help="official RetroMAE, BertForMaskedLM or retromae-hf 0.1 checkpoint -> RetroMAEForPreTraining folder",
         description=(
@@ -23,7 +97,7 @@ def _add_convert(subparsers) -> None:
         ),
     )
     parser.add_argument("source", type=Path, help="a .safetensors/.bin/.pt state dict, or a folder holding one")
-    parser.add_argument("output_dir", type=Path, help="where to write the converted model")
+    parser.add_argument("output_dir", type=Path, help="where to write the converted model (must not exist)")
     parser.add_argument(
         "--bert-config",
         type=Path,
@@ -34,35 +108,49 @@ def _add_convert(subparsers) -> None:
         "--variant",
         choices=["staoxiao", "flagembedding"],
         default="staoxiao",
-        help="query-stream rule: staoxiao = [CLS] + position embeddings (paper); flagembedding = embedding block",
+        help="query-stream rule: staoxiao = [CLS] + position embeddings (paper); flagembedding = embedding block "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer to save beside the model (default: the source folder's, if any)"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
     parser.set_defaults(handler=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> None:
-    from .convert import from_official
+    from .errors import MissingInputError
+    from .outputs import check_output, staged_output
 
     if not args.source.exists():
-        raise FileNotFoundError(f"no checkpoint at {args.source}")
+        raise MissingInputError(f"no checkpoint at {args.source} (the source argument)")
     source_dir = args.source if args.source.is_dir() else args.source.parent
     if _is_retromae_checkpoint(source_dir):
-        _upgrade_checkpoint(source_dir, args.output_dir)
+        _upgrade_checkpoint(source_dir, args)
         return
     bert_config = args.bert_config or source_dir / "config.json"
     if not Path(bert_config).is_file():
-        raise FileNotFoundError(f"no BERT config at {bert_config}; pass --bert-config")
-    model = from_official(args.source, bert_config, args.variant)
-    model.save_pretrained(args.output_dir)
+        raise MissingInputError(f"no BERT config at {bert_config}; pass --bert-config path/to/config.json")
     tokenizer_source = args.tokenizer or (source_dir if (source_dir / "tokenizer_config.json").is_file() else None)
+    inputs = [args.source, bert_config, tokenizer_source]
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before the (slow) conversion
+
+    from .convert import from_official
+    from .errors import remote_resource
+
+    model = from_official(args.source, bert_config, args.variant)
+    tokenizer = None
     if tokenizer_source:
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(args.output_dir)
+        with remote_resource("tokenizer", str(tokenizer_source), "--tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     else:
         logger.warning("no tokenizer saved beside the model: pass --tokenizer to add one")
+    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
     print(f"converted {args.source} -> {args.output_dir} (query_stream={model.config.query_stream})")
 
 
@@ -78,55 +166,105 @@ def _is_retromae_checkpoint(folder: Path) -> bool:
         return False
 
 
-def _upgrade_checkpoint(source: Path, output_dir: Path) -> None:
+def _upgrade_checkpoint(source: Path, args: argparse.Namespace) -> None:
     """A RetroMAE checkpoint of any layout, saved again in the current one (config with an `encoder` sub-config,
-    weights under `lm.` and `decoder.`), with its tokenizer."""
+    weights under `lm.` and `decoder.`), with its tokenizer; written like every other output (staged, never into
+    the source, an existing folder replaced only with --overwrite)."""
+    from .errors import remote_resource
+    from .outputs import check_output, staged_output
+
+    tokenizer_source = args.tokenizer or (source if (source / "tokenizer_config.json").is_file() else None)
+    inputs = [source, tokenizer_source]
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before loading the checkpoint
+
     from . import RetroMAEForPreTraining
 
-    if output_dir.resolve() == source.resolve():
-        raise ValueError(f"convert writes a new folder: {output_dir} is the source checkpoint itself")
     model = RetroMAEForPreTraining.from_pretrained(source)
-    model.save_pretrained(output_dir)
-    if (source / "tokenizer_config.json").is_file():
+    tokenizer = None
+    if tokenizer_source:
         from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(str(source)).save_pretrained(output_dir)
-    print(f"converted {source} -> {output_dir} (encoder {model.config.encoder.model_type}, current layout)")
+        with remote_resource("tokenizer", str(tokenizer_source), "--tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+    print(f"converted {source} -> {args.output_dir} (encoder {model.config.encoder.model_type}, current layout)")
 
 
+# --------------------------------------------------------------------------------------------------- demo
 def _add_demo(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = _add_parser(
+        subparsers,
         "demo",
         help="offline smoke test: a tiny RetroMAE trained for a few steps on Python's own docstrings",
         description="Train a tokenizer and a tiny RetroMAE on text that ships with Python, then save both.",
+        epilog="examples:\n  retromae-hf demo --output-dir runs/demo --steps 30",
     )
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/demo"), help="where to save the tiny model")
-    parser.add_argument("--steps", type=int, default=30, help="optimizer steps")
+    parser.add_argument(
+        "--output-dir", type=Path, default=Path("runs/demo"), help="where to save the tiny model (default: %(default)s)"
+    )
+    parser.add_argument("--steps", type=positive_int, default=30, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from .quickstart import run_demo
 
-    result = run_demo(args.output_dir, steps=args.steps)
+    result = run_demo(args.output_dir, steps=args.steps, overwrite=args.overwrite)
     print(
         f"demo: {result['sentences']} sentences; loss {result['first_loss']:.3f} -> {result['last_loss']:.3f} "
         f"after {args.steps} steps; model saved to {args.output_dir}"
     )
 
 
-def _add_train(subparsers) -> None:
-    from .training import RECIPE_FIELDS, available_recipes
+# --------------------------------------------------------------------------------------------------- train
+def _default_text(spec) -> str:
+    import dataclasses
 
-    parser = subparsers.add_parser(
+    if spec.default is not dataclasses.MISSING:
+        value = spec.default
+    elif spec.default_factory is not dataclasses.MISSING:
+        value = spec.default_factory()
+    else:
+        return ""
+    if value in (None, [], {}):
+        return " (default: none)"
+    if isinstance(value, bool):
+        return f" (default: {'on' if value else 'off'})"
+    return f" (default: {value})"
+
+
+def _add_train(subparsers) -> None:
+    from .recipe import RECIPE_FIELDS, TRAINING_ARGUMENTS_DOCS, TRAINING_DEFAULTS, available_recipes
+
+    ours = ", ".join(f"{key} {value}" for key, value in TRAINING_DEFAULTS.items())
+    parser = _add_parser(
+        subparsers,
         "train",
         help="stage-1 RetroMAE or stage-2 RetroMAE + contrastive training from a recipe",
         description=(
-            "Train from a recipe (a shipped name or a YAML file); every recipe key can be overridden by its flag "
-            "below, nested keys with --set (e.g. --set training.learning_rate=5e-5). Runs unchanged under "
-            "torchrun or accelerate launch. Shipped recipes: " + ", ".join(available_recipes()) + "."
+            "Train from a recipe (a shipped name or a YAML file). Every recipe key can be overridden by its flag "
+            "below, nested keys with --set. The defaults shown apply where neither the recipe nor a flag sets a "
+            "key. Runs unchanged under torchrun or accelerate launch. Shipped recipes: "
+            + ", ".join(available_recipes())
+            + ".\n\nKeys under `training` are transformers.TrainingArguments fields (learning_rate, "
+            "per_device_train_batch_size, num_train_epochs, max_steps, warmup_steps, gradient_accumulation_steps, "
+            "bf16, seed, ...): set them in the recipe's `training:` mapping or with --set training.KEY=VALUE; each "
+            "value is converted to the field's type and an unknown field is refused. Every field and its default: "
+            f"{TRAINING_ARGUMENTS_DOCS} (or `python -c 'import transformers; help(transformers.TrainingArguments)'`)."
+            f" Where retromae-hf's defaults differ from transformers': {ours}."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  retromae-hf train --recipe quickstart\n"
+            "  retromae-hf train --recipe quickstart --stage 1 --max-steps 100 --output-dir runs/try\n"
+            "  retromae-hf train --recipe quickstart --stage 1 --max-steps 100 --output-dir runs/try --resume\n"
+            "  retromae-hf train --recipe quickstart --stage 1 --output-dir runs/try --overwrite-output-dir\n"
+            "  retromae-hf train --recipe stage2-nli --set training.learning_rate=5e-5"
+        ),
     )
     parser.add_argument("--recipe", default=None, help="shipped recipe name or YAML path (default: flags only)")
     parser.add_argument("--stage", type=int, choices=[1, 2], default=None, help="run only this stage of the recipe")
@@ -136,30 +274,48 @@ def _add_train(subparsers) -> None:
         const=True,
         default=None,
         metavar="CHECKPOINT",
-        help="continue exactly from a checkpoint folder (without a value: the newest in output_dir)",
+        help="continue exactly from a checkpoint folder (without a value: the newest of this run in output_dir)",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any (nested) recipe key"
+        "--overwrite-output-dir",
+        action="store_true",
+        help="start over in an output_dir that holds an earlier run: deletes its checkpoint-*, final/, "
+        "training_log.jsonl and evaluation*/ (other files are kept)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=None,
+        help="optimizer steps to train (the same as --set training.max_steps=N)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any (nested) recipe key, e.g. --set training.learning_rate=5e-5; values are YAML",
     )
     parser.add_argument("--no-evaluate", action="store_true", help="skip the recipe's evaluation tasks after training")
     group = parser.add_argument_group("recipe keys (override the recipe file)")
     for name, spec in RECIPE_FIELDS.items():
-        if name == "stage" or spec.type in (dict, "dict[str, Any]") or str(spec.type).startswith("dict"):
+        if not spec.metadata.get("flag", True):
             continue
         flag = "--" + name.replace("_", "-")
-        help_text = spec.metadata.get("help", "")
+        help_text = spec.metadata.get("help", "") + _default_text(spec)
+        choices = spec.metadata.get("choices")
         if spec.type is bool:
             group.add_argument(flag, dest=f"recipe_{name}", action=argparse.BooleanOptionalAction, help=help_text)
         elif str(spec.type).startswith("list"):
             group.add_argument(flag, dest=f"recipe_{name}", nargs="+", metavar="VALUE", help=help_text)
         else:
             kind = {int: int, float: float}.get(spec.type, str)
-            group.add_argument(flag, dest=f"recipe_{name}", type=kind, metavar=name.upper(), help=help_text)
+            metavar = None if choices else name.upper()
+            group.add_argument(flag, dest=f"recipe_{name}", type=kind, choices=choices, metavar=metavar, help=help_text)
     parser.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from .training import parse_override, run_recipe
+    from .recipe import parse_override
 
     overrides = {
         key[len("recipe_") :]: value
@@ -169,7 +325,18 @@ def _run_train(args: argparse.Namespace) -> None:
     for text in args.set:
         keys, value = parse_override(text)
         overrides[".".join(keys)] = value
-    results = run_recipe(args.recipe, overrides, stage=args.stage, resume=args.resume)
+    if args.max_steps is not None:
+        overrides["training.max_steps"] = args.max_steps
+
+    from .training import run_recipe
+
+    results = run_recipe(
+        args.recipe,
+        overrides,
+        stage=args.stage,
+        resume=args.resume,
+        overwrite_output_dir=args.overwrite_output_dir,
+    )
     for recipe, final in results:
         print(f"stage {recipe.stage} finished: {final}")
     if args.no_evaluate:
@@ -183,8 +350,10 @@ def _run_train(args: argparse.Namespace) -> None:
             print(f"\nstage {recipe.stage} evaluation ({summary}):\n{summary_to_markdown(load_summary(summary))}")
 
 
+# --------------------------------------------------------------------------------------------------- export
 def _add_export(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = _add_parser(
+        subparsers,
         "export",
         help="RetroMAE checkpoint -> sentence-transformers folder (the encoder's own architecture, CLS pooling)",
         description=(
@@ -194,10 +363,15 @@ def _add_export(subparsers) -> None:
         ),
     )
     parser.add_argument("checkpoint", help="a RetroMAE checkpoint folder (stage 1, stage 2 or converted) or Hub id")
-    parser.add_argument("output_dir", type=Path, help="the folder to write")
-    parser.add_argument("--similarity", choices=["dot", "cosine"], default="dot", help="similarity to record")
+    parser.add_argument("output_dir", type=Path, help="the folder to write (must not exist, see --overwrite)")
+    parser.add_argument(
+        "--similarity", choices=["dot", "cosine"], default="dot", help="similarity to record (default: %(default)s)"
+    )
     parser.add_argument("--tokenizer", default=None, help="tokenizer (default: the checkpoint's)")
-    parser.add_argument("--max-seq-length", type=int, default=None, help="truncation length of the export")
+    parser.add_argument(
+        "--max-seq-length", type=positive_int, default=None, help="truncation length (default: the model's)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
     parser.set_defaults(handler=_run_export)
 
 
@@ -206,13 +380,15 @@ def _run_export(args: argparse.Namespace) -> None:
 
     out = export_sentence_transformer(
         args.checkpoint, args.output_dir, similarity=args.similarity, tokenizer=args.tokenizer,
-        max_seq_length=args.max_seq_length,
+        max_seq_length=args.max_seq_length, overwrite=args.overwrite,
     )  # fmt: skip
     print(f"exported {args.checkpoint} -> {out} ({args.similarity} similarity, CLS pooling)")
 
 
+# --------------------------------------------------------------------------------------------------- evaluate
 def _add_evaluate(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = _add_parser(
+        subparsers,
         "evaluate",
         help="score a model on MTEB tasks or local BEIR folders / STS files through mteb",
         description=(
@@ -224,11 +400,21 @@ def _add_evaluate(subparsers) -> None:
     )
     parser.add_argument("model", help="model folder or Hub id")
     parser.add_argument("--tasks", nargs="+", required=True, help="MTEB task names and/or local paths")
-    parser.add_argument("--output-dir", type=Path, default=Path("evaluation"), help="where results are written")
-    parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
-    parser.add_argument("--max-length", type=int, default=None, help="truncation length (default: the model's)")
-    parser.add_argument("--split", default="test", help="qrels / STS split to evaluate")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("evaluation"),
+        help="where results are written (default: %(default)s; must not exist, see --overwrite)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="encoding batch size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-length", type=positive_int, default=None, help="truncation length (default: the model's)"
+    )
+    parser.add_argument("--split", default="test", help="qrels / STS split to evaluate (default: %(default)s)")
     parser.add_argument("--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -243,13 +429,16 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         split=args.split,
         similarity=args.similarity,
+        overwrite=args.overwrite,
     )
     print(summary_to_markdown(summary))
     print(f"summary: {args.output_dir / 'summary.json'}")
 
 
+# --------------------------------------------------------------------------------------------------- push / pull
 def _add_push(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = _add_parser(
+        subparsers,
         "push",
         help="publish a checkpoint or sentence-transformers export to the Hub with a generated model card",
         description=(
@@ -268,7 +457,10 @@ def _add_push(subparsers) -> None:
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     parser.add_argument("--commit-message", default=None, help="commit message")
     parser.add_argument(
-        "--card-kind", choices=["auto", "base", "sentence-transformers"], default="auto", help="card template"
+        "--card-kind",
+        choices=["auto", "base", "sentence-transformers"],
+        default="auto",
+        help="card template (default: %(default)s)",
     )
     parser.set_defaults(handler=_run_push)
 
@@ -291,10 +483,14 @@ def _run_push(args: argparse.Namespace) -> None:
 
 
 def _add_pull(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = _add_parser(
+        subparsers,
         "pull",
         help="download a model from the Hub (revision pinning) and check it loads",
-        description="snapshot_download a repository at a revision, then load it with the right class.",
+        description=(
+            "snapshot_download a repository at a revision into the Hugging Face cache (nothing is written "
+            "elsewhere), then load it with the right class."
+        ),
     )
     parser.add_argument("repo_id", help="org/name on the Hub")
     parser.add_argument("--revision", default=None, help="branch, tag or commit sha (pin a sha to be reproducible)")
@@ -302,7 +498,7 @@ def _add_pull(subparsers) -> None:
         "--kind",
         choices=["auto", "base", "pretraining", "sentence-transformers"],
         default="auto",
-        help="what to load it as",
+        help="what to load it as (default: %(default)s)",
     )
     parser.set_defaults(handler=_run_pull)
 
@@ -314,12 +510,16 @@ def _run_pull(args: argparse.Namespace) -> None:
     print(f"pulled {args.repo_id}@{args.revision or 'main'}: {type(model).__name__}")
 
 
+# --------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retromae-hf",
         description="RetroMAE pre-training, conversion, export, evaluation and Hub publishing.",
+        epilog="`retromae-hf COMMAND --help` explains each command. Start with: retromae-hf train --recipe quickstart",
+        formatter_class=_ParagraphFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"retromae-hf {__version__}")
+    _common_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(subparsers)
     _add_demo(subparsers)
@@ -331,16 +531,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_error(error: BaseException, debug: bool) -> int:
+    """Print one paragraph about `error` on stderr (with the traceback when `debug`); return the exit code."""
+    if isinstance(error, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if debug:
+        traceback.print_exception(error)
+    user_error = as_user_error(error)
+    if user_error is not None:
+        message = str(user_error).strip() or type(error).__name__
+        if not isinstance(error, UserError) and not debug:
+            message += " (--debug shows where it was raised)"
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(
+        f"error: unexpected {type(error).__name__}: {error}\nThis is probably a bug in retromae-hf. Please report it "
+        "with the output of the same command run with --debug.",
+        file=sys.stderr,
+    )
+    return EXIT_BUG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("RETROMAE_HF_DEBUG", "") not in ("", "0")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         args.handler(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:  # RuntimeError: HubPushError says what to retry
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:
+        return report_error(error, debug)
     return 0
 
 

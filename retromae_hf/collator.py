@@ -271,6 +271,13 @@ def _content_digest(examples: Sequence[Any]) -> bytes:
     return digest.digest()
 
 
+def _check_whole_number(name: str, value: Any, minimum: int = 3) -> None:
+    """Refuse a missing or mistyped setting here, not later deep inside tokenization or masking."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        need = "at least 3 ([CLS], one token, [SEP])" if minimum == 3 else f"at least {minimum}"
+        raise ValueError(f"{name} must be a whole number, {need}; got {value!r}")
+
+
 class _BatchRandomness:
     """Where a collator's random numbers come from.
 
@@ -333,15 +340,17 @@ class RetroMAECollator:
     ):
         if decoding not in ("enhanced", "plain"):
             raise ValueError(f"decoding must be 'enhanced' or 'plain', got {decoding!r}")
+        _check_whole_number("max_length", max_length)
+        _check_whole_number("decoder_pool_size", decoder_pool_size, minimum=1)
+        if pad_to_multiple_of is not None:
+            _check_whole_number("pad_to_multiple_of", pad_to_multiple_of, minimum=1)
         for name, value in (("encoder_mask_ratio", encoder_mask_ratio), ("decoder_mask_ratio", decoder_mask_ratio)):
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
         if not 0.0 <= mask_replace_prob + random_replace_prob <= 1.0 or min(mask_replace_prob, random_replace_prob) < 0:
             raise ValueError("mask_replace_prob and random_replace_prob must be >= 0 and sum to at most 1")
         if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
             raise ValueError(f"the tokenizer {type(tokenizer).__name__} needs a mask token and a pad token")
-        if max_length < 3:
-            raise ValueError(f"max_length must leave room for a token between the special tokens, got {max_length}")
         self.tokenizer = tokenizer
         self.encoder_mask_ratio = encoder_mask_ratio
         self.decoder_mask_ratio = decoder_mask_ratio
@@ -510,8 +519,9 @@ class ContrastiveCollator:
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ):
-        if num_negatives < 0:
-            raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+        _check_whole_number("num_negatives", num_negatives, minimum=0)
+        _check_whole_number("query_max_length", query_max_length)
+        _check_whole_number("passage_max_length", passage_max_length)
         self.tokenizer = tokenizer
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length

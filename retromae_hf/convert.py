@@ -25,6 +25,7 @@ import torch
 from transformers import BertConfig
 
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
+from .errors import MissingInputError, UserError
 from .modeling_retromae import RetroMAEForPreTraining
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _VARIANT_TO_QUERY_STREAM = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A state dict that does not match what the converter expects (names the missing or unknown keys)."""
 
 
@@ -51,8 +52,15 @@ def config_from_bert(
         if path.is_dir():
             path = path / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no BERT config at {path}")
-        bert_config = json.loads(path.read_text(encoding="utf-8"))
+            raise MissingInputError(f"no BERT config at {path}")
+        try:
+            bert_config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(
+                f"{path}: not a JSON config file ({error}); pass the checkpoint's config.json"
+            ) from None
+        if not isinstance(bert_config, Mapping):
+            raise CheckpointError(f"{path}: a config is a JSON object, got {type(bert_config).__name__}")
     if not isinstance(bert_config, Mapping):
         bert_config = bert_config.to_dict()
     if variant not in _VARIANT_TO_QUERY_STREAM:
@@ -149,14 +157,22 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 path = path / name
                 break
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise MissingInputError(f"no checkpoint file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors, zip and unpickling errors all mean the same to the user
+        raise CheckpointError(
+            f"{path} cannot be read as a {'safetensors' if path.suffix == '.safetensors' else 'torch'} state dict "
+            f"({type(error).__name__}: {error}); the file is damaged or of another format"
+        ) from error
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(state)
 
 

@@ -31,6 +31,8 @@ from datasets import Dataset, Features, IterableDataset, List, Value
 from datasets.exceptions import DatasetGenerationError
 from tqdm.auto import tqdm
 
+from .errors import UserError, remote_resource
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -75,7 +77,7 @@ _FileSpec = tuple[str, str, bool, int, int]
 _CSV_FIELD_LIMIT = 2**31 - 1
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Input data is unusable: undecodable bytes, a missing column, an empty required value, an unknown id..."""
 
 
@@ -333,6 +335,14 @@ def _from_generator(
         if unwrapped is error:
             raise
         raise unwrapped from None
+    except ValueError as error:
+        if "corresponds to no data" not in str(error):
+            raise
+        # `datasets` cannot store a dataset of zero rows and says so in its own terms; name the files instead.
+        files = ", ".join(spec[0] for spec in gen_kwargs.get("files", []))
+        raise DataError(
+            f"{files or 'the data'}: no examples; the file is empty, or every line or value in it is blank"
+        ) from None
 
 
 def _column_names(dataset: Dataset | IterableDataset) -> list[str]:
@@ -351,7 +361,11 @@ def _concatenate(parts: list[Dataset | IterableDataset]) -> Dataset | IterableDa
 def _load_hub(name: str, *, dataset_config: str | None, split: str, streaming: bool) -> Dataset | IterableDataset:
     logger.info("%r is not a local path: loading it from the Hugging Face Hub (split %r)", name, split)
     try:
-        return datasets.load_dataset(name, dataset_config, split=split, streaming=streaming)
+        # Without the Hub (offline mode, no network) this fails at once, naming the dataset and the ways to get it.
+        with remote_resource("dataset", name, repo_type="dataset"):
+            return datasets.load_dataset(name, dataset_config, split=split, streaming=streaming)
+    except UserError:
+        raise
     except FileNotFoundError as error:
         raise DataFileNotFoundError(
             f"{name!r} is neither an existing local file or directory nor a dataset on the Hub: {error}"

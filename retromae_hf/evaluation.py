@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import NetworkError, UserError, hub_unreachable_reason, is_network_error
+
 if TYPE_CHECKING:
     from mteb import AbsTask
     from sentence_transformers import SentenceTransformer
@@ -83,7 +85,7 @@ _SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 _MAX_NAMED_IDS = 5
 
 
-class EvaluationDataError(ValueError):
+class EvaluationDataError(UserError, ValueError):
     """A local evaluation file or folder is missing or malformed; the message names the file and the problem."""
 
 
@@ -566,11 +568,11 @@ def _resolve_mteb_task(task: Any, split: str) -> _ResolvedTask:
         used = splits[0]
         logger.warning("MTEB task %s has no split %r; evaluating its split %r", task.metadata.name, split, used)
         task.filter_eval_splits([used])
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
+    reason = hub_unreachable_reason()  # without the Hub: the datasets cache only, at once rather than after retries
+    if reason:
         logger.warning(
-            "HF_HUB_OFFLINE is set: MTEB task %s loads its data from the Hub and only works with a warm datasets cache",
+            "%s: MTEB task %s loads its data from the Hub and only works with a warm datasets cache",
+            reason,
             task.metadata.name,
         )
     return _ResolvedTask(task, task.metadata.name, task.metadata.dataset["path"], used, task.metadata.revision)
@@ -747,6 +749,7 @@ def evaluate(
     similarity: str | None = None,
     show_progress_bar: bool = True,
     save_predictions: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a sentence-embedding model with mteb and write a summary.
 
@@ -770,6 +773,8 @@ def evaluate(
         save_predictions: Let mteb also write what it scored to ``output_dir/predictions/<task>_predictions.json``
             (retrieval: the top-ranked documents of every query with their similarities; STS: the similarity of
             every pair), for `per_query_scores`. A SciFact file is about 10 MB.
+        overwrite: Replace an existing `output_dir` that holds anything (otherwise refused). The results are
+            written beside it and renamed into place (`retromae_hf.outputs.staged_output`).
 
     Returns:
         The summary, also written to ``output_dir/summary.json``. Its schema (stable; the Hub model card reads it)::
@@ -797,13 +802,42 @@ def evaluate(
     Raises:
         EvaluationDataError: A local task's data is missing or malformed (the message names the file).
         ValueError: A task is neither a local path nor a known MTEB task, or `similarity` is unknown.
+        OutputExistsError: `output_dir` holds something (without `overwrite`), or is inside the model or a task.
+        NetworkError: An MTEB task's data or a Hub model is needed and the Hub cannot be reached.
     """
+    from .outputs import staged_output
+
     if similarity is not None and similarity not in _SIMILARITY_FUNCTIONS:
         raise ValueError(f"similarity must be one of {_SIMILARITY_FUNCTIONS} or None, got {similarity!r}")
     if isinstance(tasks, (str, Path)):
         tasks = [tasks]
     if not tasks:
         raise ValueError("no tasks given")
+    if batch_size < 1 or (max_length is not None and max_length < 1):
+        raise ValueError(f"batch_size and max_length must be positive, got {batch_size} and {max_length}")
+    inputs = [str(model)] if isinstance(model, str | Path) else []
+    inputs += [str(task) for task in tasks if isinstance(task, str | Path)]
+    with staged_output(
+        output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)"
+    ) as staging:
+        summary = _evaluate_into(
+            staging, model, tasks, batch_size, max_length, split, similarity, show_progress_bar, save_predictions
+        )
+    logger.info("Wrote %s and %s", Path(output_dir) / SUMMARY_JSON, Path(output_dir) / SUMMARY_MD)
+    return summary
+
+
+def _evaluate_into(
+    output_dir: Path,
+    model: SentenceTransformer | str | Path,
+    tasks: Sequence[str | Path],
+    batch_size: int,
+    max_length: int | None,
+    split: str,
+    similarity: str | None,
+    show_progress_bar: bool,
+    save_predictions: bool,
+) -> dict[str, Any]:
     resolved = [_resolve_task(spec, split) for spec in tasks]
     _dedupe_names(resolved)
 
@@ -822,8 +856,6 @@ def evaluate(
             st_model.similarity_fn_name = similarity
         wrapper = SentenceTransformerEncoderWrapper(st_model)
         wrapper.mteb_model_meta = wrapper.mteb_model_meta.model_copy(update={"name": _mteb_model_name(display_name)})
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         effective = {
             "batch_size": batch_size,
             "max_length": st_model.max_seq_length,
@@ -841,6 +873,16 @@ def evaluate(
             show_progress_bar=show_progress_bar,
             prediction_folder=output_dir / PREDICTIONS_DIR if save_predictions else None,
         )
+    except Exception as error:
+        if not is_network_error(error):
+            raise
+        named = [item.task.metadata.name for item in resolved if not type(item.task).__name__.startswith("Local")]
+        raise NetworkError(
+            f"MTEB task(s) {', '.join(named) or 'given'} load their data from the Hugging Face Hub, which cannot be "
+            f"reached ({hub_unreachable_reason() or error}). Evaluate local data instead (a BEIR folder or an STS "
+            "file, see `retromae-hf evaluate --help`), run once with network so the datasets cache holds the data, "
+            "or connect to the network (and unset HF_HUB_OFFLINE)."
+        ) from error
     finally:
         st_model.max_seq_length, st_model.similarity_fn_name = saved
 
@@ -864,7 +906,6 @@ def evaluate(
     (output_dir / SUMMARY_MD).write_text(summary_to_markdown(summary), encoding="utf-8")
     for result in results:
         logger.info("%s: %s = %s", result["task"], result["main_metric"], _format_score(result["main_score"]))
-    logger.info("Wrote %s and %s", output_dir / SUMMARY_JSON, output_dir / SUMMARY_MD)
     return summary
 
 

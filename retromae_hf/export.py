@@ -8,7 +8,6 @@ sentence-transformers' own (Transformer, CLS Pooling, [Normalize]).
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -17,7 +16,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .configuration_retromae import RetroMAEConfig
+from .errors import MissingInputError, UserError, remote_resource
 from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel, RetroMAEPreTrainedModel
+from .outputs import staged_output
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +34,26 @@ def _encoder_and_tokenizer(
     else:
         path = str(model_or_path)
         if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
-        config = AutoConfig.from_pretrained(path)
-        if config.model_type != RetroMAEConfig.model_type:
-            raise ValueError(
-                f"{path} is a {config.model_type!r} model, not a RetroMAE checkpoint; convert it first "
-                "(retromae-hf convert) or load it with sentence-transformers directly"
-            )
-        model = RetroMAEModel.from_pretrained(path)
+            raise MissingInputError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
+        with remote_resource("checkpoint", path):
+            config = AutoConfig.from_pretrained(path)
+            if config.model_type != RetroMAEConfig.model_type:
+                raise UserError(
+                    f"{path} is a {config.model_type!r} model, not a RetroMAE checkpoint; convert it first "
+                    "(retromae-hf convert) or load it with sentence-transformers directly"
+                )
+            model = RetroMAEModel.from_pretrained(path)
         tokenizer = tokenizer or path
     if tokenizer is None:
         raise ValueError("exporting a model object needs its tokenizer (tokenizer=...)")
     if isinstance(tokenizer, str | os.PathLike):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        with remote_resource("tokenizer", str(tokenizer), "--tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} embeddings: "
+            "they do not belong together. Export with the checkpoint's own tokenizer."
+        )
     return model.eval(), tokenizer
 
 
@@ -74,6 +82,7 @@ def export_sentence_transformer(
     similarity: Similarity = "dot",
     tokenizer: PreTrainedTokenizerBase | str | None = None,
     max_seq_length: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a standard sentence-transformers folder: Transformer (the encoder's own architecture) + CLS Pooling
     [+ Normalize].
@@ -81,28 +90,48 @@ def export_sentence_transformer(
     Args:
         model_or_path: a RetroMAE checkpoint folder or Hub id (stage 1, stage 2, or converted official), or a
             `RetroMAEModel` / `RetroMAEForPreTraining` object.
-        output_dir: the folder to write; replaced atomically (written beside it, then renamed).
+        output_dir: the folder to write; written beside it, then renamed into place. An existing folder that
+            holds anything is refused unless `overwrite`; a folder inside (or holding) the checkpoint always is.
         similarity: `"dot"` (RetroMAE's retrieval scoring) or `"cosine"` (adds a Normalize module, for
             sentence-embedding models); recorded in `config_sentence_transformers.json`.
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
         max_seq_length: the export's truncation length (default: the encoder's longest input, e.g. 512 for
-            BERT and XLM-R, capped by the tokenizer's `model_max_length`).
+            BERT and XLM-R, capped by the tokenizer's `model_max_length`); longer than the encoder's limit is refused.
+        overwrite: replace an existing `output_dir`.
 
     Returns:
         The output folder.
+
+    Raises:
+        OutputExistsError: `output_dir` exists (without `overwrite`), or is or holds the checkpoint.
+        UserError: the checkpoint is missing, not RetroMAE, or needs the Hub, which cannot be reached.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
+    from .outputs import check_output
+
     if similarity not in ("dot", "cosine"):
         raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or max_seq_length < 1):
+        raise ValueError(f"max_seq_length must be a positive whole number, got {max_seq_length!r}")
+    inputs = [model_or_path, tokenizer] if isinstance(model_or_path, str | os.PathLike) else [tokenizer]
+    inputs = [item for item in inputs if isinstance(item, str | os.PathLike)]
+    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder")  # before loading anything
     model, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
+    limit = model.max_sequence_length()  # RoBERTa / XLM-R: their position table less the padding offset
+    if max_seq_length is not None and limit is not None and max_seq_length > limit:
+        raise ValueError(
+            f"max_seq_length {max_seq_length} (--max-seq-length) is longer than the {model.config.encoder.model_type} "
+            f"encoder's limit of {limit} tokens"
+        )
     encoder = native_encoder(model)
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        plain = staging / "encoder"
+    with (
+        tempfile.TemporaryDirectory(prefix="retromae-export-") as scratch,
+        staged_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder") as staging,
+    ):
+        plain = Path(scratch) / "encoder"
         encoder.save_pretrained(plain)
         tokenizer.save_pretrained(plain)
         length = max_seq_length or min(
@@ -114,13 +143,8 @@ def export_sentence_transformer(
         ]
         if similarity == "cosine":
             modules.append(Normalize())
-        model = SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu")
-        model.save(str(staging / "export"))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging / "export", output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        sentence_model = SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu")
+        sentence_model.save(str(staging))
     logger.info("exported %s (CLS pooling, %s similarity) to %s", type(encoder).__name__, similarity, output_dir)
     return output_dir
 
@@ -138,15 +162,16 @@ def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
     kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     is_local = os.path.isdir(path)
     if is_local and not os.path.isfile(os.path.join(path, "modules.json")):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise MissingInputError(f"{path} holds no model (no config.json, no modules.json)")
         config = AutoConfig.from_pretrained(path)
         if config.model_type == RetroMAEConfig.model_type:
             # Checkpoints older than the sentence-transformers metadata were BERT; 512 is BERT's position table.
             transformer = Transformer(path, max_seq_length=min(config.max_position_embeddings or 512, 512))
             pooling = Pooling(config.hidden_size, pooling_mode="cls")
             return SentenceTransformer(modules=[transformer, pooling], similarity_fn_name="dot", **kwargs)
-    elif not is_local and (path.startswith(("/", ".", "~")) or path.count("/") > 1):
-        raise FileNotFoundError(f"no model folder at {path}")  # a local path, not an org/name Hub id
-    return SentenceTransformer(path, **kwargs)
+    with remote_resource("model", path):  # a mistyped local path or an unreachable Hub fails at once, clearly
+        return SentenceTransformer(path, **kwargs)
 
 
 __all__ = ["export_sentence_transformer", "load_sentence_transformer", "native_encoder"]

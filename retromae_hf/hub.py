@@ -39,6 +39,8 @@ from typing import Any, Literal
 import yaml
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token, snapshot_download
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ArtefactKind = Literal["base", "sentence-transformers"]
@@ -82,7 +84,7 @@ _SIMILARITY_LABELS = {
 }
 
 
-class HubPushError(RuntimeError):
+class HubPushError(UserError, RuntimeError):
     """An upload to the Hub failed. The local folder is untouched; the message says what to run to retry.
 
     Attributes:
@@ -492,7 +494,8 @@ def push_to_hub(
             detail = _redact(f"{type(err).__name__}: {err}", secret)
             raise HubPushError(
                 f"Pushing {folder} to {endpoint}/{repo_id} (revision {target!r}) failed during {step}: {detail}\n"
-                f"Nothing in {folder} was changed. Retrying is safe: files already on the Hub are skipped.\n"
+                + _push_hint(err, secret)
+                + f"Nothing in {folder} was changed. Retrying is safe: files already on the Hub are skipped.\n"
                 f"Retry with:\n  {retry}",
                 repo_id=repo_id,
                 revision=target,
@@ -536,15 +539,18 @@ def pull_from_hub(
     """
     if kind not in ("auto", "base", "pretraining", "sentence-transformers"):
         raise ValueError(f"kind must be 'auto', 'base', 'pretraining' or 'sentence-transformers', got {kind!r}")
-    local_dir = Path(
-        snapshot_download(
-            repo_id,
-            revision=revision,
-            token=token,
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
-            endpoint=endpoint,
+    from .errors import remote_resource
+
+    with remote_resource("repository", repo_id, endpoint=endpoint):
+        local_dir = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                token=token,
+                cache_dir=str(cache_dir) if cache_dir is not None else None,
+                endpoint=endpoint,
+            )
         )
-    )
     found = detect_kind(local_dir)
     logger.info("downloaded %s@%s (%s) to %s", repo_id, revision or "main", found, local_dir)
     if found == "sentence-transformers":
@@ -621,6 +627,24 @@ def _replace_file(path: Path, text: str) -> None:
     if path.is_symlink() or path.exists():
         path.unlink()
     path.write_text(text, encoding="utf-8")
+
+
+def _push_hint(error: BaseException, secret: str | None) -> str:
+    """What to do about the usual causes of a failed push: no token, a token without write rights, no network."""
+    from .errors import http_status, is_network_error
+
+    status = http_status(error)
+    if status == 401 or (status is None and secret is None and not is_network_error(error)):
+        return (
+            "The Hub did not accept the credentials"
+            + (" (no token was found)" if secret is None else "")
+            + ": set HF_TOKEN to a token with write access, or run `hf auth login`.\n"
+        )
+    if status == 403:
+        return "The token may not write to this repository: use a token with write access to its namespace.\n"
+    if is_network_error(error):
+        return "The Hub could not be reached: check the network (and that HF_HUB_OFFLINE is not set).\n"
+    return ""
 
 
 def _redact(text: str, secret: str | None) -> str:

@@ -85,27 +85,44 @@ def python_docstring_pairs(split: str = "train") -> list[dict[str, object]]:
     return [pair for i, pair in enumerate(pairs) if (i in held_out) == (split == "test")]
 
 
-def write_docstring_retrieval_task(folder: str | Path) -> Path:
-    """Write the held-out docstring pairs as a BEIR-format folder (corpus, queries, qrels/test.tsv)."""
+def write_docstring_retrieval_task(folder: str | Path, overwrite: bool = False) -> Path:
+    """Write the held-out docstring pairs as a BEIR-format folder (corpus, queries, qrels/test.tsv).
+
+    The folder is written whole and renamed into place (`retromae_hf.outputs.staged_output`): an existing folder
+    that holds anything is refused unless `overwrite`.
+    """
     import json
 
+    from .outputs import staged_output
+
     folder = Path(folder)
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
     pairs = python_docstring_pairs("test")
-    with (
-        open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus,
-        open(folder / "queries.jsonl", "w", encoding="utf-8") as queries,
-    ):
-        for i, pair in enumerate(pairs):
-            corpus.write(json.dumps({"_id": f"d{i}", "title": "", "text": pair["positive"]}) + "\n")
-            queries.write(json.dumps({"_id": f"q{i}", "text": pair["query"]}) + "\n")
-    lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(len(pairs))]
-    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with staged_output(folder, overwrite=overwrite, what="task folder") as staging:
+        (staging / "qrels").mkdir()
+        with (
+            open(staging / "corpus.jsonl", "w", encoding="utf-8") as corpus,
+            open(staging / "queries.jsonl", "w", encoding="utf-8") as queries,
+        ):
+            for i, pair in enumerate(pairs):
+                corpus.write(json.dumps({"_id": f"d{i}", "title": "", "text": pair["positive"]}) + "\n")
+                queries.write(json.dumps({"_id": f"q{i}", "text": pair["query"]}) + "\n")
+        lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(len(pairs))]
+        (staging / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
 
 def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4000) -> PreTrainedTokenizerFast:
-    """A lower-cased BERT-style WordPiece tokenizer ([PAD]=0, [UNK], [CLS], [SEP], [MASK]) trained on `texts`."""
+    """A lower-cased BERT-style WordPiece tokenizer ([PAD]=0, [UNK], [CLS], [SEP], [MASK]) trained on `texts`.
+
+    The same texts give the same vocabulary in every process. The `tokenizers` trainer alone does not: it gives
+    the word-continuation pieces (`##e`, `##s`, ...) their ids in the iteration order of a hash map, which Rust
+    seeds afresh in every process, and equal-count merges are decided by those ids, so two runs could learn
+    different vocabularies (huggingface/tokenizers#1794). Every continuation piece is therefore put into the
+    vocabulary up front, in sorted order (as reserved tokens during training, made ordinary entries afterwards),
+    which leaves the trainer nothing to order by chance.
+    """
+    import json
+
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -113,7 +130,16 @@ def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4000) -> PreTr
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
-    backend.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    continuations: set[str] = set()
+    for text in texts:
+        for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
+            continuations.update(word[1:])
+    reserved = ["##" + char for char in sorted(continuations)]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials + reserved, show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    serialized = json.loads(backend.to_str())
+    serialized["added_tokens"] = [token for token in serialized["added_tokens"] if token["content"] in specials]
+    backend = Tokenizer.from_str(json.dumps(serialized))
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -130,13 +156,25 @@ def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4000) -> PreTr
     )
 
 
-def run_demo(output_dir: str | Path, steps: int = 30, batch_size: int = 16, seed: int = 0) -> dict[str, float]:
+def run_demo(
+    output_dir: str | Path, steps: int = 30, batch_size: int = 16, seed: int = 0, overwrite: bool = False
+) -> dict[str, float]:
     """Train a tiny RetroMAE for a few steps on Python's docstrings, save it, and report the losses.
 
-    Returns the first and last step's losses. The saved folder loads with `AutoModel.from_pretrained`.
+    Returns the first and last step's losses. The saved folder loads with `AutoModel.from_pretrained`. It is
+    written whole and renamed into place: an existing folder that holds anything is refused unless `overwrite`.
+
+    Raises:
+        ValueError: `steps` or `batch_size` is not a positive integer.
+        OutputExistsError: `output_dir` holds something and `overwrite` is false.
     """
     from . import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
+    from .outputs import check_output, staged_output
 
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+    check_output(output_dir, overwrite=overwrite)  # before the training, not after it
     torch.manual_seed(seed)
     sentences = python_sentences()
     logger.info("demo corpus: %d sentences from the Python standard library's docstrings", len(sentences))
@@ -161,7 +199,7 @@ def run_demo(output_dir: str | Path, steps: int = 30, batch_size: int = 16, seed
         optimizer.zero_grad()
         history.append((output.loss.item(), output.encoder_loss.item(), output.decoder_loss.item()))
         logger.info("step %d/%d loss %.3f (encoder %.3f, decoder %.3f)", step + 1, steps, *history[-1])
-    output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    with staged_output(output_dir, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     return {"first_loss": history[0][0], "last_loss": history[-1][0], "sentences": len(sentences)}

@@ -10,8 +10,6 @@ distributed goes through `Trainer`/`accelerate`. Checkpoints are staged in a sid
 only once complete, so a crash mid-save never leaves a half-written `checkpoint-N` for `--resume` to pick up.
 """
 
-import copy
-import dataclasses
 import json
 import logging
 import math
@@ -19,7 +17,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,199 +32,45 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
+from .errors import OutputExistsError, remote_resource
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
+from .outputs import check_inputs, staged_output
+from .recipe import (  # noqa: F401 - re-exported: recipes were defined here before they had their own module
+    PYTHON_DOCSTRINGS,
+    RECIPE_FIELDS,
+    RECIPES_DIR,
+    TRAINING_DEFAULTS,
+    Recipe,
+    RecipeError,
+    available_recipes,
+    build_recipe,
+    parse_override,
+    read_recipe_file,
+    recipe_differences,
+    recipe_stages,
+)
 
 logger = logging.getLogger(__name__)
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 STAGING_DIR = ".staging"
 FINAL_DIR = "final"
-PYTHON_DOCSTRINGS = "python-docstrings"  # offline text that ships with Python (see quickstart.py)
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot run: unknown key, wrong type, missing file or column. Names what is wrong."""
-
-
-def _help(text: str, **kwargs) -> Any:
-    return field(metadata={"help": text}, **kwargs)
-
-
-@dataclass
-class Recipe:
-    """Everything one training stage needs. Every field can be set in the YAML file or overridden on the command
-    line (`--max-length 128`, or `--set training.learning_rate=5e-5` for nested keys)."""
-
-    stage: int = _help("1 = RetroMAE on a generic corpus; 2 = RetroMAE + contrastive on pairs", default=1)
-    model: str = _help(
-        "initial weights: a RetroMAE checkpoint, a masked-LM checkpoint of any supported architecture (BERT, "
-        "RoBERTa, XLM-R, ModernBERT, ...; Hub name or folder; the decoder is freshly initialised), or 'scratch'",
-        default="bert-base-uncased",
-    )
-    tokenizer: str | None = _help(
-        "tokenizer name or folder (default: the model's); with model 'scratch', 'train' trains a WordPiece "
-        "tokenizer on the corpus",
-        default=None,
-    )
-    model_config: dict[str, Any] = _help(
-        "RetroMAEConfig fields: overrides such as query_stream or decoder_positions; for 'scratch' also the "
-        "encoder's shape, as `encoder: {model_type: modernbert, hidden_size: ...}` (or BERT fields at the top level)",
-        default_factory=dict,
-    )
-    corpus: list[Any] = _help(
-        "stage-1 texts: files (txt/jsonl/csv/tsv/parquet), folders, Hub dataset names, or mappings "
-        "{path, config, split, text_column}; 'python-docstrings' for Python's own docstrings",
-        default_factory=list,
-    )
-    text_column: str = _help("column holding the text in tabular corpora", default="text")
-    packing: bool = _help("pack consecutive lines into blocks of max_length (official preprocessing)", default=True)
-    streaming: bool = _help("stream corpora and pairs instead of loading them into memory", default=False)
-    max_length: int = _help("longest RetroMAE sequence in tokens, special tokens included", default=512)
-    encoder_mask_ratio: float = _help("share of tokens the encoder predicts", default=0.3)
-    decoder_mask_ratio: float = _help("share of context each decoder row hides", default=0.5)
-    pairs: list[Any] = _help(
-        "stage-2 (query, positive, negatives) data: files, BEIR folders (qrels/train.tsv), Hub names, mappings "
-        "{path, config, split}, or 'python-docstrings'",
-        default_factory=list,
-    )
-    query_column: str = _help("query column of the pair data", default="query")
-    positive_column: str = _help("positive-passage column of the pair data", default="positive")
-    negative_columns: list[str] = _help(
-        "hard-negative column(s); one list-valued column or several", default_factory=list
-    )
-    num_negatives: int = _help("hard negatives per query in a batch (0: in-batch negatives only)", default=1)
-    query_max_length: int = _help("query truncation length", default=64)
-    passage_max_length: int = _help("passage truncation length for the contrastive loss", default=256)
-    retromae_weight: float = _help("weight of the RetroMAE loss (0 disables it)", default=1.0)
-    contrastive_weight: float = _help("weight of the InfoNCE loss in stage 2 (0 disables it)", default=1.0)
-    bag_of_words_weight: float = _help("weight of the DupMAE bag-of-words loss (0 = off)", default=0.0)
-    temperature: float = _help("InfoNCE temperature (dot: ~1.0, cosine: ~0.05)", default=1.0)
-    similarity: str = _help("InfoNCE similarity: 'dot' or 'cosine'", default="dot")
-    gather_across_devices: bool = _help("use the other devices' passages as negatives", default=True)
-    output_dir: str = _help("run folder: checkpoints, training_log.jsonl, and final/", default="runs/retromae")
-    training: dict[str, Any] = _help("transformers.TrainingArguments fields", default_factory=dict)
-    evaluation: list[str] = _help(
-        "tasks for `retromae-hf evaluate` after training (local paths or MTEB names)", default_factory=list
-    )
-
-    def validate(self) -> None:
-        if self.stage not in (1, 2):
-            raise RecipeError(f"stage must be 1 or 2, got {self.stage!r}")
-        if self.similarity not in ("dot", "cosine"):
-            raise RecipeError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
-        if min(self.retromae_weight, self.contrastive_weight, self.bag_of_words_weight) < 0:
-            raise RecipeError("loss weights must be >= 0")
-        if self.stage == 1 and not self.corpus:
-            raise RecipeError("stage 1 needs `corpus` (files, folders or Hub dataset names)")
-        if self.stage == 2 and not self.pairs:
-            raise RecipeError("stage 2 needs `pairs` (query/positive[/negatives] data)")
-        if self.stage == 1 and self.retromae_weight == 0:
-            raise RecipeError("stage 1 trains the RetroMAE loss: retromae_weight must be > 0")
-        if self.stage == 2 and self.retromae_weight == 0 and self.contrastive_weight == 0:
-            raise RecipeError("stage 2 needs retromae_weight > 0 or contrastive_weight > 0")
-        if self.model == "scratch" and self.tokenizer is None:
-            raise RecipeError("model 'scratch' needs a tokenizer (a name or folder, or 'train')")
-        if self.temperature <= 0:
-            raise RecipeError(f"temperature must be > 0, got {self.temperature}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
-
-
-def available_recipes() -> list[str]:
-    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
-
-
-def read_recipe_file(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
-    """The raw YAML mapping of a shipped recipe (by name) or of a file."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        shipped = RECIPES_DIR / f"{name_or_path}.yaml"
-        if not shipped.is_file():
-            raise RecipeError(f"no recipe file {name_or_path!r}; shipped recipes: {', '.join(available_recipes())}")
-        path = shipped
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
-    return raw, path
-
-
-def recipe_stages(raw: dict[str, Any], source: Path) -> list[dict[str, Any]]:
-    """A recipe file holds one stage, or `stages:` (a list run in order, each inheriting the shared keys)."""
-    if "stages" not in raw:
-        return [raw]
-    shared = {key: value for key, value in raw.items() if key != "stages"}
-    stages = raw["stages"]
-    if not isinstance(stages, list) or not stages:
-        raise RecipeError(f"{source}: `stages` must be a non-empty list of mappings")
-    return [_deep_merge(copy.deepcopy(shared), stage) for stage in stages]
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = _deep_merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`training.learning_rate=1e-4` -> (['training', 'learning_rate'], 0.0001); values are read as YAML."""
-    if "=" not in text:
-        raise RecipeError(f"--set expects KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
-
-
-def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "recipe") -> Recipe:
-    """Merge command-line overrides (dotted keys) into a raw recipe mapping and check every key and type."""
-    merged = copy.deepcopy(raw)
-    for dotted, value in (overrides or {}).items():
-        keys = dotted.split(".")
-        node = merged
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"cannot set {dotted}: {key} is not a mapping")
-        node[keys[-1]] = value
-    unknown = sorted(set(merged) - set(RECIPE_FIELDS))
-    if unknown:
-        raise RecipeError(f"{source}: unknown recipe key(s): {', '.join(_with_suggestion(key) for key in unknown)}")
-    for key, value in merged.items():
-        expected = RECIPE_FIELDS[key].type
-        if value is None or not isinstance(expected, type):
-            continue
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            merged[key] = float(value)
-        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise RecipeError(f"{source}: {key} must be {expected.__name__}, got {value!r}")
-    for key in ("corpus", "pairs", "negative_columns", "evaluation"):
-        if isinstance(merged.get(key), str | dict):
-            merged[key] = [merged[key]]
-    recipe = Recipe(**merged)
-    recipe.validate()
-    return recipe
-
-
-def _with_suggestion(key: str) -> str:
-    import difflib
-
-    candidates = list(RECIPE_FIELDS) + [f"training.{f.name}" for f in dataclasses.fields(TrainingArguments)]
-    plain = {candidate.split(".")[-1]: candidate for candidate in candidates}
-    match = difflib.get_close_matches(key, list(plain), n=1)
-    return f"{key} (did you mean {plain[match[0]]}?)" if match else key
+#: Written into the run folder and every checkpoint: which run it belongs to, and the recipe it was trained with.
+RUN_RECORD = "retromae_run.json"
+#: What `train` creates in a run folder; `--overwrite-output-dir` deletes these and nothing else.
+RUN_ARTEFACTS = (
+    "checkpoint-*",
+    FINAL_DIR,
+    "training_log.jsonl",
+    "evaluation",
+    "evaluation-data",
+    STAGING_DIR,
+    RUN_RECORD,
+)
 
 
 # --------------------------------------------------------------------------------------------------- model & data
@@ -236,14 +80,181 @@ def load_tokenizer(recipe: Recipe, texts: list[str] | None = None) -> PreTrained
 
         if not texts:
             raise RecipeError("tokenizer 'train' needs an in-memory corpus to train on")
-        vocab_size = int(recipe.model_config.get("vocab_size", 4000))
+        encoder = recipe.model_config.get("encoder")
+        shape = encoder if isinstance(encoder, dict) else recipe.model_config
+        vocab_size = int(shape.get("vocab_size", 4000))
         logger.info("training a WordPiece tokenizer (vocab %d) on %d corpus lines", vocab_size, len(texts))
         return train_wordpiece_tokenizer(texts, vocab_size=vocab_size)
     name = recipe.tokenizer or recipe.model
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    flag = "--tokenizer" if recipe.tokenizer else "--model"
+    with remote_resource("tokenizer", name, flag):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError, TypeError) as error:
+            if not Path(name).is_dir():
+                raise
+            raise RecipeError(
+                f"tokenizer {name!r} ({flag}): the folder holds no tokenizer that transformers can load ({error}). "
+                "Pass a folder with tokenizer.json / tokenizer_config.json, or a Hub name."
+            ) from error
     if not tokenizer.is_fast:
         raise RecipeError(f"tokenizer {name!r} is not a fast tokenizer; whole-word masking needs word_ids()")
     return tokenizer
+
+
+def read_model_config(recipe: Recipe) -> RetroMAEConfig:
+    """The `RetroMAEConfig` the model will have, read without building it (no weights are loaded).
+
+    Lets the `model_config` keys, sequence lengths and the vocabulary be checked against the model before data and
+    weights are loaded. For a masked-LM checkpoint it is the composite config `from_masked_lm` builds (the
+    checkpoint's config as `encoder`); for a RetroMAE checkpoint, its own config with the decoder overrides.
+    """
+    overrides = dict(recipe.model_config)
+    _check_model_config_keys(overrides)
+    if recipe.model == "scratch":
+        return _retromae_config(overrides, recipe.model)
+    with remote_resource("model", recipe.model, "--model"):
+        try:
+            config = AutoConfig.from_pretrained(recipe.model)
+        except (OSError, ValueError, KeyError) as error:
+            if not Path(recipe.model).is_dir():
+                raise
+            raise RecipeError(
+                f"model {recipe.model!r} (--model): the folder holds no model configuration that transformers can "
+                f"read ({error}). Pass a RetroMAE checkpoint, a masked-LM model folder, a Hub name, or 'scratch'."
+            ) from error
+    if config.model_type == RetroMAEConfig.model_type:
+        decoder = _decoder_overrides(overrides, config.encoder, recipe.model)
+        return _retromae_config({**config.to_dict(), **decoder}, recipe.model)
+    decoder = _decoder_overrides(overrides, config, recipe.model)
+    return _retromae_config({**decoder, "encoder": config}, recipe.model)
+
+
+def _retromae_config(fields: dict[str, Any], model: str) -> RetroMAEConfig:
+    """`RetroMAEConfig(**fields)`, with the architecture checked (on the meta device: no memory, no weights)."""
+    from .modeling_retromae import UnsupportedEncoderError, check_encoder_supported
+
+    fields = {key: value for key, value in fields.items() if key not in ("model_type", "transformers_version")}
+    try:
+        config = RetroMAEConfig(**fields)
+    except Exception as error:  # the config's own checks: wrong types, heads not dividing the hidden size, ...
+        raise RecipeError(f"model_config: {' '.join(str(error).split())}") from error
+    try:
+        check_encoder_supported(config.encoder)
+    except UnsupportedEncoderError as error:
+        where = "model_config.encoder.model_type" if model == "scratch" else f"model {model!r} (--model)"
+        raise RecipeError(f"{where}: {error}") from error
+    return config
+
+
+def _check_model_config_keys(overrides: dict[str, Any]) -> None:
+    """Refuse `model_config` keys that no config reads: they would be stored silently and change nothing.
+
+    Accepted are what `RetroMAEConfig` accepts: its own (decoder) fields, `encoder` (a mapping naming the
+    architecture's `model_type` with fields of that architecture's config), and BERT's fields at the top level
+    (the shorthand for a BERT encoder, e.g. `hidden_size` in the `model: scratch` recipes).
+    """
+    known = set(RetroMAEConfig().to_dict()) | set(BERT_FIELDS)
+    for key, value in overrides.items():
+        if key not in known:
+            raise RecipeError(
+                f"model_config: unknown RetroMAEConfig field {key!r}{_suggestion(key, known)}. Decoder settings are "
+                "RetroMAEConfig fields; an encoder other than BERT is given as `encoder: {model_type: ..., ...}`."
+            )
+        if value is None:
+            raise RecipeError(f"model_config: {key} has no value")
+    if "encoder" not in overrides:
+        return
+    encoder = overrides["encoder"]
+    if not isinstance(encoder, dict):
+        raise RecipeError(
+            f"model_config.encoder must be a mapping naming the architecture, e.g. {{model_type: modernbert, "
+            f"hidden_size: 256}}, got {encoder!r}"
+        )
+    shorthand = sorted(set(overrides) & set(BERT_FIELDS))
+    if shorthand:
+        raise RecipeError(
+            f"model_config sets {', '.join(shorthand)} at its top level and also `encoder`: put them inside "
+            "`encoder` (the top-level keys are the shorthand for a BERT encoder)"
+        )
+    from transformers import CONFIG_MAPPING
+
+    model_type = encoder.get("model_type")
+    if model_type is None:
+        raise RecipeError("model_config.encoder needs the encoder's model_type (e.g. 'modernbert')")
+    if model_type not in CONFIG_MAPPING:
+        raise RecipeError(
+            f"model_config.encoder.model_type: transformers knows no architecture {model_type!r}"
+            f"{_suggestion(str(model_type), set(CONFIG_MAPPING))}"
+        )
+    encoder_fields = set(AutoConfig.for_model(model_type).to_dict())
+    for key, value in encoder.items():
+        if key not in encoder_fields:
+            raise RecipeError(
+                f"model_config.encoder: the {model_type} config has no field {key!r}{_suggestion(key, encoder_fields)}"
+            )
+        if value is None:
+            raise RecipeError(f"model_config.encoder: {key} has no value")
+
+
+def _suggestion(key: str, known: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key.split(":")[0], sorted(known), n=1)
+    hint = f" (did you mean {match[0]}?)" if match else ""
+    if ":" in key:
+        hint += "; in YAML a key needs a space after its colon: {hidden_size: 256}"
+    return hint
+
+
+def _model_limits(config: RetroMAEConfig) -> tuple[int | None, int]:
+    """(longest input in tokens, or None where the encoder sets none; vocabulary size) of a model configuration.
+
+    The length is the model's own `max_sequence_length()` (for RoBERTa and XLM-R their position table less the
+    padding offset, 512 of 514), read from the encoder built on the meta device: no memory, no weights.
+    """
+    import copy
+
+    from .modeling_retromae import RetroMAEModel
+
+    with torch.device("meta"):
+        encoder = RetroMAEModel(copy.deepcopy(config))
+    return encoder.max_sequence_length(), int(config.vocab_size)
+
+
+def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
+    """The sequence lengths a run uses: each recipe length, clamped to the model's longest input with a warning.
+
+    The same rule for both stages: a length beyond the model's `max_sequence_length()` is cut to it, and the
+    warning names the flag, so nothing fails at the first training step.
+    """
+    keys = ["max_length"] + (["query_max_length", "passage_max_length"] if recipe.stage == 2 else [])
+    lengths = {}
+    for key in keys:
+        value = getattr(recipe, key)
+        if positions is not None and value > positions:
+            logger.warning(
+                "%s %d (--%s) is longer than the model's %d positions (its longest input): using %d",
+                key,
+                value,
+                key.replace("_", "-"),
+                positions,
+                positions,
+            )
+            value = positions
+        lengths[key] = value
+    return lengths
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int, recipe: Recipe) -> None:
+    """A tokenizer with ids beyond the model's embedding table would fail deep inside the first step."""
+    if recipe.model == "scratch" or len(tokenizer) <= vocab_size:
+        return
+    raise RecipeError(
+        f"the tokenizer ({recipe.tokenizer or recipe.model}) has {len(tokenizer)} tokens but the model "
+        f"({recipe.model}) has only {vocab_size} embeddings: they do not belong together. Use the model's own "
+        "tokenizer (drop --tokenizer), or train from scratch with this tokenizer (--model scratch)."
+    )
 
 
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> RetroMAEForPreTraining:
@@ -251,9 +262,15 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> RetroMAEF
 
     `model_config` holds `RetroMAEConfig` fields. For 'scratch' it also gives the encoder's shape: either an
     `encoder` mapping naming its `model_type` (`bert`, `roberta`, `xlm-roberta`, `modernbert`, ...) and sizes, or
-    BERT's fields at the top level (a BERT encoder, the 0.1 layout).
+    BERT's fields at the top level (a BERT encoder, the 0.1 layout). A masked-LM checkpoint keeps its encoder and
+    head weights (`from_masked_lm`); the decoder starts fresh.
+
+    Raises:
+        RecipeError: an unknown `model_config` key, a value the config refuses, an unsupported architecture, or
+            encoder-shape keys that differ from the checkpoint's.
     """
     overrides = dict(recipe.model_config)
+    _check_model_config_keys(overrides)
     if recipe.model == "scratch":
         encoder = dict(overrides.pop("encoder")) if "encoder" in overrides else None
         target = encoder if encoder is not None else overrides
@@ -263,32 +280,32 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> RetroMAEF
             _special_token_ids_from_tokenizer(encoder, tokenizer)
             overrides["encoder"] = encoder
         logger.info("initialising a RetroMAE model from scratch: %s", overrides)
-        try:
-            return RetroMAEForPreTraining(RetroMAEConfig(**overrides))
-        except TypeError as error:  # an unknown or mistyped field of the encoder's or our config
-            raise RecipeError(f"model_config: {error}") from error
-    config = AutoConfig.from_pretrained(recipe.model)
-    if config.model_type == RetroMAEConfig.model_type:
-        logger.info("continuing from the RetroMAE checkpoint %s", recipe.model)
-        return RetroMAEForPreTraining.from_pretrained(recipe.model, **_decoder_overrides(overrides, config))
-    logger.info("initialising the encoder from %s (%s); the decoder starts fresh", recipe.model, config.model_type)
-    return RetroMAEForPreTraining.from_masked_lm(recipe.model, **overrides).train()
+        return RetroMAEForPreTraining(_retromae_config(overrides, recipe.model))
+    with remote_resource("model", recipe.model, "--model"):
+        config = AutoConfig.from_pretrained(recipe.model)
+        if config.model_type == RetroMAEConfig.model_type:
+            logger.info("continuing from the RetroMAE checkpoint %s", recipe.model)
+            decoder = _decoder_overrides(overrides, config.encoder, recipe.model)
+            return RetroMAEForPreTraining.from_pretrained(recipe.model, **decoder)
+        logger.info("initialising the encoder from %s (%s); the decoder starts fresh", recipe.model, config.model_type)
+        decoder = _decoder_overrides(overrides, config, recipe.model)
+        return RetroMAEForPreTraining.from_masked_lm(recipe.model, **decoder).train()
 
 
-def _decoder_overrides(overrides: dict[str, Any], config: RetroMAEConfig) -> dict[str, Any]:
-    """`model_config` for a trained checkpoint: decoder fields apply; encoder-shape fields (shared by a multi-stage
-    recipe with its 'scratch' stage) must be the checkpoint's own, and are then dropped."""
-    encoder = config.encoder.to_dict()
+def _decoder_overrides(overrides: dict[str, Any], encoder_config, model: str) -> dict[str, Any]:
+    """`model_config` for a checkpoint (RetroMAE or masked LM): decoder fields apply; encoder-shape fields (shared
+    by a multi-stage recipe with its 'scratch' stage) must be the checkpoint's own, and are then dropped."""
+    encoder = encoder_config.to_dict()
     kept = {}
     for key, value in overrides.items():
         if key == "encoder" or key in BERT_FIELDS:
             given = value if key == "encoder" else {key: value}
-            different = {k: v for k, v in given.items() if k != "model_type" and encoder.get(k) != v}
+            different = {k: v for k, v in given.items() if encoder.get(k) != v}
             if different:
                 raise RecipeError(
                     f"model_config sets the encoder's {', '.join(sorted(different))} to "
-                    f"{', '.join(repr(v) for _, v in sorted(different.items()))}, but the checkpoint {config.name_or_path} "
-                    "has its own shape: drop these keys when continuing from a checkpoint"
+                    f"{', '.join(repr(v) for _, v in sorted(different.items()))}, but the checkpoint {model} "
+                    "(--model) has its own shape: drop these keys when continuing from a checkpoint"
                 )
             continue
         kept[key] = value
@@ -432,9 +449,11 @@ class RetroMAETrainer(Trainer):
         weights: ObjectiveWeights,
         contrastive_loss: InfoNCELoss | None = None,
         bag_of_words_loss: DupMAEBagOfWordsLoss | None = None,
+        run_record: dict[str, Any] | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.run_record = run_record  # copied into every checkpoint, so --resume can tell runs and recipes apart
         self.weights = weights
         self.contrastive_loss = contrastive_loss
         self.bag_of_words_loss = bag_of_words_loss
@@ -480,6 +499,9 @@ class RetroMAETrainer(Trainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             staged, target = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
+            if self.run_record is not None:
+                record = json.dumps(self.run_record, indent=2, default=str)
+                Path(staged, RUN_RECORD).write_text(record, encoding="utf-8")
             if os.path.exists(target):
                 shutil.rmtree(target)
             os.replace(staged, target)
@@ -494,6 +516,21 @@ class RetroMAETrainer(Trainer):
                 use_mtime=False,
             )
         self.accelerator.wait_for_everyone()
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # Tied weights (the MLM decoder shares the word embeddings) are not stored in checkpoints; on a correct
+        # resume they are "missing" only in name. Tie them and report only what is really missing.
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(_LoadResult(missing, list(load_result.unexpected_keys)))
+
+
+@dataclass
+class _LoadResult:
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 def _fsync_dir(path: str) -> None:
@@ -510,35 +547,115 @@ def _fsync_dir(path: str) -> None:
 
 
 def training_arguments(recipe: Recipe, output_dir: str) -> TrainingArguments:
-    defaults: dict[str, Any] = {
-        "report_to": "none",
-        "remove_unused_columns": False,  # the collators read raw columns (text, input_ids, word_ids, ...)
-        "logging_steps": 10,
-        "save_strategy": "steps",
-        "save_steps": 500,
-        "save_total_limit": 3,
-        "dataloader_drop_last": True,  # equal per-device batches for the cross-device negatives
-    }
+    defaults: dict[str, Any] = dict(TRAINING_DEFAULTS)
     if recipe.retromae_weight == 0 or (recipe.stage == 2 and recipe.contrastive_weight == 0):
         defaults["ddp_find_unused_parameters"] = True  # the decoder or nothing but it is idle
-    if recipe.streaming:
-        defaults["max_steps"] = defaults.get("max_steps", 1000)
-    options = {**defaults, **recipe.training, "output_dir": output_dir}
     if recipe.streaming and "max_steps" not in recipe.training:
-        raise RecipeError("streaming corpora have no length: set training.max_steps")
+        raise RecipeError("streaming corpora have no length: set training.max_steps (--max-steps)")
+    options = {**defaults, **recipe.training, "output_dir": output_dir}
     try:
         return TrainingArguments(**options)
-    except TypeError as error:
-        raise RecipeError(f"training: {error}") from error
+    except (TypeError, ValueError) as error:
+        # TrainingArguments checks its values against each other and against the hardware (bf16 on a CPU, ...).
+        raise RecipeError(f"training (TrainingArguments): {error}") from error
 
 
-def _check_resume_checkpoint(path: str) -> None:
+# --------------------------------------------------------------------------------------------------- run folders
+def run_artefacts(output_dir: str | os.PathLike) -> list[Path]:
+    """What an earlier `train` left in `output_dir` (checkpoints, final/, the log, ...), sorted by name."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = {path for pattern in RUN_ARTEFACTS for path in folder.glob(pattern)}
+    return sorted(found, key=lambda path: path.name)
+
+
+def _data_paths(recipe: Recipe) -> list[str]:
+    paths = []
+    for source in [*recipe.corpus, *recipe.pairs]:
+        path = source.get("path") if isinstance(source, dict) else source
+        if isinstance(path, str | os.PathLike) and path != PYTHON_DOCSTRINGS:
+            paths.append(str(path))
+    return paths
+
+
+def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: bool, check_only: bool = False) -> None:
+    """Make sure a run loses nothing: a fresh run into a folder that holds an earlier run is refused unless
+    `overwrite`, which deletes only what `train` creates there (`RUN_ARTEFACTS`); other files stay. With
+    `check_only`, nothing is deleted (`run_recipe` checks every stage before the first one starts).
+
+    Raises:
+        OutputExistsError: the folder holds an earlier run (and neither `resume` nor `overwrite` was given), is a
+            file, is inside one of the run's inputs, or would delete an input when cleared.
+    """
+    folder = Path(recipe.output_dir)
+    what = "output_dir (--output-dir)"
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{what} {folder} is a file, not a folder. Choose another --output-dir.")
+    inputs = [recipe.model, recipe.tokenizer, *_data_paths(recipe)]
+    check_inputs(folder, inputs, replacing=False, what=what)
+    found = run_artefacts(folder)
+    if found and not resume and not overwrite:
+        names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
+        raise OutputExistsError(
+            f"{what} {folder} already holds a training run ({names}); nothing was changed. To continue that run, "
+            "add --resume. To start over, add --overwrite-output-dir (deletes checkpoint-*, final/, "
+            "training_log.jsonl and evaluation*/ there; other files are kept), or choose another --output-dir."
+        )
+    # A run replaces final/ and rotates old checkpoints away; clearing the folder deletes every artefact. An input
+    # inside one of them would be lost either way.
+    local_inputs = [(item, Path(item).resolve()) for item in inputs if item and Path(item).exists()]
+    for path in found:
+        for item, source in local_inputs:
+            if source.is_relative_to(path.resolve()):
+                action = "--overwrite-output-dir would delete" if not resume else "this run replaces or deletes"
+                raise OutputExistsError(
+                    f"{action} {path}, which is or holds the input {item}: that would delete that input. Move it "
+                    "out of the run folder first, or choose another --output-dir."
+                )
+    if resume or not found or check_only:
+        return
+    names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
+    logger.warning("--overwrite-output-dir: deleting the earlier run's %s in %s", names, folder)
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def new_run_record(recipe: Recipe) -> dict[str, Any]:
+    import uuid
+
+    return {
+        "run_id": uuid.uuid4().hex,
+        "recipe_hash": recipe.fingerprint_hash(),
+        "recipe": recipe.fingerprint(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _read_run_record(folder: Path) -> dict[str, Any] | None:
+    path = folder / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+# --------------------------------------------------------------------------------------------------- resume
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (missing or unreadable files), or None when it is intact."""
     folder = Path(path)
-    needed = ["trainer_state.json", "config.json"]
-    missing = [name for name in needed if not (folder / name).is_file()]
-    weights = list(folder.glob("model*.safetensors"))
+    if not folder.is_dir():
+        return "no such folder"
+    missing = [name for name in ("trainer_state.json", "config.json") if not (folder / name).is_file()]
+    weights = sorted(folder.glob("model*.safetensors"))
     if missing or not weights:
-        raise RecipeError(f"{folder} is not a complete checkpoint (missing {missing or ['model.safetensors']})")
+        return f"missing {', '.join(missing or ['model.safetensors'])}"
     try:
         from safetensors import safe_open
 
@@ -546,30 +663,137 @@ def _check_resume_checkpoint(path: str) -> None:
             with safe_open(str(weight), framework="pt") as handle:
                 handle.keys()
         json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        for name in ("optimizer.pt", "scheduler.pt"):  # torch saves zip archives; a cut file has no index
+            if (folder / name).is_file():
+                import zipfile
+
+                with zipfile.ZipFile(folder / name) as archive:
+                    archive.namelist()
     except Exception as error:
-        raise RecipeError(f"{folder} is damaged and cannot be resumed from: {error}") from error
+        return f"damaged: {type(error).__name__}: {error}"
+    return None
 
 
-def resolve_resume(resume: str | bool | None, output_dir: str) -> str | None:
-    """`True` picks the newest complete checkpoint in `output_dir`; a path is checked before it is used."""
+def _checkpoints(folder: Path) -> list[Path]:
+    """`checkpoint-N` folders, newest (highest N) first."""
+    found = []
+    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name.rsplit("-", 1)[-1]
+        if path.is_dir() and suffix.isdigit():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def _newest_intact(folder: Path, exclude: Path | None = None) -> Path | None:
+    for path in _checkpoints(folder):
+        if path != exclude and checkpoint_problem(path) is None:
+            return path
+    return None
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str, recipe: Recipe | None = None) -> str | None:
+    """The checkpoint to resume from, checked before anything is built.
+
+    `True` picks the newest intact checkpoint in `output_dir` that belongs to this run (the run record in the
+    folder) and was trained with the same recipe; damaged ones are skipped with a warning. A path is checked as is.
+    With `recipe`, a checkpoint whose recipe differs in a setting that changes what is computed is refused, naming
+    each difference.
+
+    Raises:
+        RecipeError: no usable checkpoint, a damaged one (naming the newest intact one instead), or another recipe.
+    """
     if not resume:
         return None
-    if resume is True:
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if last is None:
-            raise RecipeError(f"--resume: no checkpoint-* folder in {output_dir}")
-        resume = last
-    _check_resume_checkpoint(str(resume))
-    return str(resume)
+    folder = Path(output_dir)
+    if resume is not True:
+        path = Path(resume)
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            intact = _newest_intact(path.parent, exclude=path) if path.parent.is_dir() else None
+            instead = (
+                f" The newest intact checkpoint there is {intact}: resume from it with --resume {intact}."
+                if intact
+                else " There is no intact checkpoint beside it: start over with --overwrite-output-dir."
+            )
+            raise RecipeError(
+                f"--resume {path}: this checkpoint is damaged and cannot be resumed from ({problem}).{instead}"
+            )
+        if recipe is not None:
+            _check_same_recipe(path, recipe)
+        return str(path)
+
+    candidates = _checkpoints(folder) if folder.is_dir() else []
+    if not candidates:
+        raise RecipeError(
+            f"--resume: no checkpoint-* folder in {output_dir}, so there is nothing to resume. Drop --resume."
+        )
+    run = _read_run_record(folder)
+    skipped = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            logger.warning("not resuming from %s: %s", path, problem)
+            skipped.append(f"{path.name} ({problem})")
+            continue
+        record = _read_run_record(path)
+        if run is not None and (record is None or record.get("run_id") != run.get("run_id")):
+            logger.warning("not resuming from %s: it belongs to an earlier run in %s", path, folder)
+            skipped.append(f"{path.name} (from an earlier run)")
+            continue
+        if recipe is not None:
+            _check_same_recipe(path, recipe)
+        if skipped:
+            logger.warning("resuming from %s, the newest usable checkpoint (skipped: %s)", path, "; ".join(skipped))
+        return str(path)
+    raise RecipeError(
+        f"--resume: no usable checkpoint in {output_dir}: {'; '.join(skipped)}. Start over with "
+        "--overwrite-output-dir, or pass a checkpoint folder explicitly (--resume PATH)."
+    )
 
 
+def _check_not_finished(checkpoint: Path, output_dir: Path) -> None:
+    """Resuming a run that reached its last step would train one step past it; say it is done instead."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    step, last = state.get("global_step", 0), state.get("max_steps", 0)
+    if last > 0 and step >= last:
+        final = output_dir / FINAL_DIR
+        model = f"its model is {final}" if final.is_dir() else f"{checkpoint} holds its model"
+        raise RecipeError(
+            f"--resume: the run in {output_dir} already finished ({step} of {last} steps); {model}. To train "
+            f"further, start a new run from that model (--model {final if final.is_dir() else checkpoint})."
+        )
+
+
+def _check_same_recipe(checkpoint: Path, recipe: Recipe) -> None:
+    record = _read_run_record(checkpoint)
+    if record is None or not isinstance(record.get("recipe"), dict):
+        logger.warning(
+            "%s has no run record (written by an older retromae-hf): its recipe cannot be checked", checkpoint
+        )
+        return
+    differences = recipe_differences(record["recipe"], recipe.fingerprint())
+    if differences:
+        raise RecipeError(
+            f"--resume: {checkpoint} was trained with another recipe ({'; '.join(differences)}; checkpoint -> now). "
+            "Resuming would mix two runs. Resume with the checkpoint's settings, or start a new run "
+            "(--overwrite-output-dir, or another --output-dir)."
+        )
+
+
+# --------------------------------------------------------------------------------------------------- train
 def train(
     recipe: Recipe,
     resume: str | bool | None = None,
     trainer_class: type[RetroMAETrainer] | None = None,
+    overwrite_output_dir: bool = False,
     train_dataset=None,
 ) -> Path:
     """Run one stage. Returns the final folder (`<output_dir>/final`), which export/evaluate/push read.
+
+    Everything that can be checked cheaply is checked before data, tokenizer or weights are loaded: the recipe's
+    values, the output folder (a folder holding an earlier run is refused unless `resume` continues it or
+    `overwrite_output_dir` clears it), the checkpoint to resume from, `TrainingArguments`, and the sequence
+    lengths against the model's positions.
 
     `trainer_class` replaces `RetroMAETrainer` (a subclass with another `compute_loss`, e.g. the masked-LM
     baseline of `benchmarks/reproduce.py`), keeping data, masks, seeding, optimizer and saving identical.
@@ -579,26 +803,33 @@ def train(
     """
     recipe.validate()
     output_dir = recipe.output_dir
+    prepare_output_dir(recipe, resume, overwrite_output_dir)
     staging = Path(output_dir) / STAGING_DIR
     if staging.exists():
         logger.warning("removing %s, left by a save that did not finish", staging)
         shutil.rmtree(staging)
-    resume_from = resolve_resume(resume, output_dir)
+    resume_from = resolve_resume(resume, output_dir, recipe)
+    if resume_from:
+        _check_not_finished(Path(resume_from), Path(output_dir))
+        logger.info("resuming from %s", resume_from)
     args = training_arguments(recipe, output_dir)
+    config = read_model_config(recipe)
+    positions, vocab_size = _model_limits(config)
+    lengths = effective_lengths(recipe, positions)
 
     texts_for_tokenizer = None
-    if recipe.tokenizer == "train":
+    if recipe.tokenizer == "train" and not resume_from:
         corpus = load_corpus_texts(recipe) if recipe.corpus else None
         texts_for_tokenizer = (
             list(corpus["text"])
             if corpus is not None
             else [f"{row['query']} {row['positive']}" for row in load_pair_data(recipe)]
         )
-    tokenizer = load_tokenizer(recipe, texts_for_tokenizer)
-    if resume_from:
-        tokenizer = AutoTokenizer.from_pretrained(resume_from) if recipe.tokenizer == "train" else tokenizer
-    set_seed(args.seed)  # the model is built before the Trainer seeds: a fresh decoder must not vary run to run
-    model = build_model(recipe, tokenizer)
+    if resume_from and recipe.tokenizer == "train":
+        tokenizer = AutoTokenizer.from_pretrained(resume_from)  # the vocabulary the checkpoint was trained with
+    else:
+        tokenizer = load_tokenizer(recipe, texts_for_tokenizer)
+    check_vocabulary(tokenizer, vocab_size, recipe)
     if args.gradient_checkpointing:
         args.gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
 
@@ -608,8 +839,8 @@ def train(
         seed=args.seed,
         encoder_mask_ratio=recipe.encoder_mask_ratio,
         decoder_mask_ratio=recipe.decoder_mask_ratio,
-        max_length=min(recipe.max_length, model.max_sequence_length() or recipe.max_length),
-        decoding=model.config.decoding,
+        max_length=lengths["max_length"],
+        decoding=config.decoding,
     )
     contrastive_loss = None
     if recipe.stage == 1 and train_dataset is not None:
@@ -638,8 +869,8 @@ def train(
         dataset = load_pair_data(recipe)
         collator = ContrastiveCollator(
             tokenizer,
-            query_max_length=recipe.query_max_length,
-            passage_max_length=recipe.passage_max_length,
+            query_max_length=lengths["query_max_length"],
+            passage_max_length=lengths["passage_max_length"],
             num_negatives=recipe.num_negatives,
             retromae=retromae_collator if recipe.retromae_weight > 0 else None,
             seed=args.seed,
@@ -657,7 +888,21 @@ def train(
         )
     _check_first_batch(dataset, collator, recipe)
 
-    log_path = Path(output_dir) / "training_log.jsonl"
+    set_seed(args.seed)  # the model is built before the Trainer seeds: a fresh decoder must not vary run to run
+    model = build_model(recipe, tokenizer)
+    if model.config.decoding != retromae_collator.decoding:  # the config read up front said otherwise
+        raise RuntimeError(
+            f"decoding mismatch: model {model.config.decoding!r}, collator {retromae_collator.decoding!r}"
+        )
+
+    run_path = Path(output_dir)
+    run_record = _read_run_record(run_path) if resume_from else None
+    if run_record is None:
+        run_record = new_run_record(recipe)
+        run_path.mkdir(parents=True, exist_ok=True)
+        (run_path / RUN_RECORD).write_text(json.dumps(run_record, indent=2, default=str), encoding="utf-8")
+
+    log_path = run_path / "training_log.jsonl"
     trainer = (trainer_class or RetroMAETrainer)(
         model=model,
         args=args,
@@ -671,28 +916,31 @@ def train(
             if recipe.bag_of_words_weight > 0
             else None
         ),
+        run_record=run_record,
         callbacks=[JsonlLogCallback(log_path), CollatorEpochCallback(collator)],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
 
-    final = Path(output_dir) / FINAL_DIR
+    final = run_path / FINAL_DIR
     if trainer.is_world_process_zero():
-        trainer.save_model(str(final))
-        tokenizer.save_pretrained(final)
-        (final / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
-        # What the model was trained to compare with: read by sentence-transformers, evaluation and export.
-        similarity = recipe.similarity if recipe.stage == 2 and recipe.contrastive_weight > 0 else "dot"
-        st_config = final / "config_sentence_transformers.json"
-        st_config.write_text(json.dumps({"similarity_fn_name": similarity}, indent=2), encoding="utf-8")
-        summary = {
-            "stage": recipe.stage,
-            "global_step": trainer.state.global_step,
-            "train_loss": result.training_loss if math.isfinite(result.training_loss) else None,
-            "metrics": result.metrics,
-        }
-        (final / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        if log_path.is_file():
-            shutil.copyfile(log_path, final / "training_log.jsonl")
+        # Staged and renamed into place, like the checkpoints; final/ belongs to this run, so it may be replaced.
+        with staged_output(final, overwrite=True, what="final folder") as staged:
+            trainer.save_model(str(staged))
+            tokenizer.save_pretrained(staged)
+            (staged / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+            # What the model was trained to compare with: read by sentence-transformers, evaluation and export.
+            similarity = recipe.similarity if recipe.stage == 2 and recipe.contrastive_weight > 0 else "dot"
+            st_config = staged / "config_sentence_transformers.json"
+            st_config.write_text(json.dumps({"similarity_fn_name": similarity}, indent=2), encoding="utf-8")
+            summary = {
+                "stage": recipe.stage,
+                "global_step": trainer.state.global_step,
+                "train_loss": result.training_loss if math.isfinite(result.training_loss) else None,
+                "metrics": result.metrics,
+            }
+            (staged / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+            if log_path.is_file():
+                shutil.copyfile(log_path, staged / "training_log.jsonl")
         logger.info("final model saved to %s", final)
     return final
 
@@ -702,10 +950,13 @@ def run_recipe(
     overrides: dict[str, Any] | None = None,
     stage: int | None = None,
     resume: str | bool | None = None,
+    overwrite_output_dir: bool = False,
 ) -> list[tuple[Recipe, Path]]:
     """Run a recipe's stages in order (or only `stage`); returns each stage's recipe and final folder.
 
-    A stage whose `model` is `previous` starts from the final folder of the recipe's preceding stage.
+    A stage whose `model` is `previous` starts from the final folder of the recipe's preceding stage. Every
+    selected stage's recipe and output folder is checked before the first one starts, so a mistake in stage 2
+    does not surface after stage 1 has trained.
     """
     overrides = dict(overrides or {})
     if name_or_path is None:
@@ -713,10 +964,10 @@ def run_recipe(
     else:
         raw, source = read_recipe_file(name_or_path)
     stages = recipe_stages(raw, source)
-    selected = [i for i, spec in enumerate(stages) if stage is None or int(spec.get("stage", 1)) == stage]
+    selected = [i for i, spec in enumerate(stages) if stage is None or _stage_of(spec, source) == stage]
     if not selected:
-        found = sorted({int(spec.get("stage", 1)) for spec in stages})
-        raise RecipeError(f"{source} has no stage {stage} (it has stage(s) {found})")
+        found = sorted({_stage_of(spec, source) for spec in stages})
+        raise RecipeError(f"{source} has no stage {stage} (it has stage(s) {found}); check --stage")
     if resume and len(selected) > 1:
         raise RecipeError("--resume applies to one stage: add --stage")
     multi = len(stages) > 1
@@ -727,41 +978,59 @@ def run_recipe(
             stage_overrides["output_dir"] = str(Path(overrides["output_dir"]) / f"stage{spec.get('stage', 1)}")
         return stage_overrides
 
-    results = []
+    planned = []
     for i in selected:
         spec = stages[i]
         stage_overrides = overrides_for(spec)
+        previous_final = None
         if spec.get("model") == "previous" and "model" not in stage_overrides:
             if i == 0:
                 raise RecipeError(f"{source}: the first stage cannot start from model 'previous'")
             previous = build_recipe(stages[i - 1], overrides_for(stages[i - 1]), source=str(source))
-            spec = {**spec, "model": str(Path(previous.output_dir) / FINAL_DIR)}
-            if not Path(spec["model"]).is_dir():
-                raise RecipeError(f"stage {spec.get('stage')} starts from {spec['model']}, which does not exist yet")
+            previous_final = Path(previous.output_dir) / FINAL_DIR
+            spec = {**spec, "model": str(previous_final)}
+            if i - 1 not in selected and not previous_final.is_dir():
+                raise RecipeError(
+                    f"stage {spec.get('stage')} starts from {previous_final}, which does not exist yet: run the "
+                    "previous stage first (drop --stage)"
+                )
         recipe = build_recipe(spec, stage_overrides, source=str(source))
-        results.append((recipe, train(recipe, resume=resume)))
-    return results
+        prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
+        planned.append(recipe)
+    return [(recipe, train(recipe, resume=resume, overwrite_output_dir=overwrite_output_dir)) for recipe in planned]
+
+
+def _stage_of(spec: dict[str, Any], source: Path) -> int:
+    value = spec.get("stage", 1)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{source}: stage must be 1 or 2, got {value!r}") from None
 
 
 def evaluate_after_training(final: str | os.PathLike, tasks: list[str], output_dir: str | os.PathLike) -> Path:
-    """Score a final folder on the recipe's tasks; returns the path of the evaluation summary.json."""
+    """Score a final folder on the recipe's tasks; returns the path of the evaluation summary.json.
+
+    `output_dir` belongs to the run (`<output_dir>/evaluation`), so an earlier evaluation there is replaced.
+    """
     from .evaluation import evaluate
 
     output_dir = Path(output_dir)
     resolved = []
+    data_dir = output_dir.with_name(output_dir.name + "-data")  # beside, not inside: evaluate replaces output_dir
     for task in tasks:
         if task == PYTHON_DOCSTRINGS:
             from .quickstart import write_docstring_retrieval_task
 
-            resolved.append(write_docstring_retrieval_task(output_dir / "data" / "python-docstrings"))
+            resolved.append(write_docstring_retrieval_task(data_dir / "python-docstrings", overwrite=True))
         else:
             resolved.append(task)
-    evaluate(str(final), resolved, output_dir=output_dir)
+    evaluate(str(final), resolved, output_dir=output_dir, overwrite=True)
     return output_dir / "summary.json"
 
 
 def _check_first_batch(dataset, collator, recipe: Recipe) -> None:
-    """Collate a first batch before training, so bad data fails at once rather than after model set-up."""
+    """Collate a first batch before the model is built, so bad data fails at once rather than after set-up."""
     batch_size = int(recipe.training.get("per_device_train_batch_size", 8))
     examples = []
     for example in dataset:
@@ -769,7 +1038,9 @@ def _check_first_batch(dataset, collator, recipe: Recipe) -> None:
         if len(examples) == min(batch_size, 2):
             break
     if not examples:
-        raise RecipeError("the training data is empty")
+        sources = ", ".join(str(source) for source in (recipe.corpus if recipe.stage == 1 else recipe.pairs))
+        flag = "--corpus" if recipe.stage == 1 else "--pairs"
+        raise RecipeError(f"the training data is empty: {sources} ({flag}) gave no examples")
     try:
         collator(examples)
     except ValueError as error:
@@ -784,7 +1055,9 @@ __all__ = [
     "available_recipes",
     "build_model",
     "build_recipe",
+    "checkpoint_problem",
     "evaluate_after_training",
+    "prepare_output_dir",
     "read_recipe_file",
     "recipe_stages",
     "resolve_resume",

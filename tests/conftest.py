@@ -1,4 +1,9 @@
-"""Shared fixtures. Tests run offline; material from `../shared` is optional and skipped with a reason."""
+"""Shared fixtures. Tests run offline and need nothing beside the checkout.
+
+Two tiers: the core suite runs from the checkout alone (tokenizers are trained in the session from the project's
+own text, see `tokenizers_for_tests.py`; the official-code parity numbers live in `tests/fixtures/`). Tests that
+need real models or data sets from `../shared` (or `$RETROMAE_SHARED`) skip with the reason when it is missing.
+"""
 
 import os
 from pathlib import Path
@@ -22,12 +27,57 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """`{relative path: sha256}` of every file under `folder`: compared before and after a command to show that
+    it changed nothing it should not have."""
+    import hashlib
+
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def reference_fixture(variant: str) -> Path:
+    """The folder of one official-code parity fixture (`staoxiao`, `flagembedding`, `*_perturbed`), with the files
+    the original has (bert_config.json, official_state_dict.safetensors, inputs.safetensors, expected.*).
+
+    Read from `tests/fixtures/retromae_reference` (see its README), expanded once per session into a temporary
+    folder; `../shared/fixtures/retromae_reference` is used only where the checkout lacks them.
+    """
+    from fixtures_reference import expand_reference_fixture
+
+    if (FIXTURES / "retromae_reference").is_dir():
+        return expand_reference_fixture(variant)
+    return shared_path("fixtures", "retromae_reference", variant)
+
+
 @pytest.fixture(scope="session")
 def bert_tokenizer():
-    """The real bert-base-uncased WordPiece tokenizer from ../shared/models."""
+    """The real bert-base-uncased WordPiece tokenizer from ../shared/models (second tier: skips without it)."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(shared_path("models", "all-MiniLM-L6-v2")))
+
+
+@pytest.fixture(scope="session")
+def wordpiece_tokenizer(trained_tokenizer):
+    """A BERT-style WordPiece tokenizer ([CLS] ... [SEP], `##` continuations) trained from the project's text."""
+    return trained_tokenizer("wordpiece")
+
+
+def project_lines(count: int | None = None) -> list[str]:
+    """Lines of the project's own prose (README and docs), in a fixed order: a small corpus for tests."""
+    from tokenizers_for_tests import project_text
+
+    # The docs name special tokens ("[CLS]", "<s>"); a tokenizer reads those as the special tokens themselves.
+    specials = ("[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "<s>", "</s>", "<mask>", "<pad>", "<unk>")
+    lines = [line for line in project_text() if len(line.split()) >= 4 and not any(t in line for t in specials)]
+    return lines[:count] if count else lines
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import shared_path
+from conftest import project_lines, reference_fixture
 
 from retromae_hf import RetroMAECollator
 from retromae_hf.collator import FORWARD_KEYS, sample_whole_word_masks
@@ -16,7 +16,7 @@ TEXTS = [
 
 
 def corpus_lines(count=64):
-    return [line.strip() for line in open(shared_path("data", "corpus", "gutenberg_en.txt"), encoding="utf-8")][:count]
+    return project_lines(count)
 
 
 def words_of(tokenizer, batch_texts, max_length):
@@ -52,8 +52,8 @@ def assert_decoder_mask_structure(mask, word_ids, lengths):
                 assert tokens.all() or not tokens.any(), f"word {int(w)} split in row {i}"
 
 
-def test_outputs_exactly_the_forward_keys(bert_tokenizer):
-    batch = RetroMAECollator(bert_tokenizer, max_length=32)(TEXTS)
+def test_outputs_exactly_the_forward_keys(wordpiece_tokenizer):
+    batch = RetroMAECollator(wordpiece_tokenizer, max_length=32)(TEXTS)
     assert tuple(batch) == FORWARD_KEYS
     bsz, seq_len = batch["encoder_input_ids"].shape
     assert bsz == len(TEXTS) and seq_len <= 32
@@ -61,35 +61,35 @@ def test_outputs_exactly_the_forward_keys(bert_tokenizer):
     assert torch.equal(batch["decoder_input_ids"].ne(0), batch["encoder_attention_mask"].bool())
 
 
-def test_accepts_texts_mappings_and_tokenized_examples_alike(bert_tokenizer):
+def test_accepts_texts_mappings_and_tokenized_examples_alike(wordpiece_tokenizer):
     def collator():
-        return RetroMAECollator(bert_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
+        return RetroMAECollator(wordpiece_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
 
     from_texts = collator()(TEXTS)
     from_dicts = collator()([{"text": t} for t in TEXTS])
-    encoded = bert_tokenizer(TEXTS, truncation=True, max_length=40)
+    encoded = wordpiece_tokenizer(TEXTS, truncation=True, max_length=40)
     from_ids = collator()([{"input_ids": ids} for ids in encoded["input_ids"]])  # words recovered from "##"
     for key in FORWARD_KEYS:
         assert torch.equal(from_texts[key], from_dicts[key]), key
         assert torch.equal(from_texts[key], from_ids[key]), key
 
 
-def test_seeded_masks_depend_only_on_seed_epoch_and_content(bert_tokenizer):
-    collator = RetroMAECollator(bert_tokenizer, max_length=40, seed=5)
+def test_seeded_masks_depend_only_on_seed_epoch_and_content(wordpiece_tokenizer):
+    collator = RetroMAECollator(wordpiece_tokenizer, max_length=40, seed=5)
     first = collator(TEXTS)
     collator(TEXTS[:2])  # other calls in between do not shift anything
-    again = RetroMAECollator(bert_tokenizer, max_length=40, seed=5)(TEXTS)
+    again = RetroMAECollator(wordpiece_tokenizer, max_length=40, seed=5)(TEXTS)
     assert all(torch.equal(first[k], again[k]) for k in FORWARD_KEYS)
     collator.set_epoch(1)
     next_epoch = collator(TEXTS)
     assert not torch.equal(first["decoder_attention_mask"], next_epoch["decoder_attention_mask"])
-    other_seed = RetroMAECollator(bert_tokenizer, max_length=40, seed=6)(TEXTS)
+    other_seed = RetroMAECollator(wordpiece_tokenizer, max_length=40, seed=6)(TEXTS)
     assert not torch.equal(first["decoder_attention_mask"], other_seed["decoder_attention_mask"])
 
 
-def test_encoder_mask_ratio_replacement_and_special_tokens(bert_tokenizer):
+def test_encoder_mask_ratio_replacement_and_special_tokens(wordpiece_tokenizer):
     lines = corpus_lines(64)
-    collator = RetroMAECollator(bert_tokenizer, encoder_mask_ratio=0.3, max_length=128)
+    collator = RetroMAECollator(wordpiece_tokenizer, encoder_mask_ratio=0.3, max_length=128)
     selected = total = masked = unchanged = 0
     for _ in range(10):
         batch = collator(lines)
@@ -104,7 +104,7 @@ def test_encoder_mask_ratio_replacement_and_special_tokens(bert_tokenizer):
         selected += chosen.sum().item()
         total += lengths.sum().item()
         inputs = batch["encoder_input_ids"][chosen]
-        masked += (inputs == bert_tokenizer.mask_token_id).sum().item()
+        masked += (inputs == wordpiece_tokenizer.mask_token_id).sum().item()
         unchanged += (inputs == originals[chosen]).sum().item()
         assert torch.equal(batch["encoder_input_ids"][~chosen], originals[~chosen])
     assert selected / total == pytest.approx(0.3, abs=0.015)
@@ -112,10 +112,10 @@ def test_encoder_mask_ratio_replacement_and_special_tokens(bert_tokenizer):
     assert unchanged / selected == pytest.approx(0.1, abs=0.02)
 
 
-def test_encoder_masks_whole_words(bert_tokenizer):
+def test_encoder_masks_whole_words(wordpiece_tokenizer):
     lines = corpus_lines(32)
-    collator = RetroMAECollator(bert_tokenizer, max_length=96)
-    word_rows = words_of(bert_tokenizer, lines, 96)
+    collator = RetroMAECollator(wordpiece_tokenizer, max_length=96)
+    word_rows = words_of(wordpiece_tokenizer, lines, 96)
     multi_piece_words_seen = 0
     for _ in range(5):
         batch = collator(lines)
@@ -129,12 +129,12 @@ def test_encoder_masks_whole_words(bert_tokenizer):
     assert multi_piece_words_seen > 0  # the property was exercised on words of several pieces
 
 
-def test_decoder_mask_rules_and_ratio(bert_tokenizer):
+def test_decoder_mask_rules_and_ratio(wordpiece_tokenizer):
     lines = corpus_lines(24)
-    collator = RetroMAECollator(bert_tokenizer, decoder_mask_ratio=0.5, max_length=64)
+    collator = RetroMAECollator(wordpiece_tokenizer, decoder_mask_ratio=0.5, max_length=64)
     batch = collator(lines)
     lengths = batch["encoder_attention_mask"].sum(1)
-    word_ids = padded_word_ids(words_of(bert_tokenizer, lines, 64), lengths.max())
+    word_ids = padded_word_ids(words_of(wordpiece_tokenizer, lines, 64), lengths.max())
     assert_decoder_mask_structure(batch["decoder_attention_mask"], word_ids, lengths)
     hidden = visible = 0
     for _ in range(10):
@@ -152,7 +152,7 @@ def test_property_checker_accepts_the_official_collators_masks():
     """The structural checks hold on masks made by the official collator (the parity fixture)."""
     from safetensors.torch import load_file
 
-    inputs = load_file(str(shared_path("fixtures", "retromae_reference", "staoxiao", "inputs.safetensors")))
+    inputs = load_file(str(reference_fixture("staoxiao") / "inputs.safetensors"))
     ids, lengths = inputs["decoder_input_ids"], inputs["encoder_attention_mask"].sum(1)
     word_ids = torch.full_like(ids, -1)
     for b, n in enumerate(lengths.tolist()):
@@ -163,8 +163,8 @@ def test_property_checker_accepts_the_official_collators_masks():
     assert_decoder_mask_structure(inputs["decoder_attention_mask"], word_ids, lengths)
 
 
-def test_decoder_labels_cover_every_real_token_but_cls_and_final_sep(bert_tokenizer):
-    batch = RetroMAECollator(bert_tokenizer, max_length=32)(TEXTS)
+def test_decoder_labels_cover_every_real_token_but_cls_and_final_sep(wordpiece_tokenizer):
+    batch = RetroMAECollator(wordpiece_tokenizer, max_length=32)(TEXTS)
     lengths = batch["encoder_attention_mask"].sum(1)
     for b, n in enumerate(lengths.tolist()):
         labels = batch["decoder_labels"][b]
@@ -235,16 +235,16 @@ def test_bpe_tokenizer_whole_words():
         )
 
 
-def test_over_long_inputs_are_truncated_keeping_the_final_separator(bert_tokenizer):
-    collator = RetroMAECollator(bert_tokenizer, max_length=16)
-    long_ids = bert_tokenizer(" ".join(["retrieval"] * 40))["input_ids"]
+def test_over_long_inputs_are_truncated_keeping_the_final_separator(wordpiece_tokenizer):
+    collator = RetroMAECollator(wordpiece_tokenizer, max_length=16)
+    long_ids = wordpiece_tokenizer(" ".join(["retrieval"] * 40))["input_ids"]
     batch = collator([{"input_ids": long_ids}, " ".join(["embedding"] * 40)])
     assert batch["encoder_input_ids"].shape[1] == 16
-    assert (batch["decoder_input_ids"][:, -1] == bert_tokenizer.sep_token_id).all()
+    assert (batch["decoder_input_ids"][:, -1] == wordpiece_tokenizer.sep_token_id).all()
 
 
-def test_bad_input_fails_clearly(bert_tokenizer):
-    collator = RetroMAECollator(bert_tokenizer)
+def test_bad_input_fails_clearly(wordpiece_tokenizer):
+    collator = RetroMAECollator(wordpiece_tokenizer)
     with pytest.raises(ValueError, match="empty batch"):
         collator([])
     with pytest.raises(ValueError, match="example 1 has an empty"):
@@ -254,28 +254,28 @@ def test_bad_input_fails_clearly(bert_tokenizer):
     with pytest.raises(ValueError, match="word_ids has 2 entries"):
         collator([{"input_ids": [101, 2000, 102], "word_ids": [-1, 0]}])
     with pytest.raises(ValueError, match="encoder_mask_ratio"):
-        RetroMAECollator(bert_tokenizer, encoder_mask_ratio=1.5)
+        RetroMAECollator(wordpiece_tokenizer, encoder_mask_ratio=1.5)
 
 
-def test_generator_makes_masks_reproducible(bert_tokenizer):
-    first = RetroMAECollator(bert_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
-    second = RetroMAECollator(bert_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
-    third = RetroMAECollator(bert_tokenizer, generator=torch.Generator().manual_seed(8))(TEXTS)
+def test_generator_makes_masks_reproducible(wordpiece_tokenizer):
+    first = RetroMAECollator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
+    second = RetroMAECollator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
+    third = RetroMAECollator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(8))(TEXTS)
     assert all(torch.equal(first[k], second[k]) for k in FORWARD_KEYS)
     assert not torch.equal(first["decoder_attention_mask"], third["decoder_attention_mask"])
 
 
-def test_batch_trains_the_model(bert_tokenizer, tiny_config):
+def test_batch_trains_the_model(wordpiece_tokenizer, tiny_config):
     from retromae_hf import RetroMAEForPreTraining
 
     model = RetroMAEForPreTraining(tiny_config)
-    batch = RetroMAECollator(bert_tokenizer, max_length=tiny_config.max_position_embeddings)(TEXTS)
+    batch = RetroMAECollator(wordpiece_tokenizer, max_length=tiny_config.max_position_embeddings)(TEXTS)
     output = model(**batch)
     assert torch.isfinite(output.loss) and output.encoder_loss > 0 and output.decoder_loss > 0
     output.loss.backward()
 
 
-def test_contrastive_collator_groups_passages_per_query(bert_tokenizer):
+def test_contrastive_collator_groups_passages_per_query(wordpiece_tokenizer):
     from retromae_hf.collator import ContrastiveCollator
 
     examples = [
@@ -283,32 +283,32 @@ def test_contrastive_collator_groups_passages_per_query(bert_tokenizer):
         {"query": "capital of france", "positive": "Paris is the capital of France.", "negatives": ["lyon"]},
     ]
     collator = ContrastiveCollator(
-        bert_tokenizer, num_negatives=2, retromae=RetroMAECollator(bert_tokenizer, max_length=32)
+        wordpiece_tokenizer, num_negatives=2, retromae=RetroMAECollator(wordpiece_tokenizer, max_length=32)
     )
     batch = collator(examples)
     assert set(FORWARD_KEYS) <= set(batch)
     assert batch["query_input_ids"].shape[0] == 2 and batch["passage_input_ids"].shape[0] == 6
-    decoded = bert_tokenizer.batch_decode(batch["passage_input_ids"], skip_special_tokens=True)
+    decoded = wordpiece_tokenizer.batch_decode(batch["passage_input_ids"], skip_special_tokens=True)
     assert decoded[0] == "retromae is a pre - training method." and decoded[3] == "paris is the capital of france."
     assert set(decoded[1:3]) <= {"a", "b", "c"} and len(set(decoded[1:3])) == 2  # without replacement
     assert decoded[4:6] == ["lyon", "lyon"]  # fewer than asked: with replacement
     # the RetroMAE keys are computed on the positives
-    assert bert_tokenizer.decode(batch["decoder_input_ids"][1], skip_special_tokens=True) == decoded[3]
-    in_batch_only = ContrastiveCollator(bert_tokenizer, num_negatives=0)(examples)
+    assert wordpiece_tokenizer.decode(batch["decoder_input_ids"][1], skip_special_tokens=True) == decoded[3]
+    in_batch_only = ContrastiveCollator(wordpiece_tokenizer, num_negatives=0)(examples)
     assert in_batch_only["passage_input_ids"].shape[0] == 2 and "encoder_input_ids" not in in_batch_only
     with pytest.raises(ValueError, match="no hard negatives"):
-        ContrastiveCollator(bert_tokenizer, num_negatives=1)([{"query": "q", "positive": "p", "negatives": []}])
+        ContrastiveCollator(wordpiece_tokenizer, num_negatives=1)([{"query": "q", "positive": "p", "negatives": []}])
     with pytest.raises(ValueError, match="lacks a non-empty query"):
-        ContrastiveCollator(bert_tokenizer, num_negatives=0)([{"query": "", "positive": "p"}])
+        ContrastiveCollator(wordpiece_tokenizer, num_negatives=0)([{"query": "", "positive": "p"}])
 
 
-def test_plain_decoding_inputs(bert_tokenizer, tiny_config):
+def test_plain_decoding_inputs(wordpiece_tokenizer, tiny_config):
     from retromae_hf import RetroMAEForPreTraining
 
     lines = corpus_lines(16)
-    batch = RetroMAECollator(bert_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
+    batch = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
     real = batch["encoder_attention_mask"].bool()
-    masked = batch["decoder_input_ids"] == bert_tokenizer.mask_token_id
+    masked = batch["decoder_input_ids"] == wordpiece_tokenizer.mask_token_id
     labelled = batch["decoder_labels"] != -100
     assert torch.equal(masked, labelled)  # labels exactly where the decoder input is masked
     assert masked.sum() / real.sum() == pytest.approx(0.5, abs=0.05)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, shared_path
+from conftest import REPO, reference_fixture
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForPreTraining, BertConfig, BertForMaskedLM
 
@@ -53,7 +53,7 @@ def test_missing_encoder_tensor_and_unknown_key_fail_clearly():
 
 
 def test_official_checkpoint_round_trips_through_save_pretrained(tmp_path):
-    folder = shared_path("fixtures", "retromae_reference", "flagembedding_perturbed")
+    folder = reference_fixture("flagembedding_perturbed")
     model = from_official(folder / "official_state_dict.safetensors", folder / "bert_config.json", "flagembedding")
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
@@ -63,13 +63,13 @@ def test_official_checkpoint_round_trips_through_save_pretrained(tmp_path):
     assert reloaded(**inputs).loss.item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_command_line_convert(tmp_path, bert_tokenizer):
-    folder = shared_path("fixtures", "retromae_reference", "staoxiao_perturbed")
+def test_command_line_convert(tmp_path, wordpiece_tokenizer):
+    folder = reference_fixture("staoxiao_perturbed")
     source = tmp_path / "official"
     source.mkdir()
     save_file(load_file(str(folder / "official_state_dict.safetensors")), str(source / "model.safetensors"))
     (source / "config.json").write_text((folder / "bert_config.json").read_text())
-    bert_tokenizer.save_pretrained(source)
+    wordpiece_tokenizer.save_pretrained(source)
     result = subprocess.run(
         [sys.executable, "-m", "retromae_hf", "convert", str(source), str(tmp_path / "out"), "--variant", "staoxiao"],
         capture_output=True,
@@ -92,13 +92,13 @@ def test_command_line_convert(tmp_path, bert_tokenizer):
     assert missing.returncode != 0 and "nowhere" in missing.stderr
 
 
-def test_command_line_convert_upgrades_a_0_1_checkpoint(tmp_path, bert_tokenizer):
+def test_command_line_convert_upgrades_a_0_1_checkpoint(tmp_path, wordpiece_tokenizer):
     from encoders_for_tests import rewrite_in_the_0_1_layout
 
-    folder = shared_path("fixtures", "retromae_reference", "staoxiao_perturbed")
+    folder = reference_fixture("staoxiao_perturbed")
     model = from_official(folder / "official_state_dict.safetensors", folder / "bert_config.json", "staoxiao")
     model.save_pretrained(tmp_path / "old")
-    bert_tokenizer.save_pretrained(tmp_path / "old")
+    wordpiece_tokenizer.save_pretrained(tmp_path / "old")
     rewrite_in_the_0_1_layout(tmp_path / "old")
     result = subprocess.run(
         [sys.executable, "-m", "retromae_hf", "convert", str(tmp_path / "old"), str(tmp_path / "new")],
@@ -111,6 +111,16 @@ def test_command_line_convert_upgrades_a_0_1_checkpoint(tmp_path, bert_tokenizer
     assert config["encoder"]["model_type"] == "bert" and "hidden_size" not in config
     assert all(key.startswith(("lm.", "decoder.")) for key in load_file(str(tmp_path / "new" / "model.safetensors")))
     assert (tmp_path / "new" / "tokenizer.json").is_file()
+    # Like every command that writes: an existing destination is refused (without --overwrite), the source always.
+    for destination in ("new", "old"):
+        refused = subprocess.run(
+            [sys.executable, "-m", "retromae_hf", "convert", str(tmp_path / "old"), str(tmp_path / destination)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        assert ("already exists" if destination == "new" else "is the input") in refused.stderr
     inputs = load_file(str(folder / "inputs.safetensors"))
     expected = json.loads((folder / "expected.json").read_text())["losses"]["total_loss"]
     for checkpoint in ("old", "new"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SHARED, project_lines
 from datasets import Dataset, IterableDataset
 
 from retromae_hf import data as data_module
@@ -25,9 +26,7 @@ from retromae_hf.data import (
     tokenize_corpus,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
-MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 LOGGER = "retromae_hf.data"
 
 
@@ -35,13 +34,6 @@ def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared test data not found at {path} (expected beside the repository in ../shared)")
     return path
-
-
-@pytest.fixture(scope="module")
-def bert_tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(_require(MINILM)))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +74,14 @@ def _write(path: Path, text: str) -> Path:
 
 def _texts(dataset: Iterable[dict[str, Any]]) -> list[str]:
     return [row["text"] for row in dataset]
+
+
+def _project_corpus(target: Path, count: int = 200) -> Path:
+    """Lines of the project's own prose; every tenth joined with the next two, longer than a 64-token block."""
+    lines = project_lines(count)
+    rows = [" ".join(lines[i : i + 3]) if i % 10 == 0 else line for i, line in enumerate(lines)]
+    target.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return target
 
 
 def _head_lines(source: Path, target: Path, count: int) -> Path:
@@ -239,8 +239,8 @@ def test_cached_dataset_is_rebuilt_when_the_file_changes(tmp_path: Path, cache_d
     assert _texts(load_corpus(path, cache_dir=cache_dir)) == ["new text", "and more"]
 
 
-def test_real_corpora_slices_stream_identically(tmp_path: Path, cache_dir: str) -> None:
-    wiki = _head_lines(_require(DATA / "corpus" / "wiki1m_for_simcse_head.txt"), tmp_path / "wiki.txt", 300)
+def test_corpus_slices_stream_identically(tmp_path: Path, cache_dir: str) -> None:
+    wiki = _project_corpus(tmp_path / "prose.txt", 300)
     eager = load_corpus(wiki, cache_dir=cache_dir)
     expected = [line.strip() for line in wiki.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert _texts(eager) == expected and len(expected) > 250
@@ -253,17 +253,17 @@ def _content(example_ids: list[int], prefix: int = 1, suffix: int = 1) -> list[i
 
 
 def test_packing_respects_max_length_and_never_splits_a_fitting_sentence(
-    tmp_path: Path, cache_dir: str, bert_tokenizer: Any, caplog
+    tmp_path: Path, cache_dir: str, wordpiece_tokenizer: Any, caplog
 ) -> None:
-    source = _head_lines(_require(DATA / "corpus" / "gutenberg_en.txt"), tmp_path / "gutenberg.txt", 200)
+    source = _project_corpus(tmp_path / "prose.txt", 200)
     corpus = load_corpus(source, cache_dir=cache_dir)
     max_length = 64
     budget = max_length - 2
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        packed = tokenize_corpus(corpus, bert_tokenizer, max_length=max_length)
+        packed = tokenize_corpus(corpus, wordpiece_tokenizer, max_length=max_length)
     assert packed.column_names == ["input_ids", "word_ids"]
-    cls, sep = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id
-    sentences = bert_tokenizer(_texts(corpus), add_special_tokens=False)["input_ids"]
+    cls, sep = wordpiece_tokenizer.cls_token_id, wordpiece_tokenizer.sep_token_id
+    sentences = wordpiece_tokenizer(_texts(corpus), add_special_tokens=False)["input_ids"]
     blocks = [row["input_ids"] for row in packed]
     assert all(len(block) <= max_length for block in blocks)
     assert all(block[0] == cls and block[-1] == sep and cls not in block[1:-1] for block in blocks)
@@ -303,16 +303,16 @@ def test_word_ids_are_renumbered_densely() -> None:
     assert data_module._dense_word_ids([None, 0, 0, 2, 5, 5, None]) == [-1, 0, 0, 1, 2, 2, -1]
 
 
-def test_word_ids_follow_wordpiece_words(tmp_path: Path, cache_dir: str, bert_tokenizer: Any) -> None:
+def test_word_ids_follow_wordpiece_words(tmp_path: Path, cache_dir: str, wordpiece_tokenizer: Any) -> None:
     lines = ["Unaffable tokenizers misbehave, sometimes.", "Retrieval-oriented pretraining!", "Short one."] * 4
     corpus = load_corpus(_write(tmp_path / "words.txt", "\n".join(lines)), cache_dir=cache_dir)
-    packed = tokenize_corpus(corpus, bert_tokenizer, max_length=40)
+    packed = tokenize_corpus(corpus, wordpiece_tokenizer, max_length=40)
     assert len(packed) > 1
     for row in packed:
         ids, words = row["input_ids"], row["word_ids"]
         assert len(ids) == len(words)
         assert words[0] == -1 and words[-1] == -1 and all(w >= 0 for w in words[1:-1])
-        tokens = bert_tokenizer.convert_ids_to_tokens(ids)
+        tokens = wordpiece_tokenizer.convert_ids_to_tokens(ids)
         content_words = words[1:-1]
         # Ids count whole words from 0 within the example, with no gaps or reuse.
         assert content_words[0] == 0
@@ -323,47 +323,52 @@ def test_word_ids_follow_wordpiece_words(tmp_path: Path, cache_dir: str, bert_to
     # Distinct across packed sentences: a block holding two sentences has as many words as both together.
     first = packed[0]
     per_line = [
-        max(w for w in bert_tokenizer(line, add_special_tokens=False).word_ids() if w is not None) + 1 for line in lines
+        max(w for w in wordpiece_tokenizer(line, add_special_tokens=False).word_ids() if w is not None) + 1
+        for line in lines
     ]
     n_lines, covered = 0, 0
     while covered < len(first["input_ids"]) - 2:
-        covered += len(bert_tokenizer(lines[n_lines], add_special_tokens=False)["input_ids"])
+        covered += len(wordpiece_tokenizer(lines[n_lines], add_special_tokens=False)["input_ids"])
         n_lines += 1
     assert n_lines >= 2 and max(first["word_ids"]) + 1 == sum(per_line[:n_lines])
 
 
 def test_unpacked_matches_tokenizer_word_ids_and_counts_truncation(
-    tmp_path: Path, cache_dir: str, bert_tokenizer: Any, caplog
+    tmp_path: Path, cache_dir: str, wordpiece_tokenizer: Any, caplog
 ) -> None:
     lines = ["a short line", "a much longer line that will certainly not fit into twelve tokens at all", "tiny"]
     corpus = load_corpus(_write(tmp_path / "lines.txt", "\n".join(lines)), cache_dir=cache_dir)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        rows = tokenize_corpus(corpus, bert_tokenizer, max_length=12, packing=False).to_list()
+        rows = tokenize_corpus(corpus, wordpiece_tokenizer, max_length=12, packing=False).to_list()
     assert len(rows) == len(lines)
     assert "truncated 1 texts to max_length=12 tokens" in caplog.messages
     for line, row in zip(lines, rows, strict=True):
-        encoded = bert_tokenizer(line, truncation=True, max_length=12)
+        encoded = wordpiece_tokenizer(line, truncation=True, max_length=12)
         assert row["input_ids"] == encoded["input_ids"]
         assert row["word_ids"] == [-1 if w is None else w for w in encoded.word_ids()]
-    assert len(rows[1]["input_ids"]) == 12 and rows[1]["input_ids"][-1] == bert_tokenizer.sep_token_id
+    assert len(rows[1]["input_ids"]) == 12 and rows[1]["input_ids"][-1] == wordpiece_tokenizer.sep_token_id
 
 
-def test_texts_without_tokens_are_skipped_and_counted(bert_tokenizer: Any, caplog) -> None:
+def test_texts_without_tokens_are_skipped_and_counted(wordpiece_tokenizer: Any, caplog) -> None:
     dataset = Dataset.from_dict({"text": ["hello there", "\u200b", "general kenobi"]})
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        rows = tokenize_corpus(dataset, bert_tokenizer, max_length=16, packing=False)
+        rows = tokenize_corpus(dataset, wordpiece_tokenizer, max_length=16, packing=False)
     assert len(rows) == 2
     assert "skipped 1 texts that produced no tokens" in caplog.messages
 
 
-def test_tokenize_streaming_equals_non_streaming(tmp_path: Path, cache_dir: str, bert_tokenizer: Any) -> None:
-    source = _head_lines(_require(DATA / "corpus" / "wiki1m_for_simcse_head.txt"), tmp_path / "wiki.txt", 250)
+def test_tokenize_streaming_equals_non_streaming(tmp_path: Path, cache_dir: str, wordpiece_tokenizer: Any) -> None:
+    source = _project_corpus(tmp_path / "prose.txt", 250)
     for packing in (True, False):
         eager = tokenize_corpus(
-            load_corpus(source, cache_dir=cache_dir), bert_tokenizer, max_length=48, packing=packing, batch_size=100
+            load_corpus(source, cache_dir=cache_dir),
+            wordpiece_tokenizer,
+            max_length=48,
+            packing=packing,
+            batch_size=100,
         )
         lazy = tokenize_corpus(
-            load_corpus(source, streaming=True), bert_tokenizer, max_length=48, packing=packing, batch_size=100
+            load_corpus(source, streaming=True), wordpiece_tokenizer, max_length=48, packing=packing, batch_size=100
         )
         assert isinstance(lazy, IterableDataset)
         assert list(lazy) == eager.to_list()
@@ -389,7 +394,7 @@ def test_word_ids_with_byte_level_bpe(tmp_path: Path, cache_dir: str, bpe_tokeni
     assert len(words) - 2 > len(expected_words)  # some words really are split into several BPE pieces
 
 
-def test_tokenize_rejects_slow_tokenizer_small_max_length_and_missing_column(bert_tokenizer: Any) -> None:
+def test_tokenize_rejects_slow_tokenizer_small_max_length_and_missing_column(wordpiece_tokenizer: Any) -> None:
     class SlowTokenizer:
         is_fast = False
 
@@ -397,9 +402,9 @@ def test_tokenize_rejects_slow_tokenizer_small_max_length_and_missing_column(ber
     with pytest.raises(ValueError, match="fast tokenizer"):
         tokenize_corpus(dataset, SlowTokenizer(), max_length=16)
     with pytest.raises(ValueError, match="no room"):
-        tokenize_corpus(dataset, bert_tokenizer, max_length=2)
+        tokenize_corpus(dataset, wordpiece_tokenizer, max_length=2)
     with pytest.raises(DataError, match="'text' column"):
-        tokenize_corpus(Dataset.from_dict({"sentence": ["x"]}), bert_tokenizer, max_length=16)
+        tokenize_corpus(Dataset.from_dict({"sentence": ["x"]}), wordpiece_tokenizer, max_length=16)
 
 
 # ------------------------------------------------------------------------------------------------------ load_pairs

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from retromae_hf.evaluation import (
     EvaluationDataError,
@@ -24,7 +25,6 @@ from retromae_hf.evaluation import (
     summary_to_markdown,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODEL_DIR = SHARED / "models" / "all-MiniLM-L6-v2"
 SCIFACT = SHARED / "data" / "beir" / "scifact"
 STSB_TEST = SHARED / "data" / "sts" / "stsbenchmark" / "sts-test.tsv"

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, shared_path
+from conftest import REPO, reference_fixture
 
 from retromae_hf import RetroMAEForPreTraining
 from retromae_hf.convert import from_official
@@ -21,13 +21,13 @@ TEXTS = [
 
 
 @pytest.fixture
-def checkpoint(tmp_path, tiny_config, bert_tokenizer):
+def checkpoint(tmp_path, tiny_config, wordpiece_tokenizer):
     torch.manual_seed(0)
     model = RetroMAEForPreTraining(tiny_config).eval()
     with torch.no_grad():  # non-trivial norms so that dot and cosine differ
         model.get_input_embeddings().weight.mul_(30)
     model.save_pretrained(tmp_path / "checkpoint")
-    bert_tokenizer.save_pretrained(tmp_path / "checkpoint")
+    wordpiece_tokenizer.save_pretrained(tmp_path / "checkpoint")
     return tmp_path / "checkpoint", model
 
 
@@ -47,14 +47,14 @@ def run_clean(script: str, tmp_path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
-def test_export_loads_without_the_package_and_matches(checkpoint, bert_tokenizer, tmp_path, similarity):
+def test_export_loads_without_the_package_and_matches(checkpoint, wordpiece_tokenizer, tmp_path, similarity):
     folder, model = checkpoint
     out = export_sentence_transformer(folder, tmp_path / f"st-{similarity}", similarity=similarity)
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "bert" and "auto_map" not in config
     assert json.loads((out / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == similarity
     assert not list(out.glob("*.py"))  # no remote code
-    expected = reference_embeddings(model, bert_tokenizer)
+    expected = reference_embeddings(model, wordpiece_tokenizer)
     if similarity == "cosine":
         expected = torch.nn.functional.normalize(expected, dim=-1)
     torch.save(expected, tmp_path / "expected.pt")
@@ -73,9 +73,9 @@ def test_export_loads_without_the_package_and_matches(checkpoint, bert_tokenizer
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_retromae_checkpoint_loads_directly_with_cls_pooling(checkpoint, bert_tokenizer, tmp_path):
+def test_retromae_checkpoint_loads_directly_with_cls_pooling(checkpoint, wordpiece_tokenizer, tmp_path):
     folder, model = checkpoint
-    expected = reference_embeddings(model, bert_tokenizer)
+    expected = reference_embeddings(model, wordpiece_tokenizer)
     direct = load_sentence_transformer(folder, device="cpu")
     assert direct[1].pooling_mode == "cls"
     torch.testing.assert_close(direct.encode(TEXTS, convert_to_tensor=True), expected, atol=1e-5, rtol=0)
@@ -95,13 +95,13 @@ def test_retromae_checkpoint_loads_directly_with_cls_pooling(checkpoint, bert_to
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_export_of_a_converted_official_checkpoint(tmp_path, bert_tokenizer):
-    fixture = shared_path("fixtures", "retromae_reference", "staoxiao_perturbed")
+def test_export_of_a_converted_official_checkpoint(tmp_path, wordpiece_tokenizer):
+    fixture = reference_fixture("staoxiao_perturbed")
     model = from_official(fixture / "official_state_dict.safetensors", fixture / "bert_config.json", "staoxiao")
     from safetensors.torch import load_file
 
     inputs = load_file(str(fixture / "inputs.safetensors"))
-    out = export_sentence_transformer(model, tmp_path / "st", tokenizer=bert_tokenizer)
+    out = export_sentence_transformer(model, tmp_path / "st", tokenizer=wordpiece_tokenizer)
     from transformers import BertModel
 
     bert = BertModel.from_pretrained(out).eval()
@@ -113,8 +113,9 @@ def test_export_of_a_converted_official_checkpoint(tmp_path, bert_tokenizer):
 
 def test_export_errors_and_cli(checkpoint, tmp_path):
     folder, _ = checkpoint
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
-        export_sentence_transformer(tmp_path, tmp_path / "x")
+        export_sentence_transformer(tmp_path / "empty", tmp_path / "x")
     with pytest.raises(ValueError, match="similarity"):
         export_sentence_transformer(folder, tmp_path / "x", similarity="euclid")
     result = subprocess.run(

@@ -14,6 +14,7 @@ repo: its config, weights and remote code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import huggingface_hub
@@ -38,8 +40,6 @@ from retromae_hf.export import export_sentence_transformer
 from retromae_hf.hub import HubPushError, detect_kind, pull_from_hub, push_to_hub, render_model_card
 
 TOKEN = "hf_FakeTokenForTheLoopbackHub0123456789"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TOKENIZER_DIR = SHARED / "models" / "all-MiniLM-L6-v2"
 INPUT_IDS = [[101, 2054, 2003, 11867, 2128, 18886, 13331, 2140, 102], [101, 7592, 2088, 102, 0, 0, 0, 0, 0]]
 TEXTS = ["what is dense retrieval?", "RetroMAE pre-trains the [CLS] vector with a masked auto-encoder."]
 
@@ -133,10 +133,14 @@ print(json.dumps({"embedding": embeddings.tolist(), "similarity": model.similari
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
+@functools.cache
 def _tokenizer_dir() -> Path:
-    if not TOKENIZER_DIR.is_dir():
-        pytest.skip(f"needs the bert-base-uncased tokenizer at {TOKENIZER_DIR} (../shared/models), which is missing")
-    return TOKENIZER_DIR
+    """A WordPiece tokenizer trained from the project's text (BERT layout), saved once per session."""
+    from tokenizers_for_tests import train_tokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="retromae-hub-tokenizer-"))
+    train_tokenizer("wordpiece", folder)
+    return folder
 
 
 def _tiny_model(seed: int, vocab_size: int = 30522) -> RetroMAEForPreTraining:
@@ -245,10 +249,9 @@ def base_model() -> RetroMAEForPreTraining:
 
 @pytest.fixture(scope="module")
 def checkpoint(base_model, tmp_path_factory) -> Path:
-    """A stage-1 checkpoint folder as `RetroMAEForPreTraining.save_pretrained` writes it, plus the tokenizer when
-    ../shared has it (the tests that need the tokenizer check for it themselves)."""
+    """A stage-1 checkpoint folder as `RetroMAEForPreTraining.save_pretrained` writes it, with a tokenizer."""
     folder = tmp_path_factory.mktemp("retromae-base") / "checkpoint"
-    return _save_checkpoint(base_model, folder, with_tokenizer=TOKENIZER_DIR.is_dir())
+    return _save_checkpoint(base_model, folder, with_tokenizer=True)
 
 
 @pytest.fixture(scope="module")

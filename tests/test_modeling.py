@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, shared_path
+from conftest import REPO, reference_fixture
 from encoders_for_tests import (
     ARCHITECTURES,
     MAX_LENGTH,
@@ -28,7 +28,7 @@ KEY_BIASES = ("attention.self.key.bias",)  # softmax-invariant: true gradient 0,
 def load_fixture(variant: str):
     from safetensors.torch import load_file
 
-    folder = shared_path("fixtures", "retromae_reference", variant)
+    folder = reference_fixture(variant)
     expected = json.loads((folder / "expected.json").read_text())
     return (
         folder,

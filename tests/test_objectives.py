@@ -191,11 +191,11 @@ def model(tiny_config) -> RetroMAEForPreTraining:
 
 
 @pytest.fixture
-def stage2_batch(bert_tokenizer) -> dict[str, torch.Tensor]:
+def stage2_batch(wordpiece_tokenizer) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    queries = bert_tokenizer(QUERIES, padding=True, return_tensors="pt")
-    passages = bert_tokenizer(PASSAGES, padding=True, truncation=True, max_length=64, return_tensors="pt")
-    retromae = RetroMAECollator(bert_tokenizer, max_length=64)(PASSAGES[::2])  # the positives
+    queries = wordpiece_tokenizer(QUERIES, padding=True, return_tensors="pt")
+    passages = wordpiece_tokenizer(PASSAGES, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    retromae = RetroMAECollator(wordpiece_tokenizer, max_length=64)(PASSAGES[::2])  # the positives
     return {
         **retromae,
         "query_input_ids": queries["input_ids"],
@@ -227,10 +227,14 @@ def test_zero_retromae_weight_is_exactly_infonce(model, stage2_batch):
     assert set(out) == {"loss", "contrastive_loss"}
 
 
-def test_weighted_sum_of_all_terms(model, stage2_batch, bert_tokenizer):
+def test_weighted_sum_of_all_terms(model, stage2_batch, wordpiece_tokenizer):
     weights = ObjectiveWeights(retromae=0.5, contrastive=2.0, bag_of_words=0.3)
     out = stage_loss(
-        model, stage2_batch, weights, InfoNCELoss(0.05, "cosine"), DupMAEBagOfWordsLoss(bert_tokenizer.all_special_ids)
+        model,
+        stage2_batch,
+        weights,
+        InfoNCELoss(0.05, "cosine"),
+        DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids),
     )
     expected = 0.5 * out["retromae_loss"] + 0.3 * out["bag_of_words_loss"] + 2.0 * out["contrastive_loss"]
     torch.testing.assert_close(out["loss"], expected, atol=1e-6, rtol=0)
@@ -253,8 +257,8 @@ def test_missing_keys_and_modules_are_named(model, stage2_batch):
         ObjectiveWeights(contrastive=-1.0)
 
 
-def test_joint_loss_backpropagates_into_encoder_and_decoder(model, stage2_batch, bert_tokenizer):
-    bow = DupMAEBagOfWordsLoss(bert_tokenizer.all_special_ids)
+def test_joint_loss_backpropagates_into_encoder_and_decoder(model, stage2_batch, wordpiece_tokenizer):
+    bow = DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids)
     out = stage_loss(model, stage2_batch, ObjectiveWeights(bag_of_words=0.1), InfoNCELoss(0.05, "cosine"), bow)
     assert {"retromae_loss", "contrastive_loss", "bag_of_words_loss"} <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
@@ -266,15 +270,15 @@ def test_joint_loss_backpropagates_into_encoder_and_decoder(model, stage2_batch,
 
 
 # ---------------------------------------------------------------------------- DupMAE bag of words
-def test_bag_of_words_matches_direct_formula(model, stage2_batch, bert_tokenizer):
-    bow = DupMAEBagOfWordsLoss(bert_tokenizer.all_special_ids, chunk_size=5)  # several chunks, padded tail
+def test_bag_of_words_matches_direct_formula(model, stage2_batch, wordpiece_tokenizer):
+    bow = DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids, chunk_size=5)  # several chunks, padded tail
     ids, mask = stage2_batch["decoder_input_ids"], stage2_batch["encoder_attention_mask"]
     hidden = model.encode(stage2_batch["encoder_input_ids"], mask).last_hidden_state
     loss = bow(model, hidden, ids, mask)
 
     # Unchunked reference, sentence by sentence: the official weights 1/n on each distinct ordinary token.
     logits = model.mlm_logits(hidden).float()
-    special = set(bert_tokenizer.all_special_ids)
+    special = set(wordpiece_tokenizer.all_special_ids)
     per_sentence = []
     for b in range(ids.shape[0]):
         positions = [i for i in range(1, ids.shape[1]) if mask[b, i] and int(ids[b, i]) not in special]
@@ -284,8 +288,8 @@ def test_bag_of_words_matches_direct_formula(model, stage2_batch, bert_tokenizer
     torch.testing.assert_close(loss, torch.stack(per_sentence).mean(), atol=1e-5, rtol=0)
 
 
-def test_bag_of_words_is_positive_finite_and_decreases_under_sgd(model, stage2_batch, bert_tokenizer):
-    bow = DupMAEBagOfWordsLoss(bert_tokenizer.all_special_ids)
+def test_bag_of_words_is_positive_finite_and_decreases_under_sgd(model, stage2_batch, wordpiece_tokenizer):
+    bow = DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     ids, mask = stage2_batch["decoder_input_ids"], stage2_batch["encoder_attention_mask"]
     losses = []
@@ -300,9 +304,9 @@ def test_bag_of_words_is_positive_finite_and_decreases_under_sgd(model, stage2_b
     assert losses[-1] < losses[0] - 0.1, losses
 
 
-def test_bag_of_words_without_ordinary_tokens_is_zero(model, bert_tokenizer):
-    bow = DupMAEBagOfWordsLoss(bert_tokenizer.all_special_ids)
-    ids = torch.tensor([[bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id, 0]])
+def test_bag_of_words_without_ordinary_tokens_is_zero(model, wordpiece_tokenizer):
+    bow = DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids)
+    ids = torch.tensor([[wordpiece_tokenizer.cls_token_id, wordpiece_tokenizer.sep_token_id, 0]])
     mask = torch.tensor([[1, 1, 0]])
     hidden = model.encode(ids, mask).last_hidden_state
     loss = bow(model, hidden, ids, mask)

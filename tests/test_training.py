@@ -1,4 +1,4 @@
-"""Training: recipes, both stages from the command line on the shared data, exact resume, clear errors."""
+"""Training: recipes, both stages from the command line, exact and safe resume, run folders, clear errors."""
 
 import json
 import os
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, shared_path
+from conftest import REPO, project_lines, snapshot
 
+from retromae_hf.errors import OutputExistsError
 from retromae_hf.training import (
     RECIPE_FIELDS,
     RecipeError,
@@ -52,10 +53,14 @@ def stage1_args(corpus: Path, output_dir: Path, max_steps: int, save_steps: int,
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory) -> Path:
-    lines = shared_path("data", "corpus", "gutenberg_en.txt").read_text(encoding="utf-8").splitlines()[:120]
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(project_lines(120)) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(wordpiece_tokenizer) -> Path:
+    return Path(wordpiece_tokenizer.name_or_path)
 
 
 def test_shipped_recipes_parse_and_validate(tmp_path):
@@ -99,8 +104,8 @@ def test_help_documents_every_recipe_key():
         assert "--" + name.replace("_", "-") in result.stdout, name
 
 
-def test_missing_file_and_column_fail_before_training(tmp_path, bert_tokenizer):
-    bert = str(shared_path("models", "all-MiniLM-L6-v2"))
+def test_missing_file_and_column_fail_before_training(tmp_path, tokenizer_dir):
+    bert = str(tokenizer_dir)
     result = cli("train", "--stage", "1", "--model", "scratch", "--tokenizer", bert,
                  "--corpus", str(tmp_path / "missing.txt"), "--output-dir", str(tmp_path / "run"))  # fmt: skip
     assert result.returncode == 2 and "missing.txt" in result.stderr
@@ -114,8 +119,8 @@ def test_missing_file_and_column_fail_before_training(tmp_path, bert_tokenizer):
     assert result.returncode != 0 and "--bogus-flag" in result.stderr
 
 
-def test_resume_after_a_kill_continues_exactly(tmp_path, small_corpus):
-    tokenizer = shared_path("models", "all-MiniLM-L6-v2")
+def test_resume_after_a_kill_continues_exactly(tmp_path, small_corpus, tokenizer_dir):
+    tokenizer = tokenizer_dir
     reference = cli(*stage1_args(small_corpus, tmp_path / "reference", 8, 4, tokenizer))
     assert reference.returncode == 0, reference.stderr[-3000:]
 
@@ -136,6 +141,9 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, small_corpus):
 
     resumed = cli(*stage1_args(small_corpus, killed_dir, 8, 4, tokenizer), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The MLM decoder weight is tied to the word embeddings and not stored: nothing to warn about on a resume.
+    assert "missing keys" not in resumed.stderr
+    assert f"resuming from {killed_dir / 'checkpoint-4'}" in resumed.stderr
     expected, got = read_log(tmp_path / "reference"), read_log(killed_dir)
     assert sorted(got) == sorted(expected) == list(range(1, 9))
     for step in range(5, 9):
@@ -157,14 +165,32 @@ def test_damaged_checkpoint_is_refused(tmp_path):
         resolve_resume(True, str(tmp_path / "empty"))
 
 
-def test_stage2_on_nli_triplets_and_scifact_pairs(tmp_path, small_corpus):
-    tokenizer = shared_path("models", "all-MiniLM-L6-v2")
-    triplets = shared_path("data", "pairs", "snli_devtest", "snli_devtest_triplets.csv")
-    head = tmp_path / "triplets.csv"
-    head.write_text("\n".join(triplets.read_text(encoding="utf-8").splitlines()[:65]) + "\n", encoding="utf-8")
-    stage1 = cli(*stage1_args(small_corpus, tmp_path / "stage1", 2, 100, tokenizer))
+def write_triplets_and_beir(folder: Path) -> tuple[Path, Path]:
+    """NLI-style triplets (sent0, sent1, hard_neg) and a BEIR folder with training qrels, from the project's text."""
+    import csv
+
+    lines = project_lines(200)
+    triplets = folder / "triplets.csv"
+    with triplets.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sent0", "sent1", "hard_neg"])
+        for i in range(64):
+            writer.writerow([lines[i], lines[i + 1], lines[(i + 100) % len(lines)]])
+    beir = folder / "beir" / "scifact"
+    (beir / "qrels").mkdir(parents=True)
+    with (beir / "corpus.jsonl").open("w", encoding="utf-8") as corpus, (beir / "queries.jsonl").open("w") as queries:
+        for i in range(16):
+            corpus.write(json.dumps({"_id": f"d{i}", "title": "", "text": lines[2 * i + 1]}) + "\n")
+            queries.write(json.dumps({"_id": f"q{i}", "text": lines[2 * i]}) + "\n")
+    rows = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in range(16)]
+    (beir / "qrels" / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return triplets, beir
+
+
+def test_stage2_on_triplets_and_beir_pairs(tmp_path, small_corpus, tokenizer_dir):
+    head, scifact = write_triplets_and_beir(tmp_path)
+    stage1 = cli(*stage1_args(small_corpus, tmp_path / "stage1", 2, 100, tokenizer_dir))
     assert stage1.returncode == 0, stage1.stderr[-3000:]
-    scifact = shared_path("data", "beir", "scifact")
     result = cli(
         "train", "--stage", "2", "--model", str(tmp_path / "stage1" / "final"),
         "--pairs", str(head), str(scifact), "--query-column", "sent0", "--positive-column", "sent1",
@@ -200,9 +226,156 @@ def test_multi_stage_recipe_with_output_dir_override(tmp_path):
     assert (tmp_path / "qs" / "stage1" / "final").is_dir() and (tmp_path / "qs" / "stage2" / "final").is_dir()
     recipe = yaml.safe_load((tmp_path / "qs" / "stage2" / "final" / "recipe.yaml").read_text())
     assert recipe["model"] == str(tmp_path / "qs" / "stage1" / "final")
-    rerun = cli(*args, "--stage", "2")
+    before = snapshot(tmp_path / "qs")
+    refused = cli(*args, "--stage", "2")  # a fresh run into a folder that holds a run: refused, nothing touched
+    assert refused.returncode == 2 and "--overwrite-output-dir" in refused.stderr and "--resume" in refused.stderr
+    assert "Traceback" not in refused.stderr and snapshot(tmp_path / "qs") == before
+    rerun = cli(*args, "--stage", "2", "--overwrite-output-dir")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(read_log(tmp_path / "qs" / "stage2")) == [1, 2, 3]  # not appended to the first run's log
+    stage1_files = {name: digest for name, digest in snapshot(tmp_path / "qs").items() if name.startswith("stage1/")}
+    assert stage1_files == {name: digest for name, digest in before.items() if name.startswith("stage1/")}
+
+
+# --------------------------------------------------------------------------------------------------- cheap checks
+def test_yaml_and_set_values_get_their_field_types(tmp_path):
+    """`5e-5` (no dot) is a string to YAML; it must reach AdamW as a float, from a file and from --set alike."""
+    from retromae_hf.recipe import parse_override
+    from retromae_hf.training import training_arguments
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("stage: 1\ncorpus: [c.txt]\nmax_length: '64'\ntraining: {learning_rate: 5e-5, bf16: 'false'}\n")
+    raw, _ = read_recipe_file(path)
+    assert raw["training"]["learning_rate"] == "5e-5"  # what YAML gives
+    recipe = build_recipe(raw, {".".join(parse_override("training.warmup_steps=1e-1")[0]): "1e-1"})
+    assert recipe.max_length == 64 and recipe.training == {"learning_rate": 5e-5, "bf16": False, "warmup_steps": 0.1}
+    assert training_arguments(recipe, str(tmp_path / "out")).learning_rate == 5e-5
+    with pytest.raises(RecipeError, match=r"command line: training\.learning_rate must be float, got 'fast'"):
+        build_recipe(raw, {"training.learning_rate": "fast"})
+    with pytest.raises(RecipeError, match=r"training\.learnig_rate \(did you mean training\.learning_rate\?\)"):
+        build_recipe(raw, {"training.learnig_rate": 1e-4})
+    with pytest.raises(RecipeError, match=r"packing must be bool, got 'sometimes'"):
+        build_recipe(raw, {"packing": "sometimes"})
+
+
+def test_lengths_beyond_the_model_are_clamped_with_a_warning_naming_the_flag(caplog):
+    from retromae_hf.training import effective_lengths
+
+    stage2 = build_recipe({"stage": 2, "pairs": ["p.csv"], "max_length": 128, "passage_max_length": 512})
+    with caplog.at_level("WARNING", logger="retromae_hf.training"):
+        lengths = effective_lengths(stage2, positions=64)
+    assert lengths == {"max_length": 64, "query_max_length": 64, "passage_max_length": 64}
+    assert any("--passage-max-length" in message and "64 positions" in message for message in caplog.messages)
+    stage1 = build_recipe({"stage": 1, "corpus": ["c.txt"], "max_length": 100})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="retromae_hf.training"):
+        assert effective_lengths(stage1, positions=64) == {"max_length": 64}
+    assert any("--max-length" in message for message in caplog.messages)
+
+
+def test_cheap_checks_run_before_anything_is_loaded(tmp_path, monkeypatch):
+    """A bad ratio or a used output folder is refused before the tokenizer, the model config or the data load."""
+    from retromae_hf import training
+    from retromae_hf.recipe import Recipe
+    from retromae_hf.training import train
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("loaded something before the cheap checks")
+
+    for name in ("load_tokenizer", "read_model_config", "load_corpus_texts", "build_model"):
+        monkeypatch.setattr(training, name, must_not_run)
+    bad_ratio = Recipe(stage=1, corpus=["c.txt"], model="scratch", tokenizer="t", encoder_mask_ratio=1.5)
+    with pytest.raises(RecipeError, match="encoder_mask_ratio"):
+        train(bad_ratio)
+    used = tmp_path / "run"
+    (used / "checkpoint-2").mkdir(parents=True)
+    recipe = build_recipe(
+        {"stage": 1, "corpus": ["c.txt"], "model": "scratch", "tokenizer": "t", "output_dir": str(used)}
+    )
+    with pytest.raises(OutputExistsError, match="already holds a training run"):
+        train(recipe)
+    with pytest.raises(RecipeError, match=r"nothing to resume|no usable checkpoint|damaged"):
+        train(recipe, resume=True)
+
+
+def fake_checkpoint(folder: Path, step: int, record: dict | None, max_steps: int = 8) -> Path:
+    """The files `checkpoint_problem` looks at, with a tiny but readable safetensors file."""
+    from safetensors.torch import save_file
+
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "config.json").write_text("{}")
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": max_steps}))
+    import torch
+
+    save_file({"w": torch.zeros(1)}, str(path / "model.safetensors"))
+    if record is not None:
+        (path / "retromae_run.json").write_text(json.dumps(record))
+    return path
+
+
+def test_resume_picks_only_this_run_and_this_recipe(tmp_path):
+    from retromae_hf.training import RUN_RECORD, new_run_record, resolve_resume
+
+    base = {"stage": 1, "corpus": ["c.txt"], "model": "scratch", "tokenizer": "t", "output_dir": str(tmp_path)}
+    recipe = build_recipe(base)
+    current, earlier = new_run_record(recipe), new_run_record(recipe)
+    (tmp_path / RUN_RECORD).write_text(json.dumps(current))
+    fake_checkpoint(tmp_path, 2, current)
+    fake_checkpoint(tmp_path, 4, earlier)  # left by an earlier run: must never be continued
+    assert resolve_resume(True, str(tmp_path), recipe) == str(tmp_path / "checkpoint-2")
+    other = build_recipe({**base, "max_length": 128, "training": {"learning_rate": 3e-5}})
+    with pytest.raises(RecipeError) as refused:
+        resolve_resume(True, str(tmp_path), other)
+    message = str(refused.value)
+    assert "max_length: 512 -> 128" in message and "training.learning_rate: (not set) -> 3e-05" in message
+    # Where to write and how often to log may change on a resume.
+    relaxed = build_recipe({**base, "training": {"logging_steps": 1, "save_steps": 7}})
+    assert resolve_resume(True, str(tmp_path), relaxed) == str(tmp_path / "checkpoint-2")
+
+
+def test_damaged_checkpoint_names_the_newest_intact_one(tmp_path):
+    from retromae_hf.training import resolve_resume
+
+    fake_checkpoint(tmp_path, 3, None)
+    damaged = fake_checkpoint(tmp_path, 6, None)
+    (damaged / "model.safetensors").write_bytes(b"\x00\x01 truncated")
+    with pytest.raises(RecipeError, match=r"damaged.*newest intact checkpoint there is .*checkpoint-3"):
+        resolve_resume(str(damaged), str(tmp_path))
+    assert resolve_resume(True, str(tmp_path)) == str(tmp_path / "checkpoint-3")  # skipped with a warning
+    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{not json")
+    with pytest.raises(RecipeError, match="no usable checkpoint"):
+        resolve_resume(True, str(tmp_path))
+
+
+def test_a_finished_run_is_not_resumed_past_its_end(tmp_path):
+    from retromae_hf.training import _check_not_finished
+
+    done = fake_checkpoint(tmp_path, 8, None, max_steps=8)
+    with pytest.raises(RecipeError, match=r"already finished \(8 of 8 steps\)"):
+        _check_not_finished(done, tmp_path)
+    _check_not_finished(fake_checkpoint(tmp_path, 4, None, max_steps=8), tmp_path)  # halfway: fine
+
+
+def test_overwrite_output_dir_deletes_only_what_train_made(tmp_path):
+    from retromae_hf.training import prepare_output_dir
+
+    run = tmp_path / "run"
+    for name in ("checkpoint-2", "final", "evaluation"):
+        (run / name).mkdir(parents=True)
+        (run / name / "x.bin").write_text("x")
+    (run / "training_log.jsonl").write_text("{}\n")
+    (run / "notes.txt").write_text("mine")
+    recipe = build_recipe({"stage": 1, "corpus": ["c.txt"], "output_dir": str(run)})
+    prepare_output_dir(recipe, resume=None, overwrite=True)
+    assert sorted(path.name for path in run.iterdir()) == ["notes.txt"]
+    # A model inside the folder would be deleted by the clean-up: refused instead.
+    (run / "final").mkdir()
+    (run / "final" / "config.json").write_text("{}")
+    uses_it = build_recipe({"stage": 1, "corpus": ["c.txt"], "model": str(run / "final"), "output_dir": str(run)})
+    with pytest.raises(OutputExistsError, match="would delete that input"):
+        prepare_output_dir(uses_it, resume=None, overwrite=True)
+    assert (run / "final" / "config.json").is_file()
 
 
 @pytest.mark.parametrize("architecture", ["bert", "roberta", "xlm-roberta", "modernbert"])
@@ -249,13 +422,13 @@ def test_cli_stage1_from_a_masked_lm_folder_of_each_architecture(architecture, t
             assert math.isfinite(record["loss"]) and record["contrastive_loss"] > 0 and record["retromae_loss"] > 0
 
 
-def test_cli_names_the_supported_architectures_for_an_unsupported_checkpoint(tmp_path):
+def test_cli_names_the_supported_architectures_for_an_unsupported_checkpoint(tmp_path, wordpiece_tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     GPT2LMHeadModel(GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=4)).save_pretrained(tmp_path / "gpt2")
     (tmp_path / "corpus.txt").write_text("one line of text\n" * 20, encoding="utf-8")
     result = cli(
-        "train", "--stage", "1", "--model", str(tmp_path / "gpt2"), "--tokenizer", str(shared_path("models", "all-MiniLM-L6-v2")),
+        "train", "--stage", "1", "--model", str(tmp_path / "gpt2"), "--tokenizer", wordpiece_tokenizer.name_or_path,
         "--corpus", str(tmp_path / "corpus.txt"), "--output-dir", str(tmp_path / "run"), "--no-evaluate",
     )  # fmt: skip
     assert result.returncode != 0

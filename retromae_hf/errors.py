@@ -1,0 +1,276 @@
+"""Mistakes a user can make, and how they are reported: one exception family, one message format, network checks.
+
+Every error a user can cause (a wrong path, a bad value, a damaged file, a resource that needs the network) is a
+`UserError`: its message is one paragraph that says what is wrong, where (the file, flag or key), and how to fix
+it. The command line prints that paragraph and exits with code 2; a Python traceback is shown only with `--debug`.
+The package's older, more specific exceptions (`RecipeError`, `DataError`, `CheckpointError`,
+`EvaluationDataError`, `HubPushError`) are members of the family and keep their `ValueError` / `RuntimeError`
+bases, so existing `except` clauses still work.
+
+Errors raised by other libraries for things the user controls (an unreachable Hub, a 401, a file that is not
+safetensors) are translated into the family by `as_user_error`, at the boundary where the package calls them
+when the resource is known (`remote_resource`), and as a last resort by the command line.
+
+This module imports nothing heavy: the command line loads it before anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MissingInputError",
+    "NetworkError",
+    "OutputExistsError",
+    "UserError",
+    "as_user_error",
+    "hub_unreachable_reason",
+    "is_network_error",
+    "looks_like_local_path",
+    "remote_resource",
+]
+
+
+class UserError(Exception):
+    """A mistake the user can fix. The message says what is wrong, where, and how to fix it."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """An input file or folder named by the user does not exist."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """A command would replace or write into something it did not create, or into one of its own inputs."""
+
+
+class NetworkError(UserError, ConnectionError):
+    """A resource must come from the Hugging Face Hub, which cannot be reached (offline mode or no network)."""
+
+
+# --------------------------------------------------------------------------------------------------- local paths
+def looks_like_local_path(name: str) -> bool:
+    """Whether `name` can only be meant as a local path, never as a Hub id (`name` or `owner/name`).
+
+    True for anything starting with `/`, `.` or `~`, holding a backslash, a drive letter or more than one `/`, or
+    whose first component is an existing local folder (`runs/final` when `runs/` exists).
+    """
+    if name.startswith(("/", ".", "~", "\\")) or "\\" in name or name.count("/") > 1:
+        return True
+    if len(name) > 1 and name[1] == ":":
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
+
+
+# --------------------------------------------------------------------------------------------------- the network
+def _offline_flag() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+@functools.cache
+def _probe_endpoint(endpoint: str) -> str | None:
+    """Try one TCP connection to the Hub; the reason it failed, or None. Cached: one probe per process."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None  # through a proxy a direct connection proves nothing: let the libraries try
+    parsed = urlparse(endpoint)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=float(os.environ.get("RETROMAE_HF_PROBE_TIMEOUT", 3))):
+            return None
+    except OSError as error:
+        return f"cannot reach {endpoint} ({error.strerror or error})"
+
+
+def hub_unreachable_reason(endpoint: str | None = None) -> str | None:
+    """Why the Hugging Face Hub cannot be used right now (offline mode, or a failed connection), or None.
+
+    Libraries retry a failed connection for up to a minute before giving up; one quick probe lets a command fail
+    (or fall back to the local cache) at once instead. When the probe fails, offline mode is switched on for the
+    rest of the process, so that files already in the local cache are still found without further retries.
+    """
+    if _offline_flag():
+        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    from huggingface_hub import constants
+
+    reason = _probe_endpoint(endpoint or constants.ENDPOINT)
+    if reason is not None:
+        _go_offline()
+    return reason
+
+
+def _go_offline() -> None:
+    import sys
+
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:  # datasets copies the flag when it is imported
+        datasets_config.HF_HUB_OFFLINE = True
+
+
+_NETWORK_ERROR_NAMES = {
+    "OfflineModeIsEnabled",
+    "LocalEntryNotFoundError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "ProxyError",
+    "NetworkError",
+    "RemoteDisconnected",
+}
+_NETWORK_PHRASES = ("couldn't connect", "could not connect", "offline mode", "connection error", "cannot reach")
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def is_network_error(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says the network or the Hub could not be reached."""
+    for item in _chain(error):
+        if isinstance(item, NetworkError | ConnectionError | TimeoutError | socket.gaierror):
+            return True
+        if any(cls.__name__ in _NETWORK_ERROR_NAMES for cls in type(item).__mro__):
+            return True
+        if isinstance(item, OSError) and any(phrase in str(item).lower() for phrase in _NETWORK_PHRASES):
+            return True
+    return False
+
+
+def http_status(error: BaseException) -> int | None:
+    for item in _chain(error):
+        response = getattr(item, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _is_missing_on_hub(error: BaseException) -> bool:
+    for item in _chain(error):
+        names = {cls.__name__ for cls in type(item).__mro__}
+        if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "RemoteEntryNotFoundError"}:
+            return True
+        text = str(item)
+        if isinstance(item, OSError) and (
+            "is not a local folder and is not a valid model identifier" in text or "Repo id must be" in text
+        ):
+            return True
+    return False
+
+
+def hub_access_hint(name: str, flag: str | None = None, repo_type: str = "model") -> str:
+    """How to provide `name` without the network: a local folder, or a download where there is network."""
+    option = f" ({flag} path/to/folder)" if flag else ""
+    kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
+    return (
+        f"Pass a local folder instead{option}, download it where there is network with "
+        f"`hf download {name}{kind} --local-dir <folder>` and pass that folder, or connect to the network "
+        "(and unset HF_HUB_OFFLINE)."
+    )
+
+
+@contextlib.contextmanager
+def remote_resource(
+    what: str, name: str, flag: str | None = None, repo_type: str = "model", endpoint: str | None = None
+) -> Iterator[None]:
+    """Around loading `name`, which is a local path or a Hub id; turns the ways that fails into `UserError`s.
+
+    - a name that can only be a local path (see `looks_like_local_path`) and does not exist fails at once;
+    - a Hub id with the Hub unreachable (offline mode, or a quick probe fails) is looked up in the local cache
+      only, and a miss names the resource and how to provide it, instead of a minute of retries and a traceback;
+    - a Hub id that does not exist on the Hub says so.
+
+    `what` names the role ("tokenizer", "model", "dataset"), `flag` the option that sets it, `endpoint` the Hub
+    (default: `HF_ENDPOINT`).
+    """
+    where = f"{what} {name!r}" + (f" ({flag})" if flag else "")
+    if not Path(name).expanduser().exists():
+        if looks_like_local_path(name):
+            raise MissingInputError(f"{where}: no such file or folder. Check the path.")
+        reason = hub_unreachable_reason(endpoint)
+    else:
+        reason = None
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        if Path(name).expanduser().exists():
+            raise
+        if is_network_error(error) or (reason is not None and isinstance(error, OSError)):
+            why = reason or "the Hugging Face Hub could not be reached"
+            raise NetworkError(
+                f"{where} is not a local folder, and it is not in the local Hugging Face cache: {why}. "
+                + hub_access_hint(name, flag, repo_type)
+            ) from error
+        if http_status(error) in (401, 403):
+            raise UserError(
+                f"{where}: the Hugging Face Hub refused access (HTTP {http_status(error)}). If it is a private or "
+                "gated repository, set HF_TOKEN or run `hf auth login` with an account that may read it."
+            ) from error
+        if _is_missing_on_hub(error):
+            raise MissingInputError(
+                f"{where} is neither a local file or folder nor a repository on the Hugging Face Hub. "
+                "Check the spelling, or pass the path of a local folder."
+            ) from error
+        raise
+
+
+# --------------------------------------------------------------------------------------------------- translation
+def as_user_error(error: BaseException) -> UserError | None:
+    """The `UserError` that `error` stands for, or None when it looks like a bug rather than a user's mistake.
+
+    Used by the command line as a last resort; the package's own code raises `UserError`s where it knows more.
+    """
+    if isinstance(error, UserError):
+        return error
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if "SafetensorError" in names:
+        return UserError(f"not a valid safetensors file: {error}. The file is damaged or of another format.")
+    if isinstance(error, MemoryError) or "OutOfMemoryError" in names:
+        return UserError(
+            f"out of memory ({error}). Lower the batch size (--set training.per_device_train_batch_size=...), "
+            "the sequence lengths, or the model size."
+        )
+    if is_network_error(error):
+        return NetworkError(
+            f"the Hugging Face Hub could not be reached: {error}. Use local files and folders, or connect to "
+            "the network (and unset HF_HUB_OFFLINE)."
+        )
+    status = http_status(error)
+    if status in (401, 403):
+        return UserError(
+            f"the Hugging Face Hub refused the request (HTTP {status}): set HF_TOKEN to a token with the needed "
+            "rights, or run `hf auth login`."
+        )
+    if "YAMLError" in names:
+        return UserError(f"not valid YAML: {error}")
+    if isinstance(error, FileNotFoundError | FileExistsError | IsADirectoryError | NotADirectoryError):
+        return UserError(str(error) or type(error).__name__)
+    if isinstance(error, PermissionError):
+        return UserError(f"permission denied: {error}. Choose a location you may write to.")
+    if isinstance(error, ValueError | OSError):
+        # Argument checks of this package and of the libraries it drives (transformers, datasets, mteb).
+        return UserError(str(error) or type(error).__name__)
+    return None

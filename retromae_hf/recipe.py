@@ -1,0 +1,518 @@
+"""Training recipes: the `Recipe` dataclass, reading YAML files, command-line overrides, type checks.
+
+A recipe (YAML, see `retromae_hf/recipes/`) holds everything one training stage needs; `retromae-hf train`
+overrides single keys with flags (`--max-length 128`) or `--set` for nested keys (`--set
+training.learning_rate=5e-5`). Keys under `training` are `transformers.TrainingArguments` fields.
+
+Every value is converted to its field's type here, in one place, before anything is built: YAML reads `5e-5`
+(no dot) as a string, and `--set` values arrive as text, so `"5e-5"` becomes the float a `learning_rate` needs,
+and a value that cannot be converted is refused naming the key. `TrainingArguments` itself is imported only when
+a recipe is built, so the command line's `--help` stays fast.
+"""
+
+import copy
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+PYTHON_DOCSTRINGS = "python-docstrings"  # offline text that ships with Python (see quickstart.py)
+
+#: TrainingArguments values retromae-hf sets when a recipe does not; every other field keeps transformers' default.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",
+    "remove_unused_columns": False,  # the collators read raw columns (text, input_ids, word_ids, ...)
+    "logging_steps": 10,
+    "save_strategy": "steps",
+    "save_steps": 500,
+    "save_total_limit": 3,
+    "dataloader_drop_last": True,  # equal per-device batches for the cross-device negatives
+}
+TRAINING_ARGUMENTS_DOCS = "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments"
+
+#: Keys that may differ between a checkpoint's recipe and the recipe resuming from it: where things are written,
+#: how often, and how data is fed, none of which changes what is computed.
+RESUME_INDEPENDENT_KEYS = frozenset(
+    {
+        "output_dir",
+        "evaluation",
+        "training.output_dir",
+        "training.logging_dir",
+        "training.logging_steps",
+        "training.logging_strategy",
+        "training.logging_first_step",
+        "training.save_steps",
+        "training.save_strategy",
+        "training.save_total_limit",
+        "training.report_to",
+        "training.run_name",
+        "training.disable_tqdm",
+        "training.dataloader_num_workers",
+        "training.dataloader_pin_memory",
+        "training.dataloader_persistent_workers",
+        "training.dataloader_prefetch_factor",
+    }
+)
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe that cannot run: unknown key, wrong type, missing file or column. Names what is wrong."""
+
+
+def _help(text: str, choices: tuple[Any, ...] | None = None, flag: bool = True, **kwargs) -> Any:
+    metadata = {"help": text, "flag": flag}
+    if choices:
+        metadata["choices"] = choices
+    return field(metadata=metadata, **kwargs)
+
+
+@dataclass
+class Recipe:
+    """Everything one training stage needs. Every field can be set in the YAML file or overridden on the command
+    line (`--max-length 128`, or `--set training.learning_rate=5e-5` for nested keys)."""
+
+    stage: int = _help(
+        "1 = RetroMAE on a generic corpus; 2 = RetroMAE + contrastive on pairs", choices=(1, 2), flag=False, default=1
+    )
+    model: str = _help(
+        "initial weights: a RetroMAE checkpoint, a masked-LM checkpoint of any supported architecture (BERT, "
+        "RoBERTa, XLM-R, ModernBERT, ...; Hub name or folder; the decoder is freshly initialised), or 'scratch'",
+        default="bert-base-uncased",
+    )
+    tokenizer: str | None = _help(
+        "tokenizer name or folder (default: the model's); with model 'scratch', 'train' trains a WordPiece "
+        "tokenizer on the corpus",
+        default=None,
+    )
+    model_config: dict[str, Any] = _help(
+        "RetroMAEConfig fields: overrides such as query_stream or decoder_positions; for 'scratch' also the "
+        "encoder's shape, as `encoder: {model_type: modernbert, hidden_size: ...}` (or BERT fields at the top level)",
+        flag=False,
+        default_factory=dict,
+    )
+    corpus: list[Any] = _help(
+        "stage-1 texts: files (txt/jsonl/csv/tsv/parquet), folders, Hub dataset names, or mappings "
+        "{path, config, split, text_column}; 'python-docstrings' for Python's own docstrings",
+        default_factory=list,
+    )
+    text_column: str = _help("column holding the text in tabular corpora", default="text")
+    packing: bool = _help("pack consecutive lines into blocks of max_length (official preprocessing)", default=True)
+    streaming: bool = _help("stream corpora and pairs instead of loading them into memory", default=False)
+    max_length: int = _help("longest RetroMAE sequence in tokens, special tokens included", default=512)
+    encoder_mask_ratio: float = _help("share of tokens the encoder predicts", default=0.3)
+    decoder_mask_ratio: float = _help("share of context each decoder row hides", default=0.5)
+    pairs: list[Any] = _help(
+        "stage-2 (query, positive, negatives) data: files, BEIR folders (qrels/train.tsv), Hub names, mappings "
+        "{path, config, split}, or 'python-docstrings'",
+        default_factory=list,
+    )
+    query_column: str = _help("query column of the pair data", default="query")
+    positive_column: str = _help("positive-passage column of the pair data", default="positive")
+    negative_columns: list[str] = _help(
+        "hard-negative column(s); one list-valued column or several", default_factory=list
+    )
+    num_negatives: int = _help("hard negatives per query in a batch (0: in-batch negatives only)", default=1)
+    query_max_length: int = _help("query truncation length", default=64)
+    passage_max_length: int = _help("passage truncation length for the contrastive loss", default=256)
+    retromae_weight: float = _help("weight of the RetroMAE loss (0 disables it)", default=1.0)
+    contrastive_weight: float = _help("weight of the InfoNCE loss in stage 2 (0 disables it)", default=1.0)
+    bag_of_words_weight: float = _help("weight of the DupMAE bag-of-words loss (0 = off)", default=0.0)
+    temperature: float = _help("InfoNCE temperature (dot: ~1.0, cosine: ~0.05)", default=1.0)
+    similarity: str = _help("InfoNCE similarity", choices=("dot", "cosine"), default="dot")
+    gather_across_devices: bool = _help("use the other devices' passages as negatives", default=True)
+    output_dir: str = _help("run folder: checkpoints, training_log.jsonl, and final/", default="runs/retromae")
+    training: dict[str, Any] = _help("transformers.TrainingArguments fields", flag=False, default_factory=dict)
+    evaluation: list[str] = _help(
+        "tasks for `retromae-hf evaluate` after training (local paths or MTEB names)", default_factory=list
+    )
+
+    def validate(self) -> None:
+        """Check values against each other and their ranges (types were checked by `build_recipe`)."""
+        for name, spec in RECIPE_FIELDS.items():
+            choices = spec.metadata.get("choices")
+            if choices and getattr(self, name) not in choices:
+                raise RecipeError(
+                    f"{_key(name)} must be one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}"
+                )
+        for name in ("encoder_mask_ratio", "decoder_mask_ratio"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise RecipeError(f"{_key(name)} must be between 0 and 1 (both excluded), got {value}")
+        for name in ("max_length", "query_max_length", "passage_max_length"):
+            value = getattr(self, name)
+            if value < 3:
+                raise RecipeError(f"{_key(name)} must be at least 3 ([CLS], a token, [SEP]), got {value}")
+        if self.num_negatives < 0:
+            raise RecipeError(f"{_key('num_negatives')} must be >= 0, got {self.num_negatives}")
+        if min(self.retromae_weight, self.contrastive_weight, self.bag_of_words_weight) < 0:
+            raise RecipeError("loss weights (retromae_weight, contrastive_weight, bag_of_words_weight) must be >= 0")
+        if self.stage == 1 and not self.corpus:
+            raise RecipeError("stage 1 needs `corpus` (--corpus: files, folders or Hub dataset names)")
+        if self.stage == 2 and not self.pairs:
+            raise RecipeError("stage 2 needs `pairs` (--pairs: query/positive[/negatives] data)")
+        if self.stage == 1 and self.retromae_weight == 0:
+            raise RecipeError("stage 1 trains the RetroMAE loss: retromae_weight must be > 0")
+        if self.stage == 2 and self.retromae_weight == 0 and self.contrastive_weight == 0:
+            raise RecipeError("stage 2 needs retromae_weight > 0 or contrastive_weight > 0")
+        if self.model == "scratch" and self.tokenizer is None:
+            raise RecipeError("model 'scratch' needs a tokenizer (--tokenizer: a name or folder, or 'train')")
+        if self.tokenizer == "train" and self.model != "scratch":
+            raise RecipeError(
+                f"tokenizer 'train' makes a new vocabulary, which only a model trained from scratch can use; "
+                f"model is {self.model!r}. Drop --tokenizer to use the model's own tokenizer."
+            )
+        if self.temperature <= 0:
+            raise RecipeError(f"{_key('temperature')} must be > 0, got {self.temperature}")
+        if not isinstance(self.model_config, dict):
+            raise RecipeError(f"model_config must be a mapping of RetroMAEConfig fields, got {self.model_config!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that decide what a run computes: compared when resuming (see `recipe_differences`)."""
+        flat = dict(_flatten(self.to_dict()))
+        return {key: value for key, value in flat.items() if key not in RESUME_INDEPENDENT_KEYS}
+
+    def fingerprint_hash(self) -> str:
+        text = json.dumps(self.fingerprint(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+_HINTS = typing.get_type_hints(Recipe)
+
+
+def _key(name: str) -> str:
+    """A recipe key with its flag, for messages: `max_length (--max-length)`."""
+    spec = RECIPE_FIELDS.get(name)
+    if spec is not None and spec.metadata.get("flag", True) and name not in ("model_config", "training"):
+        return f"{name} (--{name.replace('_', '-')})"
+    return name
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        if isinstance(value, dict) and key in ("training", "model_config"):
+            rows.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def recipe_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every setting that differs between two fingerprints."""
+    keys = sorted(set(before) | set(after))
+    missing = object()
+    lines = []
+    for key in keys:
+        old, new = before.get(key, missing), after.get(key, missing)
+        if json.dumps(old, default=str, sort_keys=True) != json.dumps(new, default=str, sort_keys=True):
+            show = lambda value: "(not set)" if value is missing else repr(value)  # noqa: E731
+            lines.append(f"{key}: {show(old)} -> {show(new)}")
+    return lines
+
+
+def available_recipes() -> list[str]:
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def read_recipe_file(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """The raw YAML mapping of a shipped recipe (by name) or of a file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not shipped.is_file():
+            raise RecipeError(
+                f"no recipe file {name_or_path!r} (--recipe): give the path of a YAML file or one of the shipped "
+                f"recipes: {', '.join(available_recipes())}"
+            )
+        path = shipped
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"{path}: cannot be read as a text file ({error})") from error
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    return raw, path
+
+
+def recipe_stages(raw: dict[str, Any], source: Path) -> list[dict[str, Any]]:
+    """A recipe file holds one stage, or `stages:` (a list run in order, each inheriting the shared keys)."""
+    if "stages" not in raw:
+        return [raw]
+    shared = {key: value for key, value in raw.items() if key != "stages"}
+    stages = raw["stages"]
+    if not isinstance(stages, list) or not stages or not all(isinstance(stage, dict) for stage in stages):
+        raise RecipeError(f"{source}: `stages` must be a non-empty list of mappings")
+    return [_deep_merge(copy.deepcopy(shared), stage) for stage in stages]
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`training.learning_rate=1e-4` -> (['training', 'learning_rate'], 0.0001); values are read as YAML."""
+    if "=" not in text or not text.split("=", 1)[0].strip():
+        raise RecipeError(f"--set expects KEY=VALUE (e.g. --set training.learning_rate=5e-5), got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"--set {text}: the value is not valid YAML ({error})") from error
+    return key.strip().split("."), parsed
+
+
+# --------------------------------------------------------------------------------------------------- type conversion
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+class _Unconvertible(Exception):
+    pass
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(repr(member.value) for member in annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
+    if origin is not None:
+        return getattr(origin, "__name__", str(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def coerce(value: Any, annotation: Any) -> Any:
+    """`value` converted to `annotation` (int, float, bool, str, enums, unions, lists, dicts, Optional), or raise.
+
+    Text that spells a number or a boolean becomes one where the type asks for it (`"5e-5"` -> 5e-05, `"true"` ->
+    True); an int becomes a float where a float is wanted; anything else must already have the right type.
+    """
+    if annotation is Any or annotation is object:
+        return value
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Unconvertible
+        members = [arg for arg in args if arg is not type(None)]
+        for member in members:  # already right: keep as is (a str stays a str in `float | str`)
+            if _is_instance(value, member):
+                return value
+        for member in members:
+            try:
+                return coerce(value, member)
+            except _Unconvertible:
+                continue
+        raise _Unconvertible
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise _Unconvertible
+    if origin in (list, tuple, set, typing.Sequence) or annotation in (list, tuple):
+        item_type = args[0] if args else Any
+        items = value if isinstance(value, list | tuple) else [value]
+        return [coerce(item, item_type) for item in items]
+    if origin is dict or annotation is dict:
+        if isinstance(value, dict):
+            return value
+        raise _Unconvertible
+    if value is None:
+        raise _Unconvertible
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        try:
+            return annotation(value).value if not isinstance(value, annotation) else value
+        except ValueError:
+            raise _Unconvertible from None
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Unconvertible
+    if annotation is int:
+        if isinstance(value, bool):
+            raise _Unconvertible
+        if isinstance(value, int):
+            return value
+        number = _number(value)
+        if number is not None and float(number).is_integer():
+            return int(number)
+        raise _Unconvertible
+    if annotation is float:
+        if isinstance(value, bool):
+            raise _Unconvertible
+        if isinstance(value, int | float):
+            return float(value)
+        number = _number(value)
+        if number is not None:
+            return float(number)
+        raise _Unconvertible
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # e.g. a model or column name YAML read as a number
+        raise _Unconvertible
+    if isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        raise _Unconvertible
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _is_instance(value: Any, annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    if typing.get_origin(annotation) is not None or not isinstance(annotation, type):
+        origin = typing.get_origin(annotation)
+        return isinstance(origin, type) and isinstance(value, origin)
+    if isinstance(value, bool) and annotation in (int, float):
+        return False
+    if annotation is float and isinstance(value, int):
+        return False
+    return isinstance(value, annotation)
+
+
+def _convert(value: Any, annotation: Any, key: str, where: str) -> Any:
+    try:
+        return coerce(value, annotation)
+    except _Unconvertible:
+        raise RecipeError(f"{where}: {key} must be {_type_name(annotation)}, got {value!r}") from None
+
+
+@typing.no_type_check
+def _training_argument_types() -> dict[str, Any]:
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def check_training_keys(training: dict[str, Any], where: str | typing.Callable[[str], str]) -> dict[str, Any]:
+    """The `training` mapping with every value converted to its `TrainingArguments` field's type.
+
+    Raises:
+        RecipeError: an unknown key (with the closest known one), or a value of the wrong type.
+    """
+    source = where if callable(where) else (lambda key: where)
+    if not isinstance(training, dict):
+        raise RecipeError(
+            f"{source('training')}: training must be a mapping of TrainingArguments fields, got {training!r}"
+        )
+    types_by_name = _training_argument_types()
+    unknown = [key for key in training if key not in types_by_name]
+    if unknown:
+        raise RecipeError(
+            f"{source('training.' + unknown[0])}: unknown TrainingArguments field(s): "
+            + ", ".join(_with_suggestion(f"training.{key}") for key in unknown)
+            + f". The fields are listed at {TRAINING_ARGUMENTS_DOCS}"
+        )
+    return {
+        key: _convert(value, types_by_name[key], f"training.{key}", source(f"training.{key}"))
+        for key, value in training.items()
+    }
+
+
+def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "recipe") -> Recipe:
+    """Merge command-line overrides (dotted keys) into a raw recipe mapping and check every key and type.
+
+    Values are converted to their field's type (see `coerce`); `training.*` keys are checked against
+    `TrainingArguments`. Nothing is loaded or built here, so a bad value fails before any work starts.
+
+    Raises:
+        RecipeError: naming the key, its source (the recipe file or the command line) and the expected type.
+    """
+    merged = copy.deepcopy(raw)
+    overridden: set[str] = set()
+    for dotted, value in (overrides or {}).items():
+        keys = dotted.split(".")
+        node = merged
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"cannot set {dotted}: {key} is not a mapping")
+        node[keys[-1]] = value
+        overridden.add(dotted)
+
+    def where(key: str) -> str:
+        return "command line" if key in overridden or key.split(".")[0] in overridden else source
+
+    unknown = sorted(set(merged) - set(RECIPE_FIELDS))
+    if unknown:
+        origin = "command line" if all(key in overridden for key in unknown) else source
+        raise RecipeError(f"{origin}: unknown recipe key(s): {', '.join(_with_suggestion(key) for key in unknown)}")
+    for key, value in list(merged.items()):
+        if key == "training":
+            merged[key] = check_training_keys(value, where)
+        else:
+            merged[key] = _convert(value, _HINTS[key], key, where(key))
+    recipe = Recipe(**merged)
+    try:
+        recipe.validate()
+    except RecipeError as error:
+        raise RecipeError(f"{source}: {error}") from None
+    return recipe
+
+
+def _with_suggestion(key: str) -> str:
+    import difflib
+
+    candidates = list(RECIPE_FIELDS) + [f"training.{name}" for name in _training_argument_types()]
+    plain = {candidate.split(".")[-1]: candidate for candidate in candidates}
+    match = difflib.get_close_matches(key.split(".")[-1], list(plain), n=1)
+    return f"{key} (did you mean {plain[match[0]]}?)" if match else key
+
+
+__all__ = [
+    "PYTHON_DOCSTRINGS",
+    "RECIPES_DIR",
+    "RECIPE_FIELDS",
+    "TRAINING_DEFAULTS",
+    "Recipe",
+    "RecipeError",
+    "available_recipes",
+    "build_recipe",
+    "check_training_keys",
+    "coerce",
+    "parse_override",
+    "read_recipe_file",
+    "recipe_differences",
+    "recipe_stages",
+]

@@ -474,3 +474,48 @@ def test_scratch_model_config_names_the_architecture(trained_tokenizer):
     bad = build_recipe({**recipe.to_dict(), "model_config": {"encoder": {"hidden_size": 32}}})
     with pytest.raises(RecipeError, match="model_type"):
         build_model(bad, tokenizer)
+
+
+def test_model_config_keys_are_checked_against_what_the_config_accepts():
+    """The BERT shorthand of the scratch recipes and `encoder:` pass; an unknown key, at the top or inside
+    `encoder`, is refused with the closest known one, before anything is built."""
+    from retromae_hf.training import read_model_config
+
+    base = {"stage": 1, "corpus": ["c.txt"], "model": "scratch", "tokenizer": "t"}
+    shape = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    shorthand = read_model_config(build_recipe({**base, "model_config": {**shape, "max_position_embeddings": 64}}))
+    assert shorthand.encoder.model_type == "bert" and shorthand.hidden_size == 32
+    named = {"encoder": {"model_type": "modernbert", **shape}, "decoder_positions": "learned"}
+    assert read_model_config(build_recipe({**base, "model_config": named})).encoder.model_type == "modernbert"
+    refused = [
+        ({"hiden_size": 32}, r"unknown RetroMAEConfig field 'hiden_size' \(did you mean hidden_size\?\)"),
+        ({"encoder": {"model_type": "modernbert", "hiden_size": 32}}, r"no field 'hiden_size' \(did you mean hidden_size"),
+        ({"encoder": {"model_type": "modernbrt"}}, r"no architecture 'modernbrt' \(did you mean modernbert\?\)"),
+        ({"encoder": {"hidden_size": 32}}, "model_type"),
+        ({"hidden_size": 32, "encoder": {"model_type": "bert"}}, "put them inside `encoder`"),
+        ({"encoder": {"model_type": "gpt2"}}, "bert, roberta, xlm-roberta, modernbert"),
+        ({"query_stream": "nowhere"}, "query_stream must be one of"),
+    ]  # fmt: skip
+    for model_config, message in refused:
+        with pytest.raises(RecipeError, match=message):
+            read_model_config(build_recipe({**base, "model_config": model_config}))
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta", "xlm-roberta", "modernbert"])
+def test_length_limit_read_up_front_is_the_models_own(architecture, tmp_path, trained_tokenizer, caplog):
+    """The limit checked before loading equals the built model's `max_sequence_length()`: for RoBERTa and XLM-R
+    their position table less the padding offset, not `max_position_embeddings`."""
+    from encoders_for_tests import ARCHITECTURES, MAX_LENGTH, save_tiny_masked_lm
+
+    from retromae_hf import RetroMAEForPreTraining
+    from retromae_hf.training import _model_limits, effective_lengths, read_model_config
+
+    tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+    checkpoint = save_tiny_masked_lm(architecture, tokenizer, tmp_path / "mlm")
+    recipe = build_recipe({"stage": 1, "corpus": ["c.txt"], "model": str(checkpoint), "max_length": 100})
+    positions, vocab_size = _model_limits(read_model_config(recipe))
+    model = RetroMAEForPreTraining.from_masked_lm(checkpoint)
+    assert positions == model.max_sequence_length() == MAX_LENGTH and vocab_size == len(tokenizer)
+    with caplog.at_level("WARNING", logger="retromae_hf.training"):
+        assert effective_lengths(recipe, positions) == {"max_length": MAX_LENGTH}
+    assert any("--max-length" in message and f"{MAX_LENGTH} positions" in message for message in caplog.messages)

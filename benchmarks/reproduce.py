@@ -164,6 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--skip-stage2", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="train only (a smoke test of the training path)")
+    p.add_argument(
+        "--no-untrained",
+        action="store_true",
+        help="do not evaluate the untrained initialisation (when another process running other arms of the same "
+        "seed and output folder evaluates it)",
+    )
     p.add_argument("--output-dir", help="checkpoints (git-ignored); default runs/reproduce_<small|gpu>")
     p.add_argument("--results", help="results JSON; default docs/results/reproduce_<small|gpu>[_<tag>].json")
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
@@ -919,11 +925,18 @@ def report(args, command: str) -> None:
     """Results JSON (+ a per-query JSON beside it), Markdown tables and figures for every block of the report."""
     blocks: dict[str, dict] = {}
     for tag in args.report_tags:
+        runs = collect(args, tag)
+        if not runs:
+            # A tag that was asked for but never ran (e.g. the longer budget, when the GPU time ran out) would
+            # only print an empty heading; say so in the log and leave it out of the report instead.
+            logger.info("tag %r: nothing trained or evaluated under %s; left out of the report", tag, args.output_dir)
+            continue
         blocks[tag] = {
             "label": f"tag {tag!r}: this script",
             "budget": _read_json(Path(args.output_dir) / tag / "budget.json"),
-            "runs": collect(args, tag),
+            "runs": runs,
         }
+    our_tags = list(blocks)
     if args.include_reference:
         reference_runs, protocol = load_reference(args, args.include_reference)
         blocks["reference"] = {
@@ -931,8 +944,8 @@ def report(args, command: str) -> None:
             "budget": protocol,
             "runs": reference_runs,
         }
-        for tag in args.report_tags:
-            if _budget_matches_reference(blocks[tag]["budget"], protocol) and blocks[tag]["runs"]:
+        for tag in our_tags:
+            if _budget_matches_reference(blocks[tag]["budget"], protocol):
                 ours = sorted({run["seed"] for run in blocks[tag]["runs"]})
                 theirs = sorted({run["seed"] for run in reference_runs})
                 blocks[f"{tag} + reference"] = {
@@ -1074,7 +1087,7 @@ def main(argv=None) -> None:
                 for arm in args.arms:
                     train_stage(args, arm, seed, stage, corpus)
             for seed in [] if args.no_eval else args.seeds:
-                if stage == 1:
+                if stage == 1 and not args.no_untrained:
                     save_untrained(args, seed)
                     evaluate_stage(args, UNTRAINED, seed, 1)
                 for arm in args.arms:

@@ -1,8 +1,11 @@
 """Performance side by side: training step, collator, encoding, peak memory.
 
-- One full training step (forward, backward, AdamW) of `RetroMAEForPreTraining` and of transformers'
-  `BertForMaskedLM`, with the same encoder weights and the same batch, alternated step by step in one run so that
-  both see the same machine state: tokens/s for each and the ratio of step times (RetroMAE / MLM).
+- One full training step (forward, backward, AdamW) of `RetroMAEForPreTraining` and of the encoder
+  architecture's own transformers `*ForMaskedLM` (`BertForMaskedLM`, `RobertaForMaskedLM`,
+  `ModernBertForMaskedLM`), with the same encoder weights and the same batch, alternated step by step in one run
+  so that both see the same machine state: tokens/s for each and the ratio of step times (RetroMAE / MLM). The
+  shapes are those of the public base checkpoints (layers, width, heads, feed-forward, vocabulary, positions),
+  with random weights; the batch comes from the bert-base-uncased tokenizer, whose ids fit every vocabulary.
 - The collator's throughput at max length 512 (it must stay well above the model step's examples/s).
 - Encoding throughput of the exported SentenceTransformer against the same weights loaded as a plain BERT model
   in sentence-transformers, and against the RetroMAE checkpoint loaded directly (alternated batches).
@@ -12,10 +15,13 @@
 Run by hand (not part of the test suite):
 
     python benchmarks/train_step.py                       # CPU defaults: small shape + BERT-base shape
+    python benchmarks/train_step.py --shapes bert-base roberta-base modernbert-base --skip collator encode memory
     python benchmarks/train_step.py --device cuda --dtype bf16 --batch-size 32 --seq-len 512
+    python benchmarks/train_step.py --quick               # seconds: every architecture at a tiny shape
 """
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -25,15 +31,71 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHAPES = {
+BERT_SHAPES = {
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
+# (architecture, config fields) of each shape: the public base checkpoints' config.json values that set the cost.
+SHAPES = {
+    "small": ("bert", dict(vocab_size=30522, max_position_embeddings=512, **BERT_SHAPES["small"])),
+    "bert-base": ("bert", dict(vocab_size=30522, max_position_embeddings=512, **BERT_SHAPES["bert-base"])),
+    # FacebookAI/roberta-base: positions numbered from pad_token_id + 1, hence 514 rows for 512 tokens.
+    "roberta-base": (
+        "roberta",
+        dict(
+            vocab_size=50265,
+            max_position_embeddings=514,
+            pad_token_id=1,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,
+            **BERT_SHAPES["bert-base"],
+        ),
+    ),
+    # FacebookAI/xlm-roberta-base: RoBERTa's shape with a 250k vocabulary.
+    "xlm-roberta-base": (
+        "xlm-roberta",
+        dict(
+            vocab_size=250002,
+            max_position_embeddings=514,
+            pad_token_id=1,
+            type_vocab_size=1,
+            layer_norm_eps=1e-5,
+            **BERT_SHAPES["bert-base"],
+        ),
+    ),
+    # answerdotai/ModernBERT-base: 22 layers, GLU feed-forward of 1152, rotary, local attention (128) in 2 of 3 layers.
+    "modernbert-base": (
+        "modernbert",
+        dict(
+            vocab_size=50368,
+            hidden_size=768,
+            num_hidden_layers=22,
+            num_attention_heads=12,
+            intermediate_size=1152,
+            max_position_embeddings=8192,
+            global_attn_every_n_layers=3,
+            local_attention=128,
+            pad_token_id=50283,
+            bos_token_id=50281,
+            eos_token_id=50282,
+            cls_token_id=50281,
+            sep_token_id=50282,
+        ),
+    ),
+}
+# --quick: every architecture at a tiny shape, to check the script end to end in seconds.
+QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def encoder_config(shape: str, quick: bool = False) -> PreTrainedConfig:
+    architecture, fields = SHAPES[shape]
+    fields = {**fields, **(QUICK if quick else {})}
+    return AutoConfig.for_model(architecture, **fields)
 
 
 def load_tokenizer_and_texts(count: int):
@@ -72,18 +134,24 @@ def time_step(model, optimizer, batch, device, autocast_dtype) -> float:
     return time.perf_counter() - start
 
 
-def bench_model(shape: str, args, tokenizer, texts) -> None:
+def models_for(shape: str, args, sparse_mlm: bool = False):
+    """RetroMAE, and the architecture's own *ForMaskedLM holding the same encoder and head weights."""
     torch.manual_seed(0)
-    config = RetroMAEConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **SHAPES[shape])
-    retromae = RetroMAEForPreTraining(config).to(args.device).train()
-    bert = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **SHAPES[shape]))
-    bert.bert.load_state_dict(retromae.bert.state_dict(), strict=False)
-    bert = bert.to(args.device).train()
-    for model in (retromae, bert):
-        model.set_attn_implementation(args.attn)
-    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (retromae, bert)]
+    retromae = RetroMAEForPreTraining(RetroMAEConfig(encoder=encoder_config(shape, args.quick)))
+    mlm = copy.deepcopy(retromae.lm)
+    if sparse_mlm:  # ModernBERT's option: project only the labelled positions, as RetroMAE always does
+        mlm.sparse_prediction = True
+    return retromae, mlm
 
-    collator = RetroMAECollator(tokenizer, max_length=args.seq_len)
+
+def bench_model(shape: str, args, tokenizer, texts, sparse_mlm: bool = False) -> None:
+    retromae, mlm = models_for(shape, args, sparse_mlm)
+    retromae, mlm = retromae.to(args.device).train(), mlm.to(args.device).train()
+    for model in (retromae, mlm):
+        model.set_attn_implementation(args.attn)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (retromae, mlm)]
+
+    collator = RetroMAECollator(tokenizer, max_length=args.seq_len, generator=torch.Generator().manual_seed(0))
     batch = {k: v.to(args.device) for k, v in collator(texts[: args.batch_size]).items()}
     mlm_batch = {
         "input_ids": batch["encoder_input_ids"],
@@ -96,16 +164,21 @@ def bench_model(shape: str, args, tokenizer, texts) -> None:
     for step in range(args.warmup + args.steps):
         for name, model, optimizer, inputs in (
             ("retromae", retromae, optimizers[0], batch),
-            ("mlm", bert, optimizers[1], mlm_batch),
+            ("mlm", mlm, optimizers[1], mlm_batch),
         ):
             elapsed = time_step(model, optimizer, inputs, args.device, autocast_dtype)
             if step >= args.warmup:
                 times[name].append(elapsed)
-    retro, mlm = statistics.median(times["retromae"]), statistics.median(times["mlm"])
+    retro, base = statistics.median(times["retromae"]), statistics.median(times["mlm"])
+    label = f"{shape}{' (quick)' if args.quick else ''}"
+    baseline = type(mlm).__name__ + (" (sparse_prediction)" if sparse_mlm else "")
     print(
-        f"| {shape} | {args.batch_size}x{args.seq_len} | {tokens / mlm:,.0f} | {tokens / retro:,.0f} "
-        f"| {retro / mlm:.2f} |"
+        f"| {label} | {baseline} | {args.batch_size}x{batch['encoder_input_ids'].shape[1]} | {tokens / base:,.0f} "
+        f"| {tokens / retro:,.0f} | {retro / base:.2f} |"
     )
+    del retromae, mlm, optimizers
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def bench_collator(args, tokenizer, texts) -> None:
@@ -131,16 +204,16 @@ def bench_encoding(args, tokenizer, texts, workdir: Path) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from retromae_hf.export import export_sentence_transformer, to_bert_model
+    from retromae_hf.export import export_sentence_transformer, native_encoder
 
     torch.manual_seed(0)
-    config = RetroMAEConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **SHAPES[args.encode_shape])
+    config = RetroMAEConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **BERT_SHAPES[args.encode_shape])
     model = RetroMAEForPreTraining(config).eval()
     model.save_pretrained(workdir / "checkpoint")
     tokenizer.save_pretrained(workdir / "checkpoint")
     export = export_sentence_transformer(workdir / "checkpoint", workdir / "export")
     plain_dir = workdir / "plain-bert"
-    to_bert_model(model.bert).save_pretrained(plain_dir)
+    native_encoder(model).save_pretrained(plain_dir)
     tokenizer.save_pretrained(plain_dir)
     candidates = {
         "exported SentenceTransformer": SentenceTransformer(str(export), device=args.device),
@@ -169,16 +242,17 @@ def bench_encoding(args, tokenizer, texts, workdir: Path) -> None:
 def memory_probe(workload: str, args) -> None:
     """Run one workload alone and print its peak memory as JSON (used through a child process)."""
     tokenizer, texts = load_tokenizer_and_texts(max(args.batch_size, 64))
-    shape = SHAPES[args.encode_shape]
     rss_before = _reset_peak_rss()
     if workload in ("retromae-step", "mlm-step"):
-        config = RetroMAEConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **shape)
         collator = RetroMAECollator(tokenizer, max_length=args.seq_len)
         batch = {k: v.to(args.device) for k, v in collator(texts[: args.batch_size]).items()}
+        config = encoder_config(args.encode_shape)
         if workload == "retromae-step":
-            model, inputs = RetroMAEForPreTraining(config), batch
+            model, inputs = RetroMAEForPreTraining(RetroMAEConfig(encoder=config)), batch
         else:
-            model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **shape))
+            from transformers import AutoModelForMaskedLM
+
+            model = AutoModelForMaskedLM.from_config(config)
             inputs = {
                 "input_ids": batch["encoder_input_ids"],
                 "attention_mask": batch["encoder_attention_mask"],
@@ -238,17 +312,24 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["small", "bert-base"])
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["small", "bert-base"])
+    parser.add_argument(
+        "--quick", action="store_true", help="every architecture at a tiny shape, short sequences: a smoke run"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--collator-rounds", type=int, default=2)
-    parser.add_argument("--encode-shape", choices=sorted(SHAPES), default="small")
+    parser.add_argument("--encode-shape", choices=sorted(BERT_SHAPES), default="small")
     parser.add_argument("--encode-rounds", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], choices=["model", "collator", "encode", "memory"])
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.shapes = [shape for shape in SHAPES if shape != "small"]
+        args.batch_size, args.seq_len, args.steps, args.warmup = 2, 64, 2, 1
+        args.skip = sorted({*args.skip, "collator", "encode", "memory"})
     if args.memory_probe:
         memory_probe(args.memory_probe, args)
         return
@@ -258,10 +339,14 @@ def main() -> None:
         f"device={args.device} dtype={args.dtype} attn={args.attn} torch={torch.__version__} threads={torch.get_num_threads()}"
     )
     if "model" not in args.skip:
-        print("\n| shape | batch | MLM tokens/s | RetroMAE tokens/s | step time ratio RetroMAE/MLM |")
-        print("|---|---|---|---|---|")
+        print(
+            "\n| shape | masked-LM baseline | batch | MLM tokens/s | RetroMAE tokens/s | step time ratio RetroMAE/MLM |"
+        )
+        print("|---|---|---|---|---|---|")
         for shape in args.shapes:
             bench_model(shape, args, tokenizer, texts)
+            if SHAPES[shape][0] == "modernbert":
+                bench_model(shape, args, tokenizer, texts, sparse_mlm=True)
     if "collator" not in args.skip:
         print("\n| collator input | batch | examples/s |")
         print("|---|---|---|")

@@ -23,21 +23,25 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .export import export_sentence_transformer, load_sentence_transformer
     from .hub import HubPushError, pull_from_hub, push_to_hub, render_model_card
     from .modeling_retromae import (
+        RetroMAEDecoder,
         RetroMAEForPreTraining,
         RetroMAEForPreTrainingOutput,
         RetroMAEModel,
         RetroMAEModelOutput,
         RetroMAEPreTrainedModel,
+        UnsupportedEncoderError,
     )
 
 _LAZY = {
     "RetroMAECollator": "collator",
     "RetroMAEConfig": "configuration_retromae",
+    "RetroMAEDecoder": "modeling_retromae",
     "RetroMAEForPreTraining": "modeling_retromae",
     "RetroMAEForPreTrainingOutput": "modeling_retromae",
     "RetroMAEModel": "modeling_retromae",
     "RetroMAEModelOutput": "modeling_retromae",
     "RetroMAEPreTrainedModel": "modeling_retromae",
+    "UnsupportedEncoderError": "modeling_retromae",
     "export_sentence_transformer": "export",
     "load_sentence_transformer": "export",
     "push_to_hub": "hub",
@@ -95,10 +99,11 @@ def _register_models() -> None:
     _registered.add("models")
     from transformers import AutoModel, AutoModelForPreTraining
 
+    from .configuration_retromae import RetroMAEConfig
     from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel
 
-    AutoModel.register(RetroMAEModel.config_class, RetroMAEModel, exist_ok=True)
-    AutoModelForPreTraining.register(RetroMAEModel.config_class, RetroMAEForPreTraining, exist_ok=True)
+    AutoModel.register(RetroMAEConfig, RetroMAEModel, exist_ok=True)
+    AutoModelForPreTraining.register(RetroMAEConfig, RetroMAEForPreTraining, exist_ok=True)
     RetroMAEModel.register_for_auto_class("AutoModel")
     RetroMAEForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 
@@ -172,11 +177,13 @@ __all__ = [
     "HubPushError",
     "RetroMAECollator",
     "RetroMAEConfig",
+    "RetroMAEDecoder",
     "RetroMAEForPreTraining",
     "RetroMAEForPreTrainingOutput",
     "RetroMAEModel",
     "RetroMAEModelOutput",
     "RetroMAEPreTrainedModel",
+    "UnsupportedEncoderError",
     "__version__",
     "evaluate",
     "export_sentence_transformer",

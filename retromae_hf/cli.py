@@ -86,11 +86,14 @@ def _add_convert(subparsers) -> None:
     parser = _add_parser(
         subparsers,
         "convert",
-        help="official RetroMAE or BertForMaskedLM checkpoint -> RetroMAEForPreTraining folder",
+        help="official RetroMAE, BertForMaskedLM or retromae-hf 0.1 checkpoint -> RetroMAEForPreTraining folder",
         description=(
             "Convert a state dict of the official RetroMAE code (staoxiao/RetroMAE, FlagEmbedding), or a published "
             "encoder-only BertForMaskedLM checkpoint (the decoder is then freshly initialised), into a "
-            "RetroMAEForPreTraining folder that AutoModel / AutoModelForPreTraining load."
+            "RetroMAEForPreTraining folder that AutoModel / AutoModelForPreTraining load. A checkpoint folder "
+            "written by retromae-hf 0.1 (BERT fields at the top of config.json) is rewritten in the current "
+            "layout (it also loads as it is). Masked-LM checkpoints of other architectures need no conversion: "
+            "pass them to `retromae-hf train --model`."
         ),
     )
     parser.add_argument("source", type=Path, help="a .safetensors/.bin/.pt state dict, or a folder holding one")
@@ -122,6 +125,9 @@ def _run_convert(args: argparse.Namespace) -> None:
     if not args.source.exists():
         raise MissingInputError(f"no checkpoint at {args.source} (the source argument)")
     source_dir = args.source if args.source.is_dir() else args.source.parent
+    if _is_retromae_checkpoint(source_dir):
+        _upgrade_checkpoint(source_dir, args.output_dir, args.overwrite)
+        return
     bert_config = args.bert_config or source_dir / "config.json"
     if not Path(bert_config).is_file():
         raise MissingInputError(f"no BERT config at {bert_config}; pass --bert-config path/to/config.json")
@@ -146,6 +152,35 @@ def _run_convert(args: argparse.Namespace) -> None:
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
     print(f"converted {args.source} -> {args.output_dir} (query_stream={model.config.query_stream})")
+
+
+def _is_retromae_checkpoint(folder: Path) -> bool:
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "retromae"
+    except (OSError, ValueError):
+        return False
+
+
+def _upgrade_checkpoint(source: Path, output_dir: Path, overwrite: bool) -> None:
+    """A RetroMAE checkpoint of any layout, saved again in the current one (config with an `encoder` sub-config,
+    weights under `lm.` and `decoder.`), with its tokenizer."""
+    from . import RetroMAEForPreTraining
+    from .outputs import check_output, staged_output
+
+    check_output(output_dir, overwrite=overwrite, inputs=[source])  # before loading: never over the source
+    model = RetroMAEForPreTraining.from_pretrained(source)
+    with staged_output(output_dir, overwrite=overwrite, inputs=[source]) as staging:
+        model.save_pretrained(staging)
+        if (source / "tokenizer_config.json").is_file():
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(str(source)).save_pretrained(staging)
+    print(f"converted {source} -> {output_dir} (encoder {model.config.encoder.model_type}, current layout)")
 
 
 # --------------------------------------------------------------------------------------------------- demo
@@ -310,10 +345,11 @@ def _add_export(subparsers) -> None:
     parser = _add_parser(
         subparsers,
         "export",
-        help="RetroMAE checkpoint -> sentence-transformers folder (plain BERT weights, CLS pooling)",
+        help="RetroMAE checkpoint -> sentence-transformers folder (the encoder's own architecture, CLS pooling)",
         description=(
             "Write a standard sentence-transformers folder that SentenceTransformer(folder) loads without "
-            "trust_remote_code and without retromae-hf: Transformer (BERT) + CLS Pooling [+ Normalize for cosine]."
+            "trust_remote_code and without retromae-hf: Transformer (the encoder's own architecture: BERT, "
+            "XLM-RoBERTa, ModernBERT, ...) + CLS Pooling [+ Normalize for cosine]."
         ),
     )
     parser.add_argument("checkpoint", help="a RetroMAE checkpoint folder (stage 1, stage 2 or converted) or Hub id")

@@ -16,6 +16,11 @@ SentencePiece (XLM-R) tokenizers all work; the official collator only understand
 
 Word selection replays the official greedy rule exactly (random word order; a word that would overshoot the
 budget is skipped and shorter later words still get their turn); only the random number streams differ.
+
+The rules are module-level functions on padded `[B, L]` tensors (`mask_budget`, `sample_whole_word_masks`,
+`mask_encoder_tokens`, `sample_decoder_attention`, `reconstruction_labels`, `SpellingWordBoundaries`), so that
+code which receives already tokenized batches (the sentence-transformers loss) applies exactly the same rules, on
+whatever device the batch lives.
 """
 
 import hashlib
@@ -50,34 +55,44 @@ def sample_whole_word_masks(
         word_ids: `[B, L]` word index of each token within its row, -1 for tokens that may never be masked.
         budget: `[B]` maximum number of tokens to mask in each row.
         num_draws: masks to draw per row.
-        generator: optional torch generator (the global RNG otherwise).
+        generator: optional torch generator on `word_ids`' device (that device's global RNG otherwise).
 
     Returns:
-        `[B, num_draws, L]` boolean masks: words visited in a uniformly random order, each taken if it still fits
-        the budget (the official `_whole_word_mask` rule).
+        `[B, num_draws, L]` boolean masks on `word_ids`' device: words visited in a uniformly random order, each
+        taken if it still fits the budget (the official `_whole_word_mask` rule).
     """
+    device = word_ids.device
     batch, seq_len = word_ids.shape
     num_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
     if num_words <= 0:
-        return torch.zeros(batch, num_draws, seq_len, dtype=torch.bool)
+        return torch.zeros(batch, num_draws, seq_len, dtype=torch.bool, device=device)
     maskable = word_ids >= 0
     index = word_ids.clamp(min=0)
     # int16 throughout: word lengths and budgets are far below 2**15, and the batch-wide tensors stay small.
-    word_len = torch.zeros(batch, num_words, dtype=torch.int16).scatter_add_(1, index, maskable.to(torch.int16))
+    word_len = torch.zeros(batch, num_words, dtype=torch.int16, device=device).scatter_add_(
+        1, index, maskable.to(torch.int16)
+    )
 
-    # A uniformly random word order per draw. numpy's radix sort of 16-bit keys is several times faster than a
-    # float argsort; equal keys (a few pairs per draw) keep their index order, a negligible bias.
-    keys = torch.randint(-(2**15), 2**15, (batch * num_draws, num_words), dtype=torch.int16, generator=generator)
+    # A uniformly random word order per draw. On the CPU numpy's radix sort of 16-bit keys is several times faster
+    # than a float argsort; equal keys (a few pairs per draw) keep their index order, a negligible bias. Other
+    # devices sort the same keys stably in torch, so the rule is the same everywhere.
+    keys = torch.randint(
+        -(2**15), 2**15, (batch * num_draws, num_words), dtype=torch.int16, generator=generator, device=device
+    )
     keys.view(batch, num_draws, num_words).masked_fill_((word_len == 0)[:, None, :], 2**15 - 1)
-    order = torch.from_numpy(np.argsort(keys.numpy(), axis=-1, kind="stable")).view(batch, num_draws, num_words)
+    if device.type == "cpu":
+        order = torch.from_numpy(np.argsort(keys.numpy(), axis=-1, kind="stable"))
+    else:
+        order = torch.sort(keys, dim=-1, stable=True).indices
+    order = order.view(batch, num_draws, num_words)
     lengths = word_len[:, None, :].expand(-1, num_draws, -1).gather(-1, order)
 
     # The official greedy rule: walk the words in order, take each one that still fits, skip one that does not.
     # Each pass takes the longest run of still-fitting words, so a handful of passes replays the whole walk.
     # Rows are flattened so that later passes, which concern only a few rows, touch only those rows.
     pending = lengths.reshape(batch * num_draws, num_words).clone()  # words not yet taken nor ruled out; else 0
-    remaining = budget.to(torch.int16).repeat_interleave(num_draws)[:, None]
-    taken_in_order = torch.zeros(pending.shape, dtype=torch.bool)
+    remaining = budget.to(device=device, dtype=torch.int16).repeat_interleave(num_draws)[:, None]
+    taken_in_order = torch.zeros(pending.shape, dtype=torch.bool, device=device)
     rows = None  # all rows in the first pass
     while True:
         pending.masked_fill_(pending > remaining, 0)  # budgets only shrink: a word too long now stays too long
@@ -94,6 +109,148 @@ def sample_whole_word_masks(
     taken = torch.zeros_like(taken_in_order).scatter_(-1, order, taken_in_order)
     token_mask = taken.gather(-1, index[:, None, :].expand(-1, num_draws, -1))
     return token_mask & maskable[:, None, :]
+
+
+def mask_budget(lengths: torch.Tensor, ratio: float) -> torch.Tensor:
+    """`max(1, round(n * ratio))` tokens per row, `n` counting the special tokens (the official budget)."""
+    # In float64 on the CPU (MPS has no float64): the rounding of n * ratio must not depend on the device.
+    return torch.round(lengths.cpu().double() * ratio).long().clamp(min=1).to(lengths.device)
+
+
+def mask_encoder_tokens(
+    input_ids: torch.Tensor,
+    word_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    ratio: float,
+    mask_token_id: int,
+    vocab_size: int,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's input: whole words selected up to `mask_budget(lengths, ratio)`, then 80/10/10.
+
+    Args:
+        input_ids: `[B, L]` token ids (padding included).
+        word_ids: `[B, L]` word of each token, -1 for special tokens and padding (never selected).
+        lengths: `[B]` real tokens per row, special tokens included.
+        ratio: the encoder mask ratio.
+        mask_token_id, vocab_size: the [MASK] id, and the range random replacements are drawn from.
+        mask_replace_prob, random_replace_prob: shares of selected tokens replaced by [MASK] / a random token.
+        generator: a generator on `input_ids`' device, or None for that device's global RNG.
+
+    Returns:
+        `(masked_input_ids, labels)`: labels hold the original id at selected positions and -100 elsewhere.
+    """
+    selected = sample_whole_word_masks(word_ids, mask_budget(lengths, ratio), 1, generator).squeeze(1)
+    labels = input_ids.masked_fill(~selected, IGNORE_INDEX)
+    roll = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+    to_mask = selected & (roll < mask_replace_prob)
+    to_random = selected & ~to_mask & (roll < mask_replace_prob + random_replace_prob)
+    masked = input_ids.masked_fill(to_mask, mask_token_id)
+    random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator, device=input_ids.device)
+    return torch.where(to_random, random_tokens, masked), labels
+
+
+def sample_decoder_attention(
+    word_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    real: torch.Tensor,
+    ratio: float,
+    pool_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Position-specific `[B, L, L]` 0/1 attention masks of enhanced decoding (`[b, i, j] = 1`: row `i` sees `j`).
+
+    Each sequence draws a pool of `min(n, pool_size)` whole-word masks with `ratio`; every query row picks one of
+    its own sequence's pool uniformly and also hides itself. Special tokens are in no mask (so [CLS] is visible
+    to every row but its own); padding is never attended and padded rows see nothing.
+    """
+    batch, seq_len = word_ids.shape
+    pool_sizes = lengths.clamp(max=pool_size)
+    pool = sample_whole_word_masks(word_ids, mask_budget(lengths, ratio), int(pool_sizes.max()), generator)
+    # pool: [B, P, L]. Each query row picks a pool member uniformly among its own sequence's pool.
+    pick = (torch.rand(batch, seq_len, generator=generator, device=word_ids.device) * pool_sizes[:, None]).long()
+    hidden = pool.gather(1, pick[:, :, None].expand(-1, -1, seq_len))  # [B, L(query), L(key)]
+    hidden |= torch.eye(seq_len, dtype=torch.bool, device=word_ids.device)[None]
+    visible = ~hidden & real[:, :, None] & real[:, None, :]
+    return visible.to(torch.uint8)
+
+
+def reconstruction_labels(input_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The decoder's targets: every real token except the first and the last ([CLS] and the final separator)."""
+    labels = input_ids.masked_fill(~real, IGNORE_INDEX)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    first = real.int().argmax(-1)  # 0 with right padding, as the collator pads
+    labels[rows, first] = IGNORE_INDEX
+    labels[rows, first + real.sum(-1) - 1] = IGNORE_INDEX
+    return labels
+
+
+def _is_wordpiece(tokenizer: PreTrainedTokenizerBase, vocab: Mapping[str, int]) -> bool:
+    """Whether words are spelled WordPiece-style (`##` continuations) rather than with word-start markers.
+
+    A fast tokenizer says so itself (its model is WordPiece, BPE or Unigram). The mere presence of a `##` token is
+    no proof: byte-level BPE learns `##` as an ordinary token from markdown headings. For other tokenizers, the
+    convention most of the vocabulary follows decides.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    kind = type(backend.model).__name__ if backend is not None else None
+    if kind == "WordPiece":
+        return True
+    if kind in ("BPE", "Unigram", "WordLevel"):
+        return False
+    continuations = sum(token.startswith("##") for token in vocab)
+    return continuations > sum(token.startswith(_WORD_START_MARKERS) for token in vocab)
+
+
+class SpellingWordBoundaries:
+    """Whole words recovered from token spelling, for batches that were tokenized without `word_ids()`.
+
+    One table per vocabulary, built once: whether each token starts a word (WordPiece: not a `##` continuation;
+    byte-level BPE and SentencePiece: spelled with a leading `Ġ` / `▁`) and whether it is a structural special
+    token ([CLS], [SEP], [PAD], [MASK], ...; [UNK] is an ordinary, maskable token as in the official collator).
+    `word_ids` then numbers the words of a whole padded batch with a few tensor operations, on any device.
+    A token right after a special token always starts a word.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        vocab = tokenizer.get_vocab()
+        size = max(len(tokenizer), max(vocab.values(), default=-1) + 1)
+        is_wordpiece = _is_wordpiece(tokenizer, vocab)
+        starts = torch.ones(size, dtype=torch.bool)
+        for token, index in vocab.items():
+            starts[index] = not token.startswith("##") if is_wordpiece else token.startswith(_WORD_START_MARKERS)
+        special = torch.zeros(size, dtype=torch.bool)
+        special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        special[[i for i in special_ids if i is not None and 0 <= i < size]] = True
+        self.is_wordpiece = is_wordpiece
+        self._tables = {torch.device("cpu"): (starts, special)}
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._tables:
+            starts, special = self._tables[torch.device("cpu")]
+            self._tables[device] = (starts.to(device), special.to(device))
+        return self._tables[device]
+
+    def word_ids(self, input_ids: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        """`[B, L]` word index of each token within its row (from 0), -1 for special tokens and padding.
+
+        Args:
+            input_ids: `[B, L]` token ids.
+            real: `[B, L]` True for real tokens (the attention mask); all real when None.
+        """
+        starts, special = self._on(input_ids.device)
+        size = starts.shape[0]
+        in_range = (input_ids >= 0) & (input_ids < size)
+        ids = input_ids.clamp(0, size - 1)
+        never = special[ids] & in_range
+        if real is not None:
+            never = never | ~real.bool()
+        begins_word = starts[ids] | ~in_range  # an id beyond the tokenizer's vocabulary counts as a word
+        after_never = torch.cat([torch.ones_like(never[:, :1]), never[:, :-1]], dim=1)
+        begins_word = (begins_word | after_never) & ~never
+        return (begins_word.long().cumsum(-1) - 1).masked_fill(never, -1)
 
 
 def _content_digest(examples: Sequence[Any]) -> bytes:
@@ -205,10 +362,8 @@ class RetroMAECollator:
         self.randomness = _BatchRandomness(seed, generator)
         self.generator: torch.Generator | None = None  # the current batch's source, set per call
         self.decoding = decoding
-        # [UNK] is an ordinary, maskable token for the official collator; only structural specials are excluded.
-        self._special_ids = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         self._warned_truncation = False
-        self._is_wordpiece: bool | None = None  # decided from the vocabulary on first use
+        self._boundaries: SpellingWordBoundaries | None = None  # built from the vocabulary on first use
 
     # ------------------------------------------------------------------ inputs
     def _tokenize(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -222,20 +377,9 @@ class RetroMAECollator:
         return rows
 
     def _words_from_spelling(self, input_ids: Sequence[int]) -> list[int]:
-        if self._is_wordpiece is None:
-            self._is_wordpiece = any(token.startswith("##") for token in self.tokenizer.get_vocab())
-        words, current, after_special = [], -1, True
-        for token_id, token in zip(input_ids, self.tokenizer.convert_ids_to_tokens(list(input_ids)), strict=True):
-            if token_id in self._special_ids:
-                words.append(-1)
-                after_special = True
-                continue
-            starts_word = not token.startswith("##") if self._is_wordpiece else token.startswith(_WORD_START_MARKERS)
-            if starts_word or after_special:
-                current += 1
-            after_special = False
-            words.append(current)
-        return words
+        if self._boundaries is None:
+            self._boundaries = SpellingWordBoundaries(self.tokenizer)
+        return self._boundaries.word_ids(torch.tensor([list(input_ids)], dtype=torch.long))[0].tolist()
 
     def _truncate(self, ids: list[int], words: list[int]) -> tuple[list[int], list[int]]:
         if len(ids) <= self.max_length:
@@ -305,10 +449,10 @@ class RetroMAECollator:
             )
         else:
             decoder_input_ids = input_ids
-            decoder_attention_mask = self._decoder_attention(word_ids, lengths, real)
-            decoder_labels = input_ids.masked_fill(~real, IGNORE_INDEX)
-            decoder_labels[:, 0] = IGNORE_INDEX
-            decoder_labels[torch.arange(batch), lengths - 1] = IGNORE_INDEX
+            decoder_attention_mask = sample_decoder_attention(
+                word_ids, lengths, real, self.decoder_mask_ratio, self.decoder_pool_size, self.generator
+            )
+            decoder_labels = reconstruction_labels(input_ids, real)
         return {
             "encoder_input_ids": encoder_input_ids,
             "encoder_attention_mask": real.long(),
@@ -322,47 +466,30 @@ class RetroMAECollator:
         """Draw fresh masks for a new epoch (only matters with `seed`)."""
         self.randomness.epoch = epoch
 
-    def _budget(self, lengths: torch.Tensor, ratio: float) -> torch.Tensor:
-        return torch.round(lengths.double() * ratio).long().clamp(min=1)
-
     def _mask_encoder(
         self, input_ids: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        selected = sample_whole_word_masks(
-            word_ids, self._budget(lengths, self.encoder_mask_ratio), 1, self.generator
-        ).squeeze(1)
-        labels = input_ids.masked_fill(~selected, IGNORE_INDEX)
-        roll = torch.rand(input_ids.shape, generator=self.generator)
-        to_mask = selected & (roll < self.mask_replace_prob)
-        to_random = selected & ~to_mask & (roll < self.mask_replace_prob + self.random_replace_prob)
-        masked = input_ids.masked_fill(to_mask, self.tokenizer.mask_token_id)
-        random_tokens = torch.randint(len(self.tokenizer), input_ids.shape, generator=self.generator)
-        masked = torch.where(to_random, random_tokens, masked)
-        return masked, labels
+        return mask_encoder_tokens(
+            input_ids,
+            word_ids,
+            lengths,
+            self.encoder_mask_ratio,
+            self.tokenizer.mask_token_id,
+            len(self.tokenizer),
+            self.mask_replace_prob,
+            self.random_replace_prob,
+            self.generator,
+        )
 
     def _plain_decoder_inputs(
         self, input_ids: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        hidden = sample_whole_word_masks(
-            word_ids, self._budget(lengths, self.decoder_mask_ratio), 1, self.generator
-        ).squeeze(1)
+        hidden = sample_whole_word_masks(word_ids, mask_budget(lengths, self.decoder_mask_ratio), 1, self.generator)
+        hidden = hidden.squeeze(1)
         decoder_input_ids = input_ids.masked_fill(hidden, self.tokenizer.mask_token_id)
         decoder_labels = input_ids.masked_fill(~hidden, IGNORE_INDEX)
         attention = (real[:, :, None] & real[:, None, :]).to(torch.uint8)
         return decoder_input_ids, decoder_labels, attention
-
-    def _decoder_attention(self, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        batch, seq_len = word_ids.shape
-        pool_sizes = lengths.clamp(max=self.decoder_pool_size)
-        pool = sample_whole_word_masks(
-            word_ids, self._budget(lengths, self.decoder_mask_ratio), int(pool_sizes.max()), self.generator
-        )  # [B, P, L]
-        # Each query row picks a pool member uniformly among its own sequence's pool.
-        pick = (torch.rand(batch, seq_len, generator=self.generator) * pool_sizes[:, None]).long()
-        hidden = pool.gather(1, pick[:, :, None].expand(-1, -1, seq_len))  # [B, L(query), L(key)]
-        hidden |= torch.eye(seq_len, dtype=torch.bool)[None]
-        visible = ~hidden & real[:, :, None] & real[:, None, :]
-        return visible.to(torch.uint8)
 
 
 class ContrastiveCollator:
@@ -452,4 +579,14 @@ class ContrastiveCollator:
         return batch
 
 
-__all__ = ["FORWARD_KEYS", "ContrastiveCollator", "RetroMAECollator", "sample_whole_word_masks"]
+__all__ = [
+    "FORWARD_KEYS",
+    "ContrastiveCollator",
+    "RetroMAECollator",
+    "SpellingWordBoundaries",
+    "mask_budget",
+    "mask_encoder_tokens",
+    "reconstruction_labels",
+    "sample_decoder_attention",
+    "sample_whole_word_masks",
+]

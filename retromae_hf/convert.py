@@ -6,6 +6,11 @@ Two source layouts are understood:
   (`lm.bert.*`, `lm.cls.*`, `c_head.*`, and `decoder_embeddings.*`, an alias of `lm.bert.embeddings`);
 - **encoder-only**: a `BertForMaskedLM` (or `BertModel`) state dict, as the released RetroMAE models are
   (`bert.*`, `cls.*`); the decoder is then freshly initialised.
+
+Our own layout keeps the official one for the encoder: transformers' `BertForMaskedLM` under `lm.` (`lm.bert.*`,
+`lm.cls.*`), and the decoder layers under `decoder.layers.N.*` (the official `c_head.*` is layer 0). A state dict
+written by retromae-hf 0.1 (`bert.*`, `cls.*`, `decoder.*`) is understood too. Masked-LM checkpoints of other
+architectures need no conversion: `RetroMAEForPreTraining.from_masked_lm` loads them as they are.
 """
 
 import json
@@ -61,9 +66,9 @@ def config_from_bert(
     if variant not in _VARIANT_TO_QUERY_STREAM:
         raise ValueError(f"variant must be one of {sorted(_VARIANT_TO_QUERY_STREAM)}, got {variant!r}")
     fields = {name: bert_config[name] for name in BERT_FIELDS if name in bert_config}
-    fields["query_stream"] = _VARIANT_TO_QUERY_STREAM[variant]
-    fields.update(overrides)
-    return RetroMAEConfig(**fields)
+    # The official decoder takes its positions from BERT's own table.
+    decoder = {"query_stream": _VARIANT_TO_QUERY_STREAM[variant], "decoder_positions": "encoder", **overrides}
+    return RetroMAEConfig(encoder={"model_type": "bert", **fields}, **decoder)
 
 
 def _rename(key: str) -> str | None:
@@ -73,13 +78,13 @@ def _rename(key: str) -> str | None:
     # Very old BERT checkpoints name LayerNorm parameters gamma/beta.
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
     key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-    if key.startswith("lm."):
-        key = key[len("lm.") :]
     if key.startswith("c_head."):
         return "decoder.layers.0." + key[len("c_head.") :]
     if key.startswith(("embeddings.", "encoder.")):  # a bare BertModel state dict
-        return "bert." + key
-    if key.startswith("bert.pooler.") or key.startswith("cls.seq_relationship."):
+        key = "bert." + key
+    if key.startswith(("bert.", "cls.")):  # BertForMaskedLM, or a retromae-hf 0.1 checkpoint
+        key = "lm." + key
+    if key.startswith(("lm.bert.pooler.", "lm.cls.seq_relationship.")):
         return None  # BERT's pooler / NSP head: RetroMAE uses the raw [CLS] vector
     return key
 
@@ -117,11 +122,11 @@ def from_official(
         if new_key is not None:
             renamed[new_key] = tensor
     # The MLM decoder's weight and bias are tied to the word embeddings and `cls.predictions.bias`.
-    renamed.pop("cls.predictions.decoder.weight", None)
-    renamed.pop("cls.predictions.decoder.bias", None)
+    tied = set(model.all_tied_weights_keys)
+    for key in tied:
+        renamed.pop(key, None)
 
     expected = model.state_dict()
-    tied = set(RetroMAEForPreTraining._tied_weights_keys)
     unknown = sorted(set(renamed) - set(expected))
     if unknown:
         raise CheckpointError(f"unexpected keys in the checkpoint (not part of a RetroMAE/BERT model): {unknown[:10]}")
@@ -132,7 +137,7 @@ def from_official(
                 "is bert_config the checkpoint's own config?"
             )
     missing = sorted(set(expected) - set(renamed) - tied)
-    missing_encoder = [key for key in missing if not key.startswith("decoder.")]
+    missing_encoder = [key for key in missing if not key.startswith("decoder.")]  # the decoder may start fresh
     if missing_encoder:
         raise CheckpointError(f"the checkpoint lacks encoder / MLM-head tensors: {missing_encoder[:10]}")
     if missing:

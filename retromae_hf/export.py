@@ -1,8 +1,9 @@
-"""Export RetroMAE encoders as standard sentence-transformers folders (plain BERT weights + [CLS] pooling).
+"""Export RetroMAE encoders as standard sentence-transformers folders (the encoder's own architecture + [CLS] pooling).
 
 The exported folder is what stage-2 models are published as: `SentenceTransformer(folder)` loads it with
-sentence-transformers alone, without `trust_remote_code` and without this package, because the weights are a
-plain `BertModel`'s and the modules are sentence-transformers' own (Transformer, CLS Pooling, [Normalize]).
+sentence-transformers alone, without `trust_remote_code` and without this package, because the weights are the
+encoder's native base model (`BertModel`, `XLMRobertaModel`, `ModernBertModel`, ...) and the modules are
+sentence-transformers' own (Transformer, CLS Pooling, [Normalize]).
 """
 
 import logging
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
+from .configuration_retromae import RetroMAEConfig
 from .errors import MissingInputError, UserError, remote_resource
-from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel
+from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel, RetroMAEPreTrainedModel
 from .outputs import staged_output
 
 logger = logging.getLogger(__name__)
@@ -25,13 +26,11 @@ Similarity = Literal["dot", "cosine"]
 
 
 def _encoder_and_tokenizer(
-    model_or_path: RetroMAEModel | RetroMAEForPreTraining | str | os.PathLike,
+    model_or_path: RetroMAEPreTrainedModel | str | os.PathLike,
     tokenizer: PreTrainedTokenizerBase | str | None,
-) -> tuple[RetroMAEModel, PreTrainedTokenizerBase]:
-    if isinstance(model_or_path, RetroMAEForPreTraining):
-        encoder = model_or_path.bert
-    elif isinstance(model_or_path, RetroMAEModel):
-        encoder = model_or_path
+) -> tuple[RetroMAEPreTrainedModel, PreTrainedTokenizerBase]:
+    if isinstance(model_or_path, RetroMAEModel | RetroMAEForPreTraining):
+        model = model_or_path
     else:
         path = str(model_or_path)
         if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
@@ -43,45 +42,50 @@ def _encoder_and_tokenizer(
                     f"{path} is a {config.model_type!r} model, not a RetroMAE checkpoint; convert it first "
                     "(retromae-hf convert) or load it with sentence-transformers directly"
                 )
-            encoder = RetroMAEModel.from_pretrained(path)
+            model = RetroMAEModel.from_pretrained(path)
         tokenizer = tokenizer or path
     if tokenizer is None:
         raise ValueError("exporting a model object needs its tokenizer (tokenizer=...)")
     if isinstance(tokenizer, str | os.PathLike):
         with remote_resource("tokenizer", str(tokenizer), "--tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-    if len(tokenizer) > encoder.config.vocab_size:
+    if len(tokenizer) > model.config.vocab_size:
         raise UserError(
-            f"the tokenizer has {len(tokenizer)} tokens but the model only {encoder.config.vocab_size} embeddings: "
+            f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} embeddings: "
             "they do not belong together. Export with the checkpoint's own tokenizer."
         )
-    return encoder.eval(), tokenizer
+    return model.eval(), tokenizer
 
 
-def to_bert_model(encoder: RetroMAEModel) -> BertModel:
-    """The encoder as a transformers `BertModel` with identical weights (the names already match BERT's)."""
-    config = BertConfig(**{name: getattr(encoder.config, name) for name in BERT_FIELDS})
-    bert = BertModel(config, add_pooling_layer=True)
-    missing, unexpected = bert.load_state_dict(encoder.state_dict(), strict=False)
-    if unexpected or any(not key.startswith("pooler.") for key in missing):
-        raise RuntimeError(f"encoder does not map onto BERT: missing {missing}, unexpected {unexpected}")
-    # RetroMAE embeds with the raw [CLS] vector; BERT's pooler is never used. Zero weights (rather than random
-    # ones) keep the export deterministic and let it load without "newly initialised weights" warnings.
+def native_encoder(model: RetroMAEPreTrainedModel) -> PreTrainedModel:
+    """The encoder as the model `AutoModel` builds for its architecture (`BertModel`, `XLMRobertaModel`,
+    `ModernBertModel`, ...), with identical weights: what sentence-transformers loads without remote code."""
+    encoder = model.get_encoder()
+    native = AutoModel.from_config(encoder.config.__class__.from_dict(encoder.config.to_dict()))
+    missing, unexpected = native.load_state_dict(encoder.state_dict(), strict=False)
+    if unexpected:
+        raise RuntimeError(f"the encoder does not map onto {type(native).__name__}: unexpected {unexpected}")
+    # What AutoModel adds that the masked-LM encoder lacks (BERT's pooler): RetroMAE embeds with the raw [CLS]
+    # vector and never uses it. Zeros (rather than random values) keep the export deterministic and let it load
+    # without "newly initialised weights" warnings.
+    parameters = dict(native.named_parameters())
     with torch.no_grad():
-        bert.pooler.dense.weight.zero_()
-        bert.pooler.dense.bias.zero_()
-    return bert.eval()
+        for key in missing:
+            if key in parameters:
+                parameters[key].zero_()
+    return native.eval()
 
 
 def export_sentence_transformer(
-    model_or_path: RetroMAEModel | RetroMAEForPreTraining | str | os.PathLike,
+    model_or_path: RetroMAEPreTrainedModel | str | os.PathLike,
     output_dir: str | os.PathLike,
     similarity: Similarity = "dot",
     tokenizer: PreTrainedTokenizerBase | str | None = None,
     max_seq_length: int | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a standard sentence-transformers folder: Transformer (plain BERT) + CLS Pooling [+ Normalize].
+    """Write a standard sentence-transformers folder: Transformer (the encoder's own architecture) + CLS Pooling
+    [+ Normalize].
 
     Args:
         model_or_path: a RetroMAE checkpoint folder or Hub id (stage 1, stage 2, or converted official), or a
@@ -91,7 +95,8 @@ def export_sentence_transformer(
         similarity: `"dot"` (RetroMAE's retrieval scoring) or `"cosine"` (adds a Normalize module, for
             sentence-embedding models); recorded in `config_sentence_transformers.json`.
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
-        max_seq_length: the export's truncation length (default: the model's max_position_embeddings).
+        max_seq_length: the export's truncation length (default: the encoder's longest input, e.g. 512 for
+            BERT and XLM-R, capped by the tokenizer's `model_max_length`).
         overwrite: replace an existing `output_dir`.
 
     Returns:
@@ -113,30 +118,31 @@ def export_sentence_transformer(
     inputs = [model_or_path, tokenizer] if isinstance(model_or_path, str | os.PathLike) else [tokenizer]
     inputs = [item for item in inputs if isinstance(item, str | os.PathLike)]
     check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder")  # before loading anything
-    encoder, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
-    if max_seq_length is not None and max_seq_length > encoder.config.max_position_embeddings:
+    model, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
+    longest = model.max_sequence_length()
+    if max_seq_length is not None and longest and max_seq_length > longest:
         raise ValueError(
-            f"max_seq_length {max_seq_length} (--max-seq-length) is longer than the model's "
-            f"{encoder.config.max_position_embeddings} positions"
+            f"max_seq_length {max_seq_length} (--max-seq-length) is longer than the model's {longest} positions"
         )
-    bert = to_bert_model(encoder)
+    encoder = native_encoder(model)
     output_dir = Path(output_dir)
     with (
         tempfile.TemporaryDirectory(prefix="retromae-export-") as scratch,
         staged_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder") as staging,
     ):
-        plain = Path(scratch) / "bert"
-        bert.save_pretrained(plain)
+        plain = Path(scratch) / "encoder"
+        encoder.save_pretrained(plain)
         tokenizer.save_pretrained(plain)
-        length = max_seq_length or min(encoder.config.max_position_embeddings, tokenizer.model_max_length)
+        length = max_seq_length or min(
+            model.max_sequence_length() or tokenizer.model_max_length, tokenizer.model_max_length
+        )
         modules = [
             Transformer(str(plain), max_seq_length=length),
-            Pooling(encoder.config.hidden_size, pooling_mode="cls"),
+            Pooling(model.config.hidden_size, pooling_mode="cls"),
         ]
         if similarity == "cosine":
             modules.append(Normalize())
-        model = SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu")
-        model.save(str(staging))
+        SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu").save(str(staging))
     logger.info("exported %s (CLS pooling, %s similarity) to %s", type(encoder).__name__, similarity, output_dir)
     return output_dir
 
@@ -158,11 +164,12 @@ def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
             raise MissingInputError(f"{path} holds no model (no config.json, no modules.json)")
         config = AutoConfig.from_pretrained(path)
         if config.model_type == RetroMAEConfig.model_type:
-            transformer = Transformer(path, max_seq_length=config.max_position_embeddings)
+            # Checkpoints older than the sentence-transformers metadata were BERT; 512 is BERT's position table.
+            transformer = Transformer(path, max_seq_length=min(config.max_position_embeddings or 512, 512))
             pooling = Pooling(config.hidden_size, pooling_mode="cls")
             return SentenceTransformer(modules=[transformer, pooling], similarity_fn_name="dot", **kwargs)
     with remote_resource("model", path):  # a mistyped local path or an unreachable Hub fails at once, clearly
         return SentenceTransformer(path, **kwargs)
 
 
-__all__ = ["export_sentence_transformer", "load_sentence_transformer", "to_bert_model"]
+__all__ = ["export_sentence_transformer", "load_sentence_transformer", "native_encoder"]

@@ -750,18 +750,26 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _architecture(folder: Path) -> dict[str, Any]:
     config = _read_json(folder / "config.json")
-    keys = (
-        "model_type",
-        "num_hidden_layers",
-        "hidden_size",
-        "num_attention_heads",
-        "intermediate_size",
-        "vocab_size",
-        "max_position_embeddings",
-        "num_decoder_layers",
-        "query_stream",
-    )
-    return {key: config.get(key, "?") for key in keys}
+    # A RetroMAE checkpoint keeps the encoder's config under `encoder` (0.1 checkpoints and exports: at the top).
+    encoder = config.get("encoder") if isinstance(config.get("encoder"), dict) else config
+    found = {key: encoder.get(key, "?") for key in ENCODER_KEYS}
+    found.update({key: config.get(key, "?") for key in ("model_type", *DECODER_KEYS)})
+    found["encoder_type"] = ENCODER_NAMES.get(encoder.get("model_type"), encoder.get("model_type") or "BERT")
+    if found["encoder_type"] == "retromae":  # a 0.1 checkpoint: its encoder was BERT
+        found["encoder_type"] = "BERT"
+    return found
+
+
+ENCODER_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa", "modernbert": "ModernBERT"}
+ENCODER_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+)
+DECODER_KEYS = ("num_decoder_layers", "query_stream", "decoder_positions")
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -788,12 +796,18 @@ def _parameter_counts(folder: Path) -> dict[str, str]:
     total = encoder = 0
     files = sorted(folder.glob("*.safetensors"))
     try:
-        for path in files:
-            for name, shape in _safetensors_shapes(path).items():
-                size = math.prod(shape)
-                total += size
-                if not name.startswith(("decoder.", "cls.")):
-                    encoder += size
+        shapes = {name: shape for path in files for name, shape in _safetensors_shapes(path).items()}
+        # A checkpoint holds the encoder's masked-LM model under `lm.` (its base model under `lm.bert.`,
+        # `lm.roberta.`, `lm.model.`, ...: the child holding the embeddings) beside the decoder; a 0.1 checkpoint
+        # and an export hold the encoder at the top level (beside `cls.*` and `decoder.*` for the former).
+        bases = {name.split(".")[1] for name in shapes if name.startswith("lm.") and ".embeddings." in name}
+        for name, shape in shapes.items():
+            size = math.prod(shape)
+            total += size
+            if name.startswith(tuple(f"lm.{base}." for base in bases)) or (
+                not name.startswith(("lm.", "decoder.", "cls."))
+            ):
+                encoder += size
     except (OSError, ValueError, KeyError, struct.error) as err:
         logger.warning("could not count parameters of %s: %s", folder, err)
         return {}

@@ -1,21 +1,24 @@
-"""PyTorch RetroMAE: a BERT encoder whose [CLS] vector must let a shallow decoder rebuild the input.
+"""PyTorch RetroMAE for any masked-LM encoder: the encoder's [CLS] vector must let a shallow decoder rebuild the input.
 
 RetroMAE (Xiao et al., EMNLP 2022, arXiv 2205.12035) pre-trains a retrieval encoder with a masked auto-encoder.
 The encoder reads a moderately masked sentence (15-30%) and is trained with masked language modelling; its last
 layer's [CLS] vector is the sentence embedding. A one-layer decoder then reconstructs a far more heavily masked
 copy (50-70%) from that vector alone, through *enhanced decoding*:
 
-- the **query stream** is built from the [CLS] vector and the position embeddings only, so it carries no token;
+- the **query stream** is built from the [CLS] vector and position embeddings only, so it carries no token;
 - the **content stream** is the [CLS] vector followed by the (unmasked) token embeddings of the sentence;
 - the query stream attends to the content stream through a **position-specific attention mask** sampled per row,
   in which every position hides itself, so each token is predicted from [CLS] plus a different random context.
 
-The encoder's parameter names are those of `BertModel`, so its weights export to plain BERT unchanged.
+The encoder and its masked-LM head are transformers' own modules (`AutoModelForMaskedLM`: BERT, RoBERTa, XLM-R,
+ModernBERT, ...) with their own parameter names under `lm.`, so a Hub masked-LM checkpoint loads into them as is
+and the encoder exports in its native format. Only the decoder (`RetroMAEDecoder`) is ours.
 
 This file is shipped to the Hub beside the weights (remote code): it imports only torch, transformers and the
 configuration file next to it.
 """
 
+import inspect
 import json
 import os
 from collections.abc import Callable
@@ -24,6 +27,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import (
+    MODEL_FOR_MASKED_LM_MAPPING,
+    MODEL_MAPPING,
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    PreTrainedConfig,
+)
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -41,6 +52,20 @@ AUTO_MAP = {
     "AutoModel": "modeling_retromae.RetroMAEModel",
     "AutoModelForPreTraining": "modeling_retromae.RetroMAEForPreTraining",
 }
+# Architectures this package tests end to end (training, round trips, exports). Others with a masked-LM head are
+# accepted when they meet the structural requirements checked by `check_encoder_supported`.
+TESTED_ENCODERS = ("bert", "roberta", "xlm-roberta", "modernbert")
+# Masked-LM heads made of several sibling modules, applied in this order to the encoder's hidden states. Every
+# other architecture has a single head module beside its base model (BERT `cls`, RoBERTa `lm_head`, ...).
+MLM_HEAD_CHAINS = {
+    "modernbert": ("head", "decoder"),
+    "distilbert": ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector"),
+    "electra": ("generator_predictions", "generator_lm_head"),
+}
+
+
+class UnsupportedEncoderError(ValueError):
+    """The encoder architecture cannot carry RetroMAE (says why, and names the supported architectures)."""
 
 
 @dataclass
@@ -83,7 +108,9 @@ class RetroMAEForPreTrainingOutput(ModelOutput):
     passage_embedding: torch.FloatTensor | None = None
 
 
-def write_sentence_transformers_files(save_directory: str | os.PathLike, config: RetroMAEConfig) -> None:
+def write_sentence_transformers_files(
+    save_directory: str | os.PathLike, hidden_size: int, max_seq_length: int | None
+) -> None:
     """Describe the folder to sentence-transformers: the encoder, then [CLS] pooling (RetroMAE's embedding).
 
     Without these files `SentenceTransformer(folder)` would fall back to mean pooling. The legacy file layout is
@@ -94,7 +121,7 @@ def write_sentence_transformers_files(save_directory: str | os.PathLike, config:
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     pooling = {
-        "word_embedding_dimension": config.hidden_size,
+        "word_embedding_dimension": hidden_size,
         "pooling_mode_cls_token": True,
         "pooling_mode_mean_tokens": False,
         "pooling_mode_max_tokens": False,
@@ -103,7 +130,7 @@ def write_sentence_transformers_files(save_directory: str | os.PathLike, config:
     files = {
         "modules.json": modules,
         os.path.join("1_Pooling", "config.json"): pooling,
-        "sentence_bert_config.json": {"max_seq_length": config.max_position_embeddings, "do_lower_case": False},
+        "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False},
         "config_sentence_transformers.json": {"similarity_fn_name": "dot"},
     }
     for name, content in files.items():
@@ -113,6 +140,137 @@ def write_sentence_transformers_files(save_directory: str | os.PathLike, config:
             json.dump(content, handle, indent=2)
 
 
+# --------------------------------------------------------------------------------------------------- encoders
+def _unsupported(model_type: str, why: str) -> UnsupportedEncoderError:
+    return UnsupportedEncoderError(
+        f"RetroMAE cannot use a {model_type!r} encoder: {why}. Supported and tested: {', '.join(TESTED_ENCODERS)}; "
+        "other architectures work when they have a masked-LM head in transformers, an embedding block "
+        "`embeddings(input_ids=...)` of the hidden size, and a [CLS]-style first token."
+    )
+
+
+def _masked_lm_class(encoder_config: PreTrainedConfig) -> type[PreTrainedModel]:
+    try:
+        return MODEL_FOR_MASKED_LM_MAPPING[type(encoder_config)]
+    except KeyError:
+        raise _unsupported(encoder_config.model_type, "transformers has no masked-LM model for it") from None
+
+
+def build_masked_lm(encoder_config: PreTrainedConfig) -> PreTrainedModel:
+    """A freshly initialised `*ForMaskedLM` for `encoder_config`, through `AutoModelForMaskedLM`."""
+    _masked_lm_class(encoder_config)
+    return AutoModelForMaskedLM.from_config(encoder_config)
+
+
+def build_base_model(encoder_config: PreTrainedConfig) -> PreTrainedModel:
+    """The `*ForMaskedLM`'s base model alone (`BertModel`, `ModernBertModel`, ...), without a pooler."""
+    _masked_lm_class(encoder_config)
+    model_class = MODEL_MAPPING[type(encoder_config)]
+    # BERT-style base models add a pooler by default; their masked-LM models (whose weights we load) have none.
+    kwargs = {"add_pooling_layer": False} if "add_pooling_layer" in inspect.signature(model_class).parameters else {}
+    return AutoModel.from_config(encoder_config, **kwargs)
+
+
+def mlm_head_chain(masked_lm: PreTrainedModel) -> tuple[str, ...]:
+    """Names of the modules of `masked_lm` that turn its base model's hidden states into vocabulary logits."""
+    model_type = masked_lm.config.model_type
+    if model_type in MLM_HEAD_CHAINS:
+        return MLM_HEAD_CHAINS[model_type]
+    heads = [
+        name
+        for name, child in masked_lm.named_children()
+        if name != masked_lm.base_model_prefix and not isinstance(child, nn.modules.loss._Loss)
+    ]
+    if len(heads) != 1:
+        raise _unsupported(model_type, f"its masked-LM head is not one module (found {heads or 'none'})")
+    return (heads[0],)
+
+
+def absolute_position_table(embeddings: nn.Module, hidden_size: int) -> tuple[nn.Embedding, int] | None:
+    """The encoder's absolute position table and the index of its first position, or None (rotary encoders).
+
+    RoBERTa-style embeddings (RoBERTa, XLM-R, CamemBERT, ...) number positions from `padding_idx + 1`, since
+    their row `padding_idx` belongs to padding; the method they number them with marks them.
+    """
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, nn.Embedding) or table.embedding_dim != hidden_size:
+        return None
+    offset = 0
+    if (
+        hasattr(embeddings, "create_position_ids_from_input_ids")
+        and getattr(embeddings, "padding_idx", None) is not None
+    ):
+        offset = embeddings.padding_idx + 1
+    return table, offset
+
+
+def _check_structure(masked_lm: PreTrainedModel, hidden_size: int) -> tuple[str, ...]:
+    """Fail at once, before any training, when the encoder cannot carry the decoder; returns the head chain."""
+    model_type = masked_lm.config.model_type
+    chain = mlm_head_chain(masked_lm)
+    base = getattr(masked_lm, masked_lm.base_model_prefix, None)
+    embeddings = getattr(base, "embeddings", None)
+    if embeddings is None:
+        raise _unsupported(model_type, "its base model has no `embeddings` block for the decoder's content stream")
+    # A shape probe on two tokens (on the meta device while loading: no computation, no memory).
+    parameter = next(masked_lm.parameters())
+    probe_ids = torch.zeros(1, 2, dtype=torch.long, device=parameter.device)
+    was_training = masked_lm.training
+    masked_lm.eval()  # no dropout: the probe must not draw from the random number generator
+    try:
+        with torch.no_grad():
+            content = embeddings(input_ids=probe_ids)
+            logits = torch.zeros(1, hidden_size, dtype=parameter.dtype, device=parameter.device)
+            for name in chain:
+                logits = getattr(masked_lm, name)(logits)
+    except Exception as error:  # any failure here means the structure differs from what the decoder needs
+        raise _unsupported(model_type, f"probing its embeddings and masked-LM head failed ({error})") from error
+    finally:
+        masked_lm.train(was_training)
+    if not isinstance(content, torch.Tensor) or tuple(content.shape) != (1, 2, hidden_size):
+        raise _unsupported(model_type, "its embedding block does not return [batch, seq, hidden_size] vectors")
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, masked_lm.config.vocab_size):
+        raise _unsupported(model_type, "its masked-LM head does not map hidden states to vocabulary logits")
+    return chain
+
+
+def check_encoder_supported(encoder_config: PreTrainedConfig) -> None:
+    """Raise `UnsupportedEncoderError` now if RetroMAE cannot use this encoder architecture.
+
+    Builds the masked-LM model on the meta device (no memory, no weights), so it is cheap enough to run before
+    downloading or loading a checkpoint.
+    """
+    with torch.device("meta"):
+        masked_lm = build_masked_lm(encoder_config)
+    _check_structure(masked_lm, encoder_config.hidden_size)
+
+
+def _run_base_model(
+    base: PreTrainedModel,
+    input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    output_hidden_states: bool | None = None,
+):
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
+    # Some architectures (ModernBERT) take no token types; BERT tokenizers still return them. Read once per model:
+    # the signature lookup costs more host time than a small kernel.
+    if token_type_ids is not None:
+        takes_token_types = getattr(base, "_retromae_takes_token_types", None)
+        if takes_token_types is None:
+            takes_token_types = "token_type_ids" in inspect.signature(base.forward).parameters
+            base._retromae_takes_token_types = takes_token_types
+        if takes_token_types:
+            inputs["token_type_ids"] = token_type_ids
+    if output_hidden_states:
+        inputs["output_hidden_states"] = True
+    # transformers' mask helpers already drop an all-ones padding mask for SDPA, so unpadded batches (packed
+    # pre-training blocks) run the encoder without a mask.
+    return base(**inputs, return_dict=True)
+
+
+# --------------------------------------------------------------------------------------------------- decoder
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a 0/1 mask (`[B, L]` over keys, or `[B, L, L]` query x key) into an additive `[B, 1, Lq, L]` bias.
 
@@ -147,54 +305,20 @@ def eager_attention_forward(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-class RetroMAEEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, then LayerNorm and dropout (BERT's embedding block)."""
-
-    def __init__(self, config: RetroMAEConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.position_ids = nn.Buffer(torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)
-        seq_len = inputs_embeds.shape[1]
-        if seq_len > self.position_ids.shape[1]:
-            raise ValueError(
-                f"sequence length {seq_len} exceeds max_position_embeddings={self.position_ids.shape[1]}; "
-                "truncate the input (the collator's max_length) to at most that"
-            )
-        if token_type_ids is None:
-            token_type = self.token_type_embeddings.weight[0]
-        else:
-            token_type = self.token_type_embeddings(token_type_ids)
-        embeddings = inputs_embeds + token_type + self.position_embeddings(self.position_ids[:, :seq_len])
-        return self.dropout(self.LayerNorm(embeddings))
-
-
 class RetroMAEAttention(nn.Module):
     """Multi-head attention whose keys and values may come from another stream than its queries."""
 
     def __init__(self, config: RetroMAEConfig):
         super().__init__()
         self.config = config
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.num_heads = config.decoder_num_attention_heads
+        self.head_dim = config.hidden_size // self.num_heads
         self.scaling = self.head_dim**-0.5
         self.is_causal = False
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = config.attention_probs_dropout_prob
+        self.dropout = config.decoder_attention_probs_dropout_prob
 
     def forward(
         self,
@@ -210,8 +334,9 @@ class RetroMAEAttention(nn.Module):
         key = self.key(key_value_states).view(batch, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
         value = self.value(key_value_states).view(batch, kv_len, self.num_heads, self.head_dim).transpose(1, 2)
 
+        # A decoder used on its own (outside a PreTrainedModel) has no implementation set: eager, like BERT's.
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
+            self.config._attn_implementation or "eager", eager_attention_forward
         )
         output, _ = attention(
             self,
@@ -232,8 +357,8 @@ class RetroMAEResidualOutput(nn.Module):
     def __init__(self, config: RetroMAEConfig, in_features: int):
         super().__init__()
         self.dense = nn.Linear(in_features, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.decoder_layer_norm_eps)
+        self.dropout = nn.Dropout(config.decoder_hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
@@ -258,22 +383,22 @@ class RetroMAEAttentionBlock(nn.Module):
 class RetroMAEIntermediate(nn.Module):
     def __init__(self, config: RetroMAEConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.dense = nn.Linear(config.hidden_size, config.decoder_intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.decoder_hidden_act]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
 class RetroMAELayer(GradientCheckpointingLayer):
-    """A post-LayerNorm transformer layer (BERT's). With `key_value_states` it is an enhanced-decoding layer:
-    queries from the query stream, keys and values from the content stream."""
+    """A post-LayerNorm transformer layer (BERT's, as the official `c_head`). With `key_value_states` it is an
+    enhanced-decoding layer: queries from the query stream, keys and values from the content stream."""
 
     def __init__(self, config: RetroMAEConfig):
         super().__init__()
         self.attention = RetroMAEAttentionBlock(config)
         self.intermediate = RetroMAEIntermediate(config)
-        self.output = RetroMAEResidualOutput(config, config.intermediate_size)
+        self.output = RetroMAEResidualOutput(config, config.decoder_intermediate_size)
 
     def forward(
         self,
@@ -285,67 +410,184 @@ class RetroMAELayer(GradientCheckpointingLayer):
         return self.output(self.intermediate(attended), attended)
 
 
-class RetroMAEEncoder(nn.Module):
-    def __init__(self, config: RetroMAEConfig):
-        super().__init__()
-        self.layer = nn.ModuleList([RetroMAELayer(config) for _ in range(config.num_hidden_layers)])
+def init_decoder_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation, which the official code gives its decoder: N(0, std) weights, zero biases,
+    unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        init.normal_(module.weight, mean=0.0, std=std)
+    elif isinstance(module, nn.LayerNorm):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
 
 
 class RetroMAEDecoder(nn.Module):
-    """The enhanced decoder: `num_decoder_layers` layers; each refines the query stream against the same content
-    stream (with one layer, as in the paper, this is exactly the official `c_head`)."""
+    """The enhanced decoder of RetroMAE, independent of the encoder it is trained with.
+
+    `num_decoder_layers` post-LN layers; each refines the query stream against the same content stream (with one
+    layer, as in the paper, this is exactly the official `c_head`). With `decoder_positions="learned"` the decoder
+    owns its position table (`position_embeddings`, `encoder.max_position_embeddings` rows).
+
+    Built from a `RetroMAEConfig` alone, so other training set-ups can reuse it: give it the encoder's sentence
+    vector, the token embeddings of the unmasked sentence, and the position-specific attention mask.
+
+    Example:
+        ```python
+        >>> config = RetroMAEConfig(encoder=backbone.config, decoder_positions="learned")
+        >>> decoder = RetroMAEDecoder(config)
+        >>> decoder.init_weights()
+        >>> hidden = decoder(sentence_embedding, content_embeddings, None, attention_mask)  # [B, L, H]
+        ```
+    """
 
     def __init__(self, config: RetroMAEConfig):
         super().__init__()
+        self.config = config
         self.layers = nn.ModuleList([RetroMAELayer(config) for _ in range(config.num_decoder_layers)])
+        self.position_embeddings: nn.Embedding | None = None
+        if config.decoder_positions == "learned":
+            if not config.max_position_embeddings:
+                raise ValueError("decoder_positions='learned' needs the encoder's max_position_embeddings")
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
-    def forward(self, query: torch.Tensor, content: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def init_weights(self) -> None:
+        """Initialise a standalone decoder (inside `RetroMAEForPreTraining`, `post_init` does it)."""
+        for module in self.modules():
+            init_decoder_weights(module, self.config.decoder_initializer_range)
+
+    def learned_positions(self, seq_len: int) -> torch.Tensor:
+        """`[1, seq_len, H]`: the decoder's own position vectors (`decoder_positions="learned"`)."""
+        if self.position_embeddings is None:
+            raise ValueError(
+                "this decoder has no position table of its own (decoder_positions="
+                f"{self.config.decoder_positions!r}): pass query_position_embeddings, or build it with "
+                "decoder_positions='learned'"
+            )
+        if seq_len > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"sequence length {seq_len} exceeds the decoder's {self.position_embeddings.num_embeddings} "
+                "positions (max_position_embeddings); truncate the input (the collator's max_length)"
+            )
+        return self.position_embeddings.weight[None, :seq_len]
+
+    def forward(
+        self,
+        sentence_embedding: torch.Tensor,
+        content_embeddings: torch.Tensor,
+        query_position_embeddings: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        query_stream: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Reconstruct every position from the sentence vector; returns `[B, L, H]` (before any MLM head).
+
+        Args:
+            sentence_embedding: `[B, H]`, the encoder's sentence vector (its last-layer [CLS]).
+            content_embeddings: `[B, L, H]`, the encoder's embedding block applied to the *unmasked* token ids;
+                position 0 is replaced by `sentence_embedding` (the content stream). With learned positions, the
+                decoder adds its own position vectors to positions 1..L-1.
+            query_position_embeddings: `[1 | B, L, H]` positions of the query stream `sentence_embedding + p`;
+                `None` uses the decoder's learned table.
+            attention_mask: `[B, L, L]` 0/1, `[b, i, j] = 1` when query position `i` may see content position
+                `j` (the position-specific mask; for `decoding="plain"` a padding mask over the masked copy).
+            query_stream: optional `[B, L, H]` query stream built by the caller (the `"embeddings"` rule runs
+                the encoder's embedding block); replaces `sentence_embedding + p`.
+        """
+        seq_len = content_embeddings.shape[1]
+        cls_hidden = sentence_embedding[:, None, :]
+        tail = content_embeddings[:, 1:]
+        learned = self.learned_positions(seq_len) if self.position_embeddings is not None else None
+        if learned is not None:
+            tail = tail + learned[:, 1:]
+        content = torch.cat([cls_hidden, tail], dim=1)
+        if self.config.decoding == "plain":  # ablation: ordinary self-attention over the masked sentence
+            mask = additive_attention_mask(attention_mask, content.dtype)
+            hidden = content
+            for layer in self.layers:
+                hidden = layer(hidden, mask)
+            return hidden
+        if query_stream is None:
+            positions = query_position_embeddings if query_position_embeddings is not None else learned
+            if positions is None:
+                positions = self.learned_positions(seq_len)  # raises: no table and no positions given
+            query_stream = positions + cls_hidden
+        mask = additive_attention_mask(attention_mask, query_stream.dtype)
         for layer in self.layers:
-            query = layer(query, attention_mask, content)
-        return query
+            query_stream = layer(query_stream, mask, content)
+        return query_stream
 
 
-class RetroMAEPredictionHeadTransform(nn.Module):
-    def __init__(self, config: RetroMAEConfig):
+# --------------------------------------------------------------------------------------------------- models
+class _HeadlessMaskedLM(nn.Module):
+    """Holds a base model under its masked-LM model's attribute name (`bert`, `roberta`, `model`, ...), so that
+    the encoder's parameters are named as in a pre-training checkpoint (`lm.bert.*`) and load from it as is."""
+
+    def __init__(self, prefix: str, base_model: PreTrainedModel):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
-
-
-class RetroMAELMPredictionHead(nn.Module):
-    def __init__(self, config: RetroMAEConfig):
-        super().__init__()
-        self.transform = RetroMAEPredictionHeadTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=True)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden_states))
-
-
-class RetroMAEOnlyMLMHead(nn.Module):
-    """The masked-LM head, named as BERT's (`cls.predictions.*`) so `BertForMaskedLM` weights load directly."""
-
-    def __init__(self, config: RetroMAEConfig):
-        super().__init__()
-        self.predictions = RetroMAELMPredictionHead(config)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.predictions(hidden_states)
+        self.prefix = prefix
+        self.add_module(prefix, base_model)
 
 
 class RetroMAEPreTrainedModel(PreTrainedModel):
     config_class = RetroMAEConfig
     config: RetroMAEConfig
-    base_model_prefix = "bert"
+    # The masked-LM model lives under `lm`: loading a checkpoint without that prefix (one written by retromae-hf
+    # 0.1, with `bert.*` / `cls.*` keys) adds it, through transformers' base-model-prefix handling.
+    base_model_prefix = "lm"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
-    _no_split_modules = ["RetroMAEEmbeddings", "RetroMAELayer"]
+    _no_split_modules = ["RetroMAELayer"]
+
+    def get_encoder(self, modality: str | None = None) -> PreTrainedModel:
+        """The encoder: transformers' own base model (`BertModel`, `XLMRobertaModel`, `ModernBertModel`, ...)."""
+        return getattr(self.lm, self._encoder_prefix)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.get_encoder().get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.get_encoder().set_input_embeddings(value)
+
+    def max_sequence_length(self) -> int | None:
+        """The longest input the encoder takes: its absolute position table's size (less RoBERTa's offset), else
+        `max_position_embeddings` (the length a rotary encoder was built for, and the decoder table's size)."""
+        found = absolute_position_table(self.get_encoder().embeddings, self.config.hidden_size)
+        if found is not None:
+            table, offset = found
+            return table.num_embeddings - offset
+        return self.config.max_position_embeddings
+
+    def _check_length(self, seq_len: int) -> None:
+        limit = self.max_sequence_length()
+        if limit is not None and seq_len > limit:
+            raise ValueError(
+                f"sequence length {seq_len} exceeds the {self.config.encoder.model_type} encoder's limit of {limit} "
+                f"tokens (max_position_embeddings={self.config.max_position_embeddings}); truncate the input "
+                "(the collator's max_length) to at most that"
+            )
+
+    def encode(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> RetroMAEModelOutput:
+        """Run the encoder; the sentence embedding is the last layer's first ([CLS]) vector."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        self._check_length((input_ids if input_ids is not None else inputs_embeds).shape[1])
+        outputs = _run_base_model(
+            self.get_encoder(), input_ids, attention_mask, token_type_ids, inputs_embeds, output_hidden_states
+        )
+        hidden = outputs.last_hidden_state
+        return RetroMAEModelOutput(
+            last_hidden_state=hidden, sentence_embedding=hidden[:, 0], hidden_states=outputs.hidden_states
+        )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records only the saved class's own Auto class; the encoder of a pre-training checkpoint
@@ -354,19 +596,17 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            write_sentence_transformers_files(save_directory, self.config)
+            write_sentence_transformers_files(save_directory, self.config.hidden_size, self.max_sequence_length())
         return result
 
     def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        if isinstance(module, RetroMAELMPredictionHead):
-            init.zeros_(module.bias)
-        elif isinstance(module, RetroMAEEmbeddings):
-            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+        # Only our decoder's modules reach this: the encoder is a transformers model that initialises itself.
+        init_decoder_weights(module, self.config.decoder_initializer_range)
 
 
 class RetroMAEModel(RetroMAEPreTrainedModel):
-    """The RetroMAE encoder alone: a BERT encoder (no pooler) whose sentence embedding is the last layer's [CLS].
+    """The RetroMAE encoder alone: transformers' base model of the encoder architecture, whose sentence embedding
+    is the last layer's [CLS] vector. Loads from a pre-training checkpoint, leaving the MLM head and decoder.
 
     Example:
         ```python
@@ -379,20 +619,16 @@ class RetroMAEModel(RetroMAEPreTrainedModel):
         ```
     """
 
-    # Loading the encoder from a pre-training checkpoint leaves its decoder and MLM head behind, as intended.
-    _keys_to_ignore_on_load_unexpected = [r"^decoder\.", r"^cls\."]
-
     def __init__(self, config: RetroMAEConfig):
         super().__init__(config)
-        self.embeddings = RetroMAEEmbeddings(config)
-        self.encoder = RetroMAEEncoder(config)
+        prefix = _masked_lm_class(config.encoder).base_model_prefix
+        self._encoder_prefix = prefix
+        self.lm = _HeadlessMaskedLM(prefix, build_base_model(config.encoder))
+        config.encoder = getattr(self.lm, prefix).config
+        # Loading the encoder from a pre-training checkpoint leaves its MLM head and decoder behind, as intended:
+        # anything outside `lm.<prefix>.` (or, in a retromae-hf 0.1 checkpoint, outside `<prefix>.`).
+        self._keys_to_ignore_on_load_unexpected = [r"^decoder\.", rf"^lm\.(?!{prefix}\.)", rf"^(?!lm\.|{prefix}\.)"]
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings.word_embeddings = value
 
     def forward(
         self,
@@ -404,55 +640,78 @@ class RetroMAEModel(RetroMAEPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> RetroMAEModelOutput | tuple:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-
-        hidden_states = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds)
-        mask = None if attention_mask is None else additive_attention_mask(attention_mask, hidden_states.dtype)
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        for layer in self.encoder.layer:
-            hidden_states = layer(hidden_states, mask)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-
-        output = RetroMAEModelOutput(
-            last_hidden_state=hidden_states,
-            sentence_embedding=hidden_states[:, 0],
-            hidden_states=all_hidden_states,
-        )
+        output = self.encode(input_ids, attention_mask, token_type_ids, inputs_embeds, output_hidden_states)
         return output if return_dict else output.to_tuple()
 
 
 class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
-    """RetroMAE pre-training: encoder + masked-LM head + enhanced decoder, in one model.
+    """RetroMAE pre-training: the encoder's own `*ForMaskedLM` (under `lm`) + the enhanced decoder, in one model.
 
-    The decoder shares the encoder's embedding block and masked-LM head, and the head's output projection is tied
-    to the word embeddings, as in the official implementation; being one `PreTrainedModel`, the tying survives
-    `save_pretrained`/`from_pretrained`. The forward keys are exactly those produced by `RetroMAECollator`.
+    The decoder shares the encoder's embedding block and masked-LM head (tied to the word embeddings), as in the
+    official implementation. Masked-LM logits are computed only at labelled positions, for every architecture.
+    The forward keys are exactly those produced by `RetroMAECollator`.
+
+    Build it with `RetroMAEForPreTraining(config)` (fresh), `from_masked_lm("FacebookAI/xlm-roberta-base")` (a
+    Hub or local masked-LM checkpoint: encoder and head keep their weights, the decoder starts fresh), or
+    `from_pretrained` (a RetroMAE checkpoint).
     """
 
-    _tied_weights_keys = {
-        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-        "cls.predictions.decoder.bias": "cls.predictions.bias",
-    }
-
-    def __init__(self, config: RetroMAEConfig):
+    def __init__(self, config: RetroMAEConfig, masked_lm: PreTrainedModel | None = None):
         super().__init__(config)
-        self.bert = RetroMAEModel(config)
-        self.cls = RetroMAEOnlyMLMHead(config)
+        self.lm = masked_lm if masked_lm is not None else build_masked_lm(config.encoder)
+        config.encoder = self.lm.config  # one config object: attention settings and resizing reach both
+        self._encoder_prefix = self.lm.base_model_prefix
+        self._head_chain = _check_structure(self.lm, config.hidden_size)
+        self._resolve_decoder_positions()
         self.decoder = RetroMAEDecoder(config)
         self.post_init()
 
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.cls.predictions.decoder
+    @classmethod
+    def from_masked_lm(
+        cls, name_or_path: str | os.PathLike, dtype: torch.dtype = torch.float32, **config_kwargs
+    ) -> "RetroMAEForPreTraining":
+        """Start RetroMAE from a masked-LM checkpoint (Hub name or folder) of any supported architecture.
 
-    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
-        self.cls.predictions.decoder = new_embeddings
-        self.cls.predictions.bias = new_embeddings.bias
+        The encoder and its masked-LM head keep the checkpoint's weights; the decoder starts fresh. The
+        architecture is checked before any weight is loaded. `config_kwargs` are `RetroMAEConfig` decoder fields.
+        """
+        encoder_config = AutoConfig.from_pretrained(name_or_path)
+        config = RetroMAEConfig(encoder=encoder_config, **config_kwargs)
+        check_encoder_supported(config.encoder)
+        masked_lm = AutoModelForMaskedLM.from_pretrained(name_or_path, config=config.encoder, dtype=dtype)
+        return cls(config, masked_lm=masked_lm)
+
+    def _resolve_decoder_positions(self) -> None:
+        has_table = absolute_position_table(self.get_encoder().embeddings, self.config.hidden_size) is not None
+        if self.config.decoder_positions == "auto":
+            # Written back into the config, so a saved checkpoint records the choice.
+            self.config.decoder_positions = "encoder" if has_table else "learned"
+        elif self.config.decoder_positions == "encoder" and not has_table:
+            raise ValueError(
+                f"decoder_positions='encoder' needs an absolute position table, and the "
+                f"{self.config.encoder.model_type} encoder has none (its positions are rotary or relative): "
+                "use decoder_positions='learned' (or 'auto')"
+            )
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.lm.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.lm.set_output_embeddings(new_embeddings)
+
+    def mlm_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of the encoder's masked-LM head for hidden states of any leading shape."""
+        for name in self._head_chain:
+            hidden_states = getattr(self.lm, name)(hidden_states)
+        return hidden_states
+
+    def encoder_position_embeddings(self, seq_len: int) -> torch.Tensor:
+        """`[1, seq_len, H]`: the encoder's absolute position vectors for a full row, at the ids its embedding
+        block gives a row without padding (0..L-1 for BERT; padding_idx+1.. for RoBERTa and XLM-R)."""
+        table, offset = absolute_position_table(self.get_encoder().embeddings, self.config.hidden_size)
+        position_ids = torch.arange(offset, offset + seq_len, device=table.weight.device)
+        return table(position_ids)[None]
 
     def forward(
         self,
@@ -483,28 +742,36 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
                 `query_embedding` and `passage_embedding`; the contrastive loss is computed by the trainer.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        # The labelled positions of both losses, found before any kernel of the step is queued: finding them waits
+        # for the device (their number decides the shapes), and waiting here, once, keeps the rest of the step
+        # queued back to back.
+        encoder_targets = _labelled_positions(encoder_labels) if encoder_input_ids is not None else None
+        decoder_targets = (
+            _labelled_positions(decoder_labels)
+            if encoder_input_ids is not None and decoder_input_ids is not None
+            else None
+        )
         # Collected first: ModelOutput only registers fields that are set when it is built.
         output: dict[str, torch.Tensor] = {}
         if encoder_input_ids is not None:
-            encoded = self.bert(encoder_input_ids, attention_mask=encoder_attention_mask, return_dict=True)
-            encoder_hidden = encoded.last_hidden_state
+            encoder_hidden = self.encode(encoder_input_ids, attention_mask=encoder_attention_mask).last_hidden_state
             output["sentence_embedding"] = encoder_hidden[:, 0]
             output["encoder_last_hidden_state"] = encoder_hidden
             if encoder_labels is not None:
-                output["encoder_loss"] = self._masked_lm_loss(encoder_hidden, encoder_labels)
+                output["encoder_loss"] = self._masked_lm_loss(encoder_hidden, encoder_targets)
             if decoder_input_ids is not None:
                 if decoder_attention_mask is None:
                     raise ValueError("decoder_input_ids needs its [batch, seq, seq] decoder_attention_mask")
-                decoder_hidden = self.decode(encoder_hidden[:, :1], decoder_input_ids, decoder_attention_mask)
+                decoder_hidden = self.decode(encoder_hidden[:, 0], decoder_input_ids, decoder_attention_mask)
                 output["decoder_last_hidden_state"] = decoder_hidden
                 if decoder_labels is not None:
-                    output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_labels)
+                    output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_targets)
         if query_input_ids is not None:
-            output["query_embedding"] = self.bert(
+            output["query_embedding"] = self.encode(
                 query_input_ids, attention_mask=query_attention_mask
             ).sentence_embedding
         if passage_input_ids is not None:
-            output["passage_embedding"] = self.bert(
+            output["passage_embedding"] = self.encode(
                 passage_input_ids, attention_mask=passage_attention_mask
             ).sentence_embedding
         if encoder_input_ids is None and query_input_ids is None and passage_input_ids is None:
@@ -515,40 +782,52 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
     def decode(
-        self, cls_hidden: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_attention_mask: torch.Tensor
+        self, sentence_embedding: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Run enhanced decoding from the encoder's `[B, 1, H]` [CLS] vector; returns `[B, L, H]`."""
-        embeddings = self.bert.embeddings
+        """Run the decoder from the encoder's `[B, H]` sentence vector; returns `[B, L, H]`."""
+        embeddings = self.get_encoder().embeddings
         seq_len = decoder_input_ids.shape[1]
-        # Content stream: [CLS] vector in place of the [CLS] token, then the sentence's own token embeddings.
-        content = torch.cat([cls_hidden, embeddings(input_ids=decoder_input_ids)[:, 1:]], dim=1)
-        if self.config.decoding == "plain":  # ablation: ordinary self-attention over the masked sentence
-            mask = additive_attention_mask(decoder_attention_mask, content.dtype)
-            hidden = content
-            for layer in self.decoder.layers:
-                hidden = layer(hidden, mask)
-            return hidden
-        if self.config.query_stream == "position":
-            query = embeddings.position_embeddings(embeddings.position_ids[:, :seq_len]) + cls_hidden
-        else:
-            query = embeddings(inputs_embeds=cls_hidden.expand(-1, seq_len, -1))
-        mask = additive_attention_mask(decoder_attention_mask, query.dtype)
-        return self.decoder(query, content, mask)
+        content = embeddings(input_ids=decoder_input_ids)
+        positions, query_stream = None, None
+        if self.config.decoder_positions == "encoder":
+            positions = self.encoder_position_embeddings(seq_len)
+        if self.config.decoding == "enhanced" and self.config.query_stream == "embeddings":
+            repeated = sentence_embedding[:, None, :].expand(-1, seq_len, -1)
+            if self.config.decoder_positions == "learned":
+                repeated = repeated + self.decoder.learned_positions(seq_len)
+            query_stream = embeddings(inputs_embeds=repeated)
+        return self.decoder(sentence_embedding, content, positions, decoder_attention_mask, query_stream)
 
-    def _masked_lm_loss(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # Project only the labelled positions: the vocabulary projection is the costliest matmul of the step.
-        selected = labels != IGNORE_INDEX
-        targets = labels[selected]
-        if targets.numel() == 0:
+    def _masked_lm_loss(
+        self, hidden_states: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor | None:
+        """Cross-entropy of the masked-LM head at the labelled positions only (`_labelled_positions`)."""
+        if targets is None:
+            return None
+        index, labels = targets
+        if index.numel() == 0:  # no labelled token: a zero that still reaches every parameter (no NaN)
             return hidden_states.sum() * 0.0
-        logits = self.cls(hidden_states[selected])
-        return F.cross_entropy(logits.float(), targets)
+        # Project only the labelled positions: the vocabulary projection is the costliest matmul of the step.
+        selected = hidden_states.flatten(0, 1).index_select(0, index)
+        return F.cross_entropy(self.mlm_logits(selected).float(), labels)
+
+
+def _labelled_positions(labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`(flat indices of the labelled positions, their labels)`, or None without labels."""
+    if labels is None:
+        return None
+    flat = labels.flatten()
+    index = (flat != IGNORE_INDEX).nonzero().squeeze(1)
+    return index, flat.index_select(0, index)
 
 
 __all__ = [
+    "RetroMAEDecoder",
     "RetroMAEForPreTraining",
     "RetroMAEForPreTrainingOutput",
     "RetroMAEModel",
     "RetroMAEModelOutput",
     "RetroMAEPreTrainedModel",
+    "UnsupportedEncoderError",
+    "check_encoder_supported",
 ]

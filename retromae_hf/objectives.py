@@ -200,7 +200,7 @@ class DupMAEBagOfWordsLoss(nn.Module):
     `src/pretrain/data.py`, which builds the target). Implemented variant, step by step:
 
     1. the encoder's last-layer outputs on the *masked* encoder input (the same forward as its MLM loss) are
-       projected to vocabulary logits by the shared MLM head (`model.cls`, tied to the word embeddings);
+       projected to vocabulary logits by the shared MLM head (`model.mlm_logits`, tied to the word embeddings);
     2. the logits are **max-pooled over positions, raw** (no ReLU, no `log(1 + relu)`: those are SPLADE's, not in
        the released DupMAE code), over the ordinary tokens: real (non-padding) positions other than position 0
        ([CLS]) and other than positions holding a special token in the *unmasked* input;
@@ -249,7 +249,7 @@ class DupMAEBagOfWordsLoss(nn.Module):
         """Return the scalar bag-of-words loss.
 
         Args:
-            model: supplies the MLM head `model.cls`.
+            model: supplies the MLM head (`model.mlm_logits`).
             encoder_hidden: `[B, L, H]` encoder last layer on the masked input (`encoder_last_hidden_state`).
             input_ids: `[B, L]` the *unmasked* ids of the same rows (e.g. `decoder_input_ids`).
             attention_mask: `[B, L]` 1 for real tokens.
@@ -273,7 +273,7 @@ class DupMAEBagOfWordsLoss(nn.Module):
             chunk_mask = ordinary[:, start : start + self.chunk_size]
             if not chunk_mask.any():  # the padded tail of a batch costs nothing
                 continue
-            logits = model.cls(encoder_hidden[:, start : start + self.chunk_size])  # [B, c, V]
+            logits = model.mlm_logits(encoder_hidden[:, start : start + self.chunk_size])  # [B, c, V]
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
             logits = logits.masked_fill(~chunk_mask[:, :, None], torch.finfo(logits.dtype).min)
             chunk_max = logits.amax(dim=1)

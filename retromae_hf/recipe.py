@@ -86,8 +86,8 @@ class Recipe:
         "1 = RetroMAE on a generic corpus; 2 = RetroMAE + contrastive on pairs", choices=(1, 2), flag=False, default=1
     )
     model: str = _help(
-        "initial weights: a RetroMAE checkpoint, a BERT-family masked-LM checkpoint (Hub name or folder; its "
-        "decoder is freshly initialised), or 'scratch'",
+        "initial weights: a RetroMAE checkpoint, a masked-LM checkpoint of any supported architecture (BERT, "
+        "RoBERTa, XLM-R, ModernBERT, ...; Hub name or folder; the decoder is freshly initialised), or 'scratch'",
         default="bert-base-uncased",
     )
     tokenizer: str | None = _help(
@@ -96,7 +96,8 @@ class Recipe:
         default=None,
     )
     model_config: dict[str, Any] = _help(
-        "RetroMAEConfig fields: the whole shape for 'scratch', else overrides such as query_stream",
+        "RetroMAEConfig fields: overrides such as query_stream or decoder_positions; for 'scratch' also the "
+        "encoder's shape, as `encoder: {model_type: modernbert, hidden_size: ...}` (or BERT fields at the top level)",
         flag=False,
         default_factory=dict,
     )

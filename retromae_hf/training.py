@@ -25,7 +25,6 @@ import torch
 import yaml
 from transformers import (
     AutoConfig,
-    AutoModelForMaskedLM,
     AutoTokenizer,
     PreTrainedTokenizerBase,
     Trainer,
@@ -36,8 +35,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import ContrastiveCollator, RetroMAECollator
-from .configuration_retromae import RetroMAEConfig
-from .convert import from_official
+from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
 from .errors import OutputExistsError, remote_resource
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
@@ -103,9 +101,10 @@ def load_tokenizer(recipe: Recipe, texts: list[str] | None = None) -> PreTrained
 
 
 def read_model_config(recipe: Recipe):
-    """The configuration the model will have, read without building it (no weights are loaded).
+    """The model's configuration (the recipe's for 'scratch'), read without loading any weights.
 
-    Lets sequence lengths and the vocabulary be checked against the model before data and weights are loaded.
+    A missing model folder, a model only the unreachable Hub has, or a bad `model_config` fails here, before the
+    tokenizer and the data are loaded; the vocabulary size lets the tokenizer be checked against the model.
     """
     overrides = dict(recipe.model_config)
     _check_model_config_keys(overrides)
@@ -125,8 +124,6 @@ def read_model_config(recipe: Recipe):
                 f"model {recipe.model!r} (--model): the folder holds no model configuration that transformers can "
                 f"read ({error}). Pass a RetroMAE checkpoint, a masked-LM model folder, a Hub name, or 'scratch'."
             ) from error
-    for key, value in overrides.items():
-        setattr(config, key, value)
     return config
 
 
@@ -134,7 +131,7 @@ def _check_model_config_keys(overrides: dict[str, Any]) -> None:
     """Unknown or empty `model_config` keys would be stored on the config silently and change nothing."""
     import difflib
 
-    known = set(RetroMAEConfig().to_dict())
+    known = set(RetroMAEConfig().to_dict()) | set(BERT_FIELDS) | {"encoder"}  # BERT fields: the 0.1 layout
     for key, value in overrides.items():
         if key not in known:
             match = difflib.get_close_matches(key.split(":")[0], sorted(known), n=1)
@@ -146,24 +143,20 @@ def _check_model_config_keys(overrides: dict[str, Any]) -> None:
             raise RecipeError(f"model_config: {key} has no value")
 
 
-def _model_limits(config) -> tuple[int, int]:
-    """(longest sequence in positions, vocabulary size) of a model configuration."""
-    return int(getattr(config, "max_position_embeddings", 512)), int(getattr(config, "vocab_size", 0))
-
-
-def effective_lengths(recipe: Recipe, positions: int) -> dict[str, int]:
+def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
     """The sequence lengths a run uses: each recipe length, clamped to the model's positions with a warning.
 
-    The same rule for both stages: a length beyond the model's `max_position_embeddings` is cut to it, and the
-    warning names the flag, so nothing fails at the first training step.
+    The same rule for both stages: a length beyond the longest input the encoder takes
+    (`RetroMAEForPreTraining.max_sequence_length`, None when it has no limit) is cut to it, and the warning names
+    the flag, so nothing fails at the first training step.
     """
     keys = ["max_length"] + (["query_max_length", "passage_max_length"] if recipe.stage == 2 else [])
     lengths = {}
     for key in keys:
         value = getattr(recipe, key)
-        if value > positions:
+        if positions is not None and value > positions:
             logger.warning(
-                "%s %d (--%s) is longer than the model's %d positions (max_position_embeddings): using %d",
+                "%s %d (--%s) is longer than the model's %d positions: using %d",
                 key,
                 value,
                 key.replace("_", "-"),
@@ -187,23 +180,69 @@ def check_vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int, recipe
 
 
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> RetroMAEForPreTraining:
-    """Fresh, continued, or BERT-initialised `RetroMAEForPreTraining`, as the recipe says."""
+    """Fresh, continued, or masked-LM-initialised `RetroMAEForPreTraining`, as the recipe says.
+
+    `model_config` holds `RetroMAEConfig` fields. For 'scratch' it also gives the encoder's shape: either an
+    `encoder` mapping naming its `model_type` (`bert`, `roberta`, `xlm-roberta`, `modernbert`, ...) and sizes, or
+    BERT's fields at the top level (a BERT encoder, the 0.1 layout).
+    """
     overrides = dict(recipe.model_config)
     if recipe.model == "scratch":
-        overrides.setdefault("vocab_size", len(tokenizer))
-        overrides.setdefault("pad_token_id", tokenizer.pad_token_id)
-        overrides["vocab_size"] = max(overrides["vocab_size"], len(tokenizer))
+        encoder = dict(overrides.pop("encoder")) if "encoder" in overrides else None
+        target = encoder if encoder is not None else overrides
+        target["vocab_size"] = max(int(target.get("vocab_size", 0)), len(tokenizer))
+        target.setdefault("pad_token_id", tokenizer.pad_token_id)
+        if encoder is not None:
+            _special_token_ids_from_tokenizer(encoder, tokenizer)
+            overrides["encoder"] = encoder
         logger.info("initialising a RetroMAE model from scratch: %s", overrides)
-        return RetroMAEForPreTraining(RetroMAEConfig(**overrides))
+        try:
+            return RetroMAEForPreTraining(RetroMAEConfig(**overrides))
+        except TypeError as error:  # an unknown or mistyped field of the encoder's or our config
+            raise RecipeError(f"model_config: {error}") from error
     with remote_resource("model", recipe.model, "--model"):
         config = AutoConfig.from_pretrained(recipe.model)
         if config.model_type == RetroMAEConfig.model_type:
             logger.info("continuing from the RetroMAE checkpoint %s", recipe.model)
-            return RetroMAEForPreTraining.from_pretrained(recipe.model, **overrides)
+            return RetroMAEForPreTraining.from_pretrained(recipe.model, **_decoder_overrides(overrides, config))
         logger.info("initialising the encoder from %s (%s); the decoder starts fresh", recipe.model, config.model_type)
-        masked_lm = AutoModelForMaskedLM.from_pretrained(recipe.model)
-    query_stream = overrides.pop("query_stream", "position")
-    return from_official(masked_lm.state_dict(), masked_lm.config.to_dict(), query_stream, **overrides).train()
+        return RetroMAEForPreTraining.from_masked_lm(recipe.model, **overrides).train()
+
+
+def _decoder_overrides(overrides: dict[str, Any], config: RetroMAEConfig) -> dict[str, Any]:
+    """`model_config` for a trained checkpoint: decoder fields apply; encoder-shape fields (shared by a multi-stage
+    recipe with its 'scratch' stage) must be the checkpoint's own, and are then dropped."""
+    encoder = config.encoder.to_dict()
+    kept = {}
+    for key, value in overrides.items():
+        if key == "encoder" or key in BERT_FIELDS:
+            given = value if key == "encoder" else {key: value}
+            different = {k: v for k, v in given.items() if k != "model_type" and encoder.get(k) != v}
+            if different:
+                raise RecipeError(
+                    f"model_config sets the encoder's {', '.join(sorted(different))} to "
+                    f"{', '.join(repr(v) for _, v in sorted(different.items()))}, but the checkpoint {config.name_or_path} "
+                    "has its own shape: drop these keys when continuing from a checkpoint"
+                )
+            continue
+        kept[key] = value
+    return kept
+
+
+def _special_token_ids_from_tokenizer(encoder: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> None:
+    """A scratch encoder's special-token ids follow its tokenizer where its config has such fields (ModernBERT
+    names [CLS] and [SEP]; BERT only padding)."""
+    if "model_type" not in encoder:
+        raise RecipeError("model_config.encoder needs the encoder's model_type (e.g. 'modernbert')")
+    defaults = AutoConfig.for_model(encoder["model_type"])
+    for name, token_id in (
+        ("bos_token_id", tokenizer.bos_token_id),
+        ("eos_token_id", tokenizer.eos_token_id),
+        ("cls_token_id", tokenizer.cls_token_id),
+        ("sep_token_id", tokenizer.sep_token_id),
+    ):
+        if token_id is not None and hasattr(defaults, name):
+            encoder.setdefault(name, token_id)
 
 
 def _source_args(source: Any, default_column: str) -> tuple[Any, dict[str, Any]]:
@@ -236,6 +275,12 @@ def load_corpus_texts(recipe: Recipe):
             parts.append(load_corpus(path, streaming=recipe.streaming, **options))
         except DataError as error:
             raise RecipeError(str(error)) from error
+    if len(parts) > 1 and recipe.streaming:
+        # Streams have no end in sight: concatenated, a later source (a second language) would never be reached
+        # within max_steps. Interleaved, each source gives one example in turn.
+        from datasets import interleave_datasets
+
+        return interleave_datasets(parts, stopping_strategy="all_exhausted")
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
 
@@ -664,8 +709,8 @@ def train(
 
     Everything that can be checked cheaply is checked before data, tokenizer or weights are loaded: the recipe's
     values, the output folder (a folder holding an earlier run is refused unless `resume` continues it or
-    `overwrite_output_dir` clears it), the checkpoint to resume from, `TrainingArguments`, and the sequence
-    lengths against the model's positions.
+    `overwrite_output_dir` clears it), the checkpoint to resume from, `TrainingArguments` and the model's
+    configuration; the sequence lengths are checked against the built model before the data is read.
 
     `trainer_class` replaces `RetroMAETrainer` (a subclass with another `compute_loss`, e.g. the masked-LM
     baseline of `benchmarks/reproduce.py`), keeping data, masks, seeding, optimizer and saving identical.
@@ -685,9 +730,7 @@ def train(
         _check_not_finished(Path(resume_from), Path(output_dir))
         logger.info("resuming from %s", resume_from)
     args = training_arguments(recipe, output_dir)
-    config = read_model_config(recipe)
-    positions, vocab_size = _model_limits(config)
-    lengths = effective_lengths(recipe, positions)
+    config = read_model_config(recipe)  # a missing model, or one only the unreachable Hub has, fails here
 
     texts_for_tokenizer = None
     if recipe.tokenizer == "train" and not resume_from:
@@ -701,9 +744,14 @@ def train(
         tokenizer = AutoTokenizer.from_pretrained(resume_from)  # the vocabulary the checkpoint was trained with
     else:
         tokenizer = load_tokenizer(recipe, texts_for_tokenizer)
-    check_vocabulary(tokenizer, vocab_size, recipe)
+    check_vocabulary(tokenizer, int(getattr(config, "vocab_size", 0) or 0), recipe)
     if args.gradient_checkpointing:
         args.gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+    set_seed(args.seed)  # the model is built before the Trainer seeds: a fresh decoder must not vary run to run
+    model = build_model(recipe, tokenizer)
+    # Lengths against what the encoder really takes (RoBERTa's position table starts at padding_idx + 1), before
+    # the data is read and tokenized at that length.
+    lengths = effective_lengths(recipe, model.max_sequence_length())
 
     # Masks and negatives are a function of (seed, epoch, batch content): exact on resume, any workers/ranks.
     retromae_collator = RetroMAECollator(
@@ -712,7 +760,7 @@ def train(
         encoder_mask_ratio=recipe.encoder_mask_ratio,
         decoder_mask_ratio=recipe.decoder_mask_ratio,
         max_length=lengths["max_length"],
-        decoding=getattr(config, "decoding", "enhanced"),
+        decoding=model.config.decoding,
     )
     contrastive_loss = None
     if recipe.stage == 1 and train_dataset is not None:
@@ -759,13 +807,6 @@ def train(
             bag_of_words=recipe.bag_of_words_weight,
         )
     _check_first_batch(dataset, collator, recipe)
-
-    set_seed(args.seed)  # the model is built before the Trainer seeds: a fresh decoder must not vary run to run
-    model = build_model(recipe, tokenizer)
-    if model.config.decoding != retromae_collator.decoding:  # the config read up front said otherwise
-        raise RuntimeError(
-            f"decoding mismatch: model {model.config.decoding!r}, collator {retromae_collator.decoding!r}"
-        )
 
     run_path = Path(output_dir)
     run_record = _read_run_record(run_path) if resume_from else None

@@ -317,3 +317,72 @@ def test_plain_decoding_inputs(wordpiece_tokenizer, tiny_config):
     output = RetroMAEForPreTraining(tiny_config)(**batch)
     assert torch.isfinite(output.loss) and output.decoder_loss > 0
     output.loss.backward()
+
+
+@pytest.mark.parametrize(("kind", "layout"), [("wordpiece", None), ("bpe", None), ("unigram", None), ("bpe", "bert")])
+def test_spelling_word_boundaries_on_a_padded_batch(trained_tokenizer, kind, layout):
+    """The per-vocabulary table numbers the words of a whole padded batch at once, exactly as the collator's
+    per-example rule does, and never splits a word the fast tokenizer's word_ids() keeps together."""
+    from retromae_hf.collator import SpellingWordBoundaries
+
+    tokenizer = trained_tokenizer(kind, layout)
+    boundaries = SpellingWordBoundaries(tokenizer)
+    assert boundaries.is_wordpiece == (kind == "wordpiece")
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    words = boundaries.word_ids(batch["input_ids"], batch["attention_mask"].bool())
+    collator = RetroMAECollator(tokenizer)
+    for row, (ids, mask) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
+        n = int(mask.sum())
+        assert words[row, :n].tolist() == collator._words_from_spelling(ids[:n].tolist())
+        assert (words[row, n:] == -1).all(), "padding is in no word"
+        tokenizer_words = [-1 if w is None else w for w in batch.word_ids(row)][:n]
+        assert [w < 0 for w in tokenizer_words] == (words[row, :n] < 0).tolist(), "special tokens are in no word"
+        pairs = {(a, int(b)) for a, b in zip(tokenizer_words, words[row, :n], strict=True) if a >= 0}
+        assert len({a for a, _ in pairs}) == len(pairs), "a tokenizer word spread over two spelled words"
+    assert words.max() > 5 and not batch["attention_mask"].all(), "several words, and padding, were exercised"
+
+
+@pytest.mark.parametrize(
+    ("kind", "layout", "first", "last"),
+    [("bpe", "roberta", "<s>", "</s>"), ("unigram", "roberta", "<s>", "</s>"), ("bpe", "bert", "[CLS]", "[SEP]")],
+    ids=["roberta-bpe", "xlmr-unigram", "modernbert-bpe"],
+)
+def test_whole_words_and_special_tokens_with_real_subword_tokenizers(trained_tokenizer, kind, layout, first, last):
+    """Byte-level BPE ("Ġ", RoBERTa and ModernBERT) and Unigram ("▁", XLM-R), each with its special-token layout."""
+    tokenizer = trained_tokenizer(kind, layout)
+    texts = TEXTS * 2
+    encoded = tokenizer(texts, truncation=True, max_length=64)
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    assert tokens[0] == first and tokens[-1] == last
+    marker = "▁" if kind == "unigram" else "Ġ"
+    assert any(token.startswith(marker) for token in tokens)
+    word_rows = words_of(tokenizer, texts, 64)
+    assert any(row.count(w) > 1 for row in word_rows for w in set(row) if w >= 0)  # words of several pieces exist
+    collator = RetroMAECollator(tokenizer, max_length=64, generator=torch.Generator().manual_seed(0))
+    # Pre-tokenized examples without word_ids: words recovered from the spelling never split a tokenizer word.
+    for i, ids in enumerate(encoded["input_ids"]):
+        spelled = collator._words_from_spelling(ids)
+        assert [w < 0 for w in spelled] == [w < 0 for w in word_rows[i]]
+        pairs = {(a, b) for a, b in zip(word_rows[i], spelled, strict=True) if a >= 0}
+        assert len({a for a, _ in pairs}) == len(pairs)
+    multi_piece_selected = 0
+    for _ in range(5):
+        batch = collator(texts)
+        lengths = batch["encoder_attention_mask"].sum(1)
+        chosen = batch["encoder_labels"] != -100
+        for b, row in enumerate(word_rows):
+            n = int(lengths[b])
+            assert not chosen[b, 0] and not chosen[b, n - 1]  # <s> / [CLS] and </s> / [SEP] are never masked
+            assert batch["encoder_input_ids"][b, 0] == tokenizer.convert_tokens_to_ids(first)
+            assert batch["encoder_input_ids"][b, n - 1] == tokenizer.convert_tokens_to_ids(last)
+            labelled = batch["decoder_labels"][b, :n] != -100
+            assert not labelled[0] and not labelled[n - 1] and labelled[1 : n - 1].all()
+            words = torch.tensor(row)
+            for w in words[words >= 0].unique():
+                pieces = chosen[b, : len(row)][words == w]
+                assert pieces.all() or not pieces.any()
+                multi_piece_selected += int(len(pieces) > 1 and pieces.all())
+        assert_decoder_mask_structure(
+            batch["decoder_attention_mask"], padded_word_ids(word_rows, lengths.max()), lengths
+        )
+    assert multi_piece_selected > 0  # whole-word selection was exercised on words of several pieces

@@ -33,10 +33,10 @@ def test_encoder_only_bert_for_masked_lm_checkpoint(tmp_path):
     model = from_official(bert.state_dict(), bert.config, "staoxiao")
     ids = torch.randint(5, 1024, (2, 12))
     expected = bert(input_ids=ids, output_hidden_states=True)
-    ours = model.bert(ids)
+    ours = model.encode(ids)
     torch.testing.assert_close(ours.last_hidden_state, expected.hidden_states[-1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.cls(ours.last_hidden_state), expected.logits, atol=1e-4, rtol=0)
-    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    torch.testing.assert_close(model.mlm_logits(ours.last_hidden_state), expected.logits, atol=1e-4, rtol=0)
+    assert model.lm.cls.predictions.decoder.weight is model.lm.bert.embeddings.word_embeddings.weight
 
 
 def test_missing_encoder_tensor_and_unknown_key_fail_clearly():
@@ -90,3 +90,29 @@ def test_command_line_convert(tmp_path, wordpiece_tokenizer):
         cwd=REPO,
     )
     assert missing.returncode != 0 and "nowhere" in missing.stderr
+
+
+def test_command_line_convert_upgrades_a_0_1_checkpoint(tmp_path, wordpiece_tokenizer):
+    from encoders_for_tests import rewrite_in_the_0_1_layout
+
+    folder = reference_fixture("staoxiao_perturbed")
+    model = from_official(folder / "official_state_dict.safetensors", folder / "bert_config.json", "staoxiao")
+    model.save_pretrained(tmp_path / "old")
+    wordpiece_tokenizer.save_pretrained(tmp_path / "old")
+    rewrite_in_the_0_1_layout(tmp_path / "old")
+    result = subprocess.run(
+        [sys.executable, "-m", "retromae_hf", "convert", str(tmp_path / "old"), str(tmp_path / "new")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert config["encoder"]["model_type"] == "bert" and "hidden_size" not in config
+    assert all(key.startswith(("lm.", "decoder.")) for key in load_file(str(tmp_path / "new" / "model.safetensors")))
+    assert (tmp_path / "new" / "tokenizer.json").is_file()
+    inputs = load_file(str(folder / "inputs.safetensors"))
+    expected = json.loads((folder / "expected.json").read_text())["losses"]["total_loss"]
+    for checkpoint in ("old", "new"):
+        loaded = AutoModelForPreTraining.from_pretrained(tmp_path / checkpoint).eval()
+        assert loaded(**inputs).loss.item() == pytest.approx(expected, abs=1e-5)

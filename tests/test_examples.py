@@ -32,6 +32,7 @@ NOTEBOOKS = {
     "02_stage1_pretraining": 2,
     "03_stage2_contrastive": 1,
     "04_evaluate_and_publish": 1,
+    "05_sentence_transformers_adaptation": 2,
 }
 CHECK_MARKER = "__retromae_examples_check__"
 
@@ -216,3 +217,32 @@ def test_04_evaluate_and_publish(runs):
     assert {"README.md", "evaluation/summary.json", "model.safetensors", "modules.json"} <= set(values["repo_files"])
     # The model pulled back from the Hub, and the one loaded by repo id, embed exactly like the local export.
     assert values["pulled_equal"] and values["by_repo_id_equal"]
+
+
+@pytest.mark.slow
+def test_05_sentence_transformers_adaptation(runs):
+    notebook, values = execute(
+        "05_sentence_transformers_adaptation",
+        '{"encoder": str(encoder_dir), "modules": [type(m).__name__ for m in model], '
+        '"diagonal_hidden": bool((mask.diagonal() == 0).all()), "selected": int((labels[:n] != -100).sum()), "n": n, '
+        '"encoder_loss": [r["encoder_loss"] for r in steps], "decoder_loss": [r["decoder_loss"] for r in steps], '
+        '"joint_steps": [r["step"] for r in joint_steps], "joint_moved": not torch.allclose('
+        "joint_model.encode(queries[:4], convert_to_tensor=True), build_model().encode(queries[:4], convert_to_tensor=True)), "
+        '"reloaded_same": bool(same), "loss_restored": bool(decoder_equal), '
+        '"saved": sorted(p.name for p in adapted_dir.iterdir())}',
+    )
+    # Notebook 3's export when it ran first in this session, else a fresh small BERT: mean pooling on top either way.
+    assert Path(values["encoder"]).name in ("export", "fresh-encoder")
+    assert values["modules"] == ["Transformer", "Pooling", "Normalize"]
+    assert any("image/png" in output.get("data", {}) for output in _outputs(notebook, "ax.imshow(mask"))
+    assert any("image/png" in output.get("data", {}) for output in _outputs(notebook, "ax.plot(x, [record"))
+    assert values["diagonal_hidden"]
+    assert abs(values["selected"] / values["n"] - 0.3) < 0.08  # whole words up to 30% of the tokens
+    # 60 steps logged every 5: both terms of the loss fall.
+    assert len(values["decoder_loss"]) == len(values["encoder_loss"]) == 12
+    assert values["decoder_loss"][-1] < values["decoder_loss"][0] - 0.3
+    assert values["encoder_loss"][-1] < values["encoder_loss"][0]
+    assert values["joint_steps"] and values["joint_moved"]
+    assert values["reloaded_same"] and values["loss_restored"]
+    assert "modules.json" in values["saved"] and not [name for name in values["saved"] if name.endswith(".py")]
+    assert not [name for name in values["saved"] if name.startswith("retromae_loss")]

@@ -25,7 +25,7 @@ def checkpoint(tmp_path, tiny_config, wordpiece_tokenizer):
     torch.manual_seed(0)
     model = RetroMAEForPreTraining(tiny_config).eval()
     with torch.no_grad():  # non-trivial norms so that dot and cosine differ
-        model.bert.embeddings.word_embeddings.weight.mul_(30)
+        model.get_input_embeddings().weight.mul_(30)
     model.save_pretrained(tmp_path / "checkpoint")
     wordpiece_tokenizer.save_pretrained(tmp_path / "checkpoint")
     return tmp_path / "checkpoint", model
@@ -34,7 +34,7 @@ def checkpoint(tmp_path, tiny_config, wordpiece_tokenizer):
 def reference_embeddings(model, tokenizer, texts=TEXTS):
     batch = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
     with torch.no_grad():
-        return model.bert(**batch).sentence_embedding
+        return model.encode(**batch).sentence_embedding
 
 
 def run_clean(script: str, tmp_path) -> subprocess.CompletedProcess:
@@ -124,3 +124,48 @@ def test_export_errors_and_cli(checkpoint, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "cli" / "2_Normalize").is_dir()
+
+
+def test_every_architecture_exports_its_own_model_loadable_without_the_package(trained_tokenizer, tmp_path):
+    """XLM-R exports as XLMRobertaModel, ModernBERT as ModernBertModel...: sentence-transformers alone loads each."""
+    from encoders_for_tests import ARCHITECTURES, MAX_LENGTH, tiny_encoder_config
+
+    from retromae_hf import RetroMAEConfig
+
+    native = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel",
+              "modernbert": "ModernBertModel"}  # fmt: skip
+    expected = {}
+    for architecture, (kind, layout) in ARCHITECTURES.items():
+        tokenizer = trained_tokenizer(kind, layout)
+        torch.manual_seed(0)
+        model = RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer))).eval()
+        with torch.no_grad():  # large weights: a wrong layer or position shows up far above the tolerance
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.2)
+        model.save_pretrained(tmp_path / "ckpt" / architecture)
+        tokenizer.save_pretrained(tmp_path / "ckpt" / architecture)
+        out = export_sentence_transformer(tmp_path / "ckpt" / architecture, tmp_path / "st" / architecture)
+        config = json.loads((out / "config.json").read_text())
+        assert config["model_type"] == architecture and config["architectures"] == [native[architecture]]
+        assert "auto_map" not in config and not list(out.glob("*.py"))
+        batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        with torch.no_grad():
+            expected[architecture] = model.encode(batch["input_ids"], batch["attention_mask"]).sentence_embedding
+    torch.save(expected, tmp_path / "expected.pt")
+    result = run_clean(
+        f"""
+        import torch
+        from sentence_transformers import SentenceTransformer
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        for architecture, embeddings in expected.items():
+            model = SentenceTransformer({str(tmp_path / "st")!r} + "/" + architecture, device="cpu")
+            assert type(model[0].auto_model).__module__.startswith("transformers.models."), type(model[0].auto_model)
+            assert model.max_seq_length == {MAX_LENGTH}, model.max_seq_length
+            got = model.encode({TEXTS!r}, convert_to_tensor=True, normalize_embeddings=False)
+            assert torch.allclose(got, embeddings, atol=1e-5, rtol=0), (architecture, (got - embeddings).abs().max())
+            print(architecture, type(model[0].auto_model).__name__)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "modernbert ModernBertModel" in result.stdout and "xlm-roberta XLMRobertaModel" in result.stdout

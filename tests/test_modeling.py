@@ -1,4 +1,5 @@
-"""The model: exact parity with the official RetroMAE code, attention back-ends, Auto classes, save/load."""
+"""The model: exact parity with the official RetroMAE code, attention back-ends, Auto classes, save/load, and the
+same properties for every tested encoder architecture (BERT, RoBERTa, XLM-R, ModernBERT)."""
 
 import json
 import subprocess
@@ -8,9 +9,16 @@ import textwrap
 import pytest
 import torch
 from conftest import REPO, reference_fixture
+from encoders_for_tests import (
+    ARCHITECTURES,
+    MAX_LENGTH,
+    rewrite_in_the_0_1_layout,
+    save_tiny_masked_lm,
+    tiny_encoder_config,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
-from retromae_hf import RetroMAEConfig, RetroMAEForPreTraining, RetroMAEModel
+from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining, RetroMAEModel
 from retromae_hf.convert import _rename, from_official
 
 VARIANTS = ["staoxiao", "flagembedding", "staoxiao_perturbed", "flagembedding_perturbed"]
@@ -67,7 +75,9 @@ def test_parity_with_official_gradient_norms(variant):
     def norm(name):
         return params[name].grad.double().norm().item()
 
-    assert norm("bert.embeddings.word_embeddings.weight") == pytest.approx(norms["encoder_word_embeddings"], rel=1e-4)
+    assert norm("lm.bert.embeddings.word_embeddings.weight") == pytest.approx(
+        norms["encoder_word_embeddings"], rel=1e-4
+    )
     decoder = sum(p.grad.double().norm() ** 2 for n, p in params.items() if n.startswith("decoder.")) ** 0.5
     assert decoder.item() == pytest.approx(norms["c_head_total"], rel=1e-4)
     checked = 0
@@ -172,17 +182,18 @@ def test_encoder_is_a_bert_encoder(tiny_config):
 
     torch.manual_seed(0)
     ours = RetroMAEModel(tiny_config).eval()
+    encoder_fields = tiny_config.encoder.to_dict()
     bert = BertModel(
         BertConfig(
             **{
-                k: getattr(tiny_config, k)
+                k: encoder_fields[k]
                 for k in BertConfig().to_dict()
-                if hasattr(tiny_config, k) and k not in ("architectures", "model_type", "transformers_version", "dtype")
+                if k in encoder_fields and k not in ("architectures", "model_type", "transformers_version", "dtype")
             }
         ),
         add_pooling_layer=False,
     ).eval()
-    missing, unexpected = bert.load_state_dict(ours.state_dict(), strict=False)
+    missing, unexpected = bert.load_state_dict(ours.get_encoder().state_dict(), strict=False)
     assert not missing and not unexpected
     ids = torch.randint(5, 1000, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.long)
@@ -212,7 +223,7 @@ def test_auto_classes_and_tied_weights_survive_save_load(tiny_config, tmp_path):
     assert isinstance(AutoConfig.from_pretrained(tmp_path), RetroMAEConfig)
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
     assert isinstance(loaded, RetroMAEForPreTraining)
-    assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight
+    assert loaded.lm.cls.predictions.decoder.weight is loaded.lm.bert.embeddings.word_embeddings.weight
     batch = random_batch(tiny_config)
     torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
     encoder = AutoModel.from_pretrained(tmp_path).eval()
@@ -228,7 +239,7 @@ def test_trust_remote_code_loads_without_the_package(tiny_config, tmp_path):
     model = RetroMAEForPreTraining(tiny_config).eval()
     model.save_pretrained(tmp_path / "ckpt")
     ids = torch.randint(5, 1000, (2, 9))
-    expected = model.bert(ids).sentence_embedding
+    expected = model.encode(ids).sentence_embedding
     torch.save(ids, tmp_path / "ids.pt")
     script = textwrap.dedent(
         f"""
@@ -256,3 +267,292 @@ def test_trust_remote_code_loads_without_the_package(tiny_config, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-6, rtol=0)
     assert str(REPO) not in result.stderr
+
+
+# --------------------------------------------------------------------------------------------------- any encoder
+ARCHITECTURE_NAMES = list(ARCHITECTURES)
+SENTENCES = [
+    "RetroMAE pre-trains retrieval-oriented encoders with a masked auto-encoder.",
+    "The decoder rebuilds the sentence from its embedding and a heavily masked copy.",
+    "Short text.",
+]
+
+
+@pytest.fixture
+def architecture_setup(request, trained_tokenizer):
+    """(architecture, tokenizer, RetroMAEConfig) for a tiny encoder of the parametrised architecture."""
+    architecture = request.param
+    tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+    return architecture, tokenizer, RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer))
+
+
+def collated(tokenizer, seed=0):
+    collator = RetroMAECollator(tokenizer, max_length=MAX_LENGTH, generator=torch.Generator().manual_seed(seed))
+    return collator(SENTENCES)
+
+
+def perturbed(model):
+    """Large random parameters, so that a wrong wiring changes the numbers visibly (as the fixtures do)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    return model
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_every_architecture_trains_forward_backward_finite(architecture_setup):
+    architecture, tokenizer, config = architecture_setup
+    torch.manual_seed(0)
+    model = RetroMAEForPreTraining(config).train()
+    assert model.config.decoder_positions == ("learned" if architecture == "modernbert" else "encoder")
+    assert type(model.lm).__name__.endswith("ForMaskedLM") and type(model.get_encoder()).__module__.startswith(
+        "transformers.models."
+    )
+    output = model(**collated(tokenizer))
+    assert torch.isfinite(output.encoder_loss) and torch.isfinite(output.decoder_loss)
+    output.loss.backward()
+    for name, parameter in model.named_parameters():
+        if "pooler" in name:
+            continue
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+    decoder_grad = model.decoder.layers[0].attention.self.query.weight.grad
+    assert decoder_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_every_architecture_eager_and_sdpa_agree(architecture_setup):
+    _, tokenizer, config = architecture_setup
+    config.num_decoder_layers = 2
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    batch = collated(tokenizer)
+    outputs = {}
+    for implementation in ("eager", "sdpa"):
+        model.set_attn_implementation(implementation)
+        assert model.config._attn_implementation == model.config.encoder._attn_implementation == implementation
+        outputs[implementation] = model(**batch)
+    real = batch["encoder_attention_mask"].bool()
+    eager, sdpa = outputs["eager"], outputs["sdpa"]
+    torch.testing.assert_close(eager.loss, sdpa.loss, atol=1e-5, rtol=0)
+    for key in ("encoder_last_hidden_state", "decoder_last_hidden_state"):
+        torch.testing.assert_close(eager[key][real], sdpa[key][real], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_labelled_only_logits_equal_the_architectures_full_logits(architecture_setup):
+    """The loss projects labelled positions only; the numbers are those of the architecture's own MLM forward."""
+    _, tokenizer, config = architecture_setup
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    batch = collated(tokenizer)
+    with torch.no_grad():
+        full = model.lm(input_ids=batch["encoder_input_ids"], attention_mask=batch["encoder_attention_mask"]).logits
+        hidden = model(**batch).encoder_last_hidden_state
+        labels = batch["encoder_labels"]
+        selected = labels != -100
+        torch.testing.assert_close(model.mlm_logits(hidden[selected]), full[selected], atol=1e-4, rtol=1e-5)
+        expected_loss = torch.nn.functional.cross_entropy(full[selected].float(), labels[selected])
+        assert model(**batch).encoder_loss.item() == pytest.approx(expected_loss.item(), abs=1e-5)
+
+
+def test_roberta_query_positions_are_those_of_an_unpadded_row(trained_tokenizer):
+    """RoBERTa and XLM-R number positions from padding_idx + 1: the query stream uses the same rows."""
+    for architecture in ("roberta", "xlm-roberta"):
+        tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+        model = RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer)))
+        embeddings = model.get_encoder().embeddings
+        ids = torch.full((1, MAX_LENGTH), 7)
+        position_ids = embeddings.create_position_ids_from_input_ids(ids, embeddings.padding_idx)
+        assert int(position_ids[0, 0]) == tokenizer.pad_token_id + 1
+        expected = embeddings.position_embeddings(position_ids)
+        torch.testing.assert_close(model.encoder_position_embeddings(MAX_LENGTH), expected)
+        assert model.max_sequence_length() == MAX_LENGTH
+        with pytest.raises(ValueError, match="max_position_embeddings"):
+            model.encode(torch.full((1, MAX_LENGTH + 1), 7))
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_every_architecture_round_trips_save_load_and_auto_classes(architecture_setup, tmp_path):
+    architecture, tokenizer, config = architecture_setup
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "retromae" and saved["encoder"]["model_type"] == architecture
+    assert saved["decoder_positions"] == model.config.decoder_positions
+    batch = collated(tokenizer)
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+    assert type(loaded.lm) is type(model.lm)
+    output = loaded(**batch)
+    torch.testing.assert_close(output.loss, model(**batch).loss)
+    embedding = model.encode(batch["encoder_input_ids"], batch["encoder_attention_mask"]).sentence_embedding
+    encoder = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(encoder, RetroMAEModel) and not any(n.startswith("decoder.") for n in encoder.state_dict())
+    got = encoder(batch["encoder_input_ids"], batch["encoder_attention_mask"]).sentence_embedding
+    torch.testing.assert_close(got, embedding)
+
+
+def test_every_architecture_loads_through_remote_code_without_the_package(trained_tokenizer, tmp_path):
+    """One clean interpreter loads a checkpoint of each architecture with trust_remote_code alone."""
+    expected = {}
+    for architecture, (kind, layout) in ARCHITECTURES.items():
+        tokenizer = trained_tokenizer(kind, layout)
+        torch.manual_seed(0)
+        model = perturbed(RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer))))
+        model.eval().save_pretrained(tmp_path / architecture)
+        batch = collated(tokenizer)
+        expected[architecture] = (
+            batch,
+            model(**batch).loss,
+            model.encode(batch["encoder_input_ids"]).sentence_embedding,
+        )
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["retromae_hf"] = None  # any import of the package now fails
+        import torch
+        from transformers import AutoModel, AutoModelForPreTraining
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=False)
+        for architecture, (batch, loss, embedding) in expected.items():
+            folder = {str(tmp_path)!r} + "/" + architecture
+            full = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
+            assert "retromae_hf" not in type(full).__module__, type(full).__module__
+            assert torch.allclose(full(**batch).loss, loss, atol=1e-5), architecture
+            encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+            got = encoder(batch["encoder_input_ids"]).sentence_embedding
+            assert torch.allclose(got, embedding, atol=1e-5, rtol=0), architecture
+        print("ok", sorted(expected))
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ok ['bert', 'modernbert', 'roberta', 'xlm-roberta']" in result.stdout
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURE_NAMES)
+def test_from_masked_lm_keeps_the_checkpoints_encoder_and_head(architecture, trained_tokenizer, tmp_path):
+    tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+    folder = save_tiny_masked_lm(architecture, tokenizer, tmp_path / "mlm")
+    model = RetroMAEForPreTraining.from_masked_lm(folder, num_decoder_layers=2).eval()
+    assert model.config.num_decoder_layers == 2 and model.config.encoder.model_type == architecture
+    from transformers import AutoModelForMaskedLM
+
+    reference = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    assert set(model.lm.state_dict()) == set(reference.state_dict())
+    for key, tensor in reference.state_dict().items():
+        assert torch.equal(model.lm.state_dict()[key], tensor), key
+    batch = collated(tokenizer)
+    with torch.no_grad():
+        expected = reference(input_ids=batch["encoder_input_ids"], attention_mask=batch["encoder_attention_mask"])
+        hidden = model(**batch).encoder_last_hidden_state
+    real = batch["encoder_attention_mask"].bool()
+    torch.testing.assert_close(model.mlm_logits(hidden)[real], expected.logits[real], atol=1e-4, rtol=1e-5)
+
+
+def test_unsupported_architectures_fail_at_once_naming_the_supported_ones():
+    from transformers import AutoConfig
+
+    from retromae_hf import UnsupportedEncoderError
+    from retromae_hf.modeling_retromae import check_encoder_supported
+
+    tiny = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37)
+    gpt2 = AutoConfig.for_model("gpt2", vocab_size=99, n_embd=32, n_layer=1, n_head=4)
+    with pytest.raises(UnsupportedEncoderError, match=r"no masked-LM model.*bert, roberta, xlm-roberta, modernbert"):
+        RetroMAEForPreTraining(RetroMAEConfig(encoder=gpt2))
+    # BART has a "masked-LM" entry in transformers, but it is an encoder-decoder: no embedding block to share.
+    bart = AutoConfig.for_model("bart", vocab_size=99, d_model=32, encoder_layers=1, decoder_layers=1,
+                                encoder_attention_heads=4, decoder_attention_heads=4)  # fmt: skip
+    with pytest.raises(UnsupportedEncoderError, match="bert, roberta, xlm-roberta, modernbert"):
+        check_encoder_supported(bart)
+    modernbert = AutoConfig.for_model(
+        "modernbert", pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **tiny
+    )
+    with pytest.raises(ValueError, match="decoder_positions='learned'"):
+        RetroMAEForPreTraining(RetroMAEConfig(encoder=modernbert, decoder_positions="encoder"))
+
+
+def test_config_is_composite_and_upgrades_the_flat_bert_layout(tiny_config):
+    assert tiny_config.encoder.model_type == "bert" and tiny_config.hidden_size == 32
+    # Decoder sizes follow the encoder's unless given.
+    assert tiny_config.decoder_num_attention_heads == 4 and tiny_config.decoder_intermediate_size == 64
+    assert tiny_config.decoder_layer_norm_eps == tiny_config.encoder.layer_norm_eps
+    saved = tiny_config.to_dict()
+    assert "hidden_size" not in saved and saved["encoder"]["hidden_size"] == 32
+    assert RetroMAEConfig(**saved).to_dict() == saved
+    with pytest.raises(ValueError, match="inside `encoder`"):
+        RetroMAEConfig(encoder={"model_type": "bert"}, hidden_size=64)
+    with pytest.raises(ValueError, match="model_type"):
+        RetroMAEConfig(encoder={"hidden_size": 64})
+    with pytest.raises(ValueError, match="decoder_positions"):
+        RetroMAEConfig(decoder_positions="rotary")
+
+
+def test_checkpoint_of_the_0_1_layout_still_loads(tiny_config, tmp_path):
+    """retromae-hf 0.1 wrote BERT fields at the config's top level and `bert.*` / `cls.*` / `decoder.*` keys."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(tiny_config)).eval()
+    model.save_pretrained(tmp_path)
+    rewrite_in_the_0_1_layout(tmp_path)
+    assert any(k.startswith("bert.") for k in load_file(str(tmp_path / "model.safetensors")))
+    assert "hidden_size" in json.loads((tmp_path / "config.json").read_text())
+    batch = random_batch(tiny_config)
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
+    encoder_only = AutoModel.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(
+        encoder_only(batch["encoder_input_ids"]).sentence_embedding,
+        model.encode(batch["encoder_input_ids"]).sentence_embedding,
+    )
+
+
+def test_standalone_decoder_reproduces_the_models_decoding(trained_tokenizer):
+    """The decoder API other training set-ups reuse: same numbers as inside RetroMAEForPreTraining."""
+    from retromae_hf import RetroMAEDecoder
+
+    for architecture in ("bert", "modernbert"):
+        tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+        torch.manual_seed(0)
+        model = perturbed(RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer))))
+        model.eval()
+        batch = collated(tokenizer)
+        output = model(**batch)
+        decoder = RetroMAEDecoder(model.config)
+        decoder.init_weights()
+        decoder.load_state_dict(model.decoder.state_dict())
+        content = model.get_encoder().embeddings(input_ids=batch["decoder_input_ids"])
+        positions = None if architecture == "modernbert" else model.encoder_position_embeddings(content.shape[1])
+        hidden = decoder(output.sentence_embedding, content, positions, batch["decoder_attention_mask"])
+        torch.testing.assert_close(hidden, output.decoder_last_hidden_state)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "xlm-roberta"])
+def test_unpadded_batches_run_the_encoder_without_a_mask(architecture, trained_tokenizer, monkeypatch):
+    """Packed pre-training blocks have no padding: SDPA then gets no mask (its fastest kernels), padded ones do."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+    model = RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer))).eval()
+    model.set_attn_implementation("sdpa")
+    masks = []
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+
+    def spy(module, query, key, value, attention_mask, **kwargs):
+        if not type(module).__name__.startswith("RetroMAE"):
+            masks.append(attention_mask)
+        return sdpa(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "sdpa", spy)
+    ids = torch.full((2, 12), 7)
+    model.encode(ids, torch.ones(2, 12, dtype=torch.long))
+    assert len(masks) == 2 and all(mask is None for mask in masks)
+    masks.clear()
+    padded = torch.ones(2, 12, dtype=torch.long)
+    padded[1, 8:] = 0
+    model.encode(ids, padded)
+    assert len(masks) == 2 and all(mask is not None for mask in masks)

@@ -219,8 +219,10 @@ def test_zero_retromae_weight_is_exactly_infonce(model, stage2_batch):
     contrastive_only = {k: v for k, v in stage2_batch.items() if k.startswith(("query", "passage"))}
     infonce = InfoNCELoss(temperature=0.05, similarity="cosine")
     out = stage_loss(model, contrastive_only, ObjectiveWeights(retromae=0.0), infonce=infonce, bow=None)
-    queries = model.bert(stage2_batch["query_input_ids"], stage2_batch["query_attention_mask"]).sentence_embedding
-    passages = model.bert(stage2_batch["passage_input_ids"], stage2_batch["passage_attention_mask"]).sentence_embedding
+    queries = model.encode(stage2_batch["query_input_ids"], stage2_batch["query_attention_mask"]).sentence_embedding
+    passages = model.encode(
+        stage2_batch["passage_input_ids"], stage2_batch["passage_attention_mask"]
+    ).sentence_embedding
     assert torch.equal(out["loss"], infonce(queries, passages))
     assert set(out) == {"loss", "contrastive_loss"}
 
@@ -261,7 +263,7 @@ def test_joint_loss_backpropagates_into_encoder_and_decoder(model, stage2_batch,
     assert {"retromae_loss", "contrastive_loss", "bag_of_words_loss"} <= set(out)
     assert all(torch.isfinite(v) for v in out.values())
     out["loss"].backward()
-    encoder_grad = model.bert.encoder.layer[0].attention.self.query.weight.grad
+    encoder_grad = model.lm.bert.encoder.layer[0].attention.self.query.weight.grad
     decoder_grad = model.decoder.layers[0].attention.self.query.weight.grad
     assert encoder_grad is not None and encoder_grad.abs().sum() > 0
     assert decoder_grad is not None and decoder_grad.abs().sum() > 0
@@ -271,11 +273,11 @@ def test_joint_loss_backpropagates_into_encoder_and_decoder(model, stage2_batch,
 def test_bag_of_words_matches_direct_formula(model, stage2_batch, wordpiece_tokenizer):
     bow = DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids, chunk_size=5)  # several chunks, padded tail
     ids, mask = stage2_batch["decoder_input_ids"], stage2_batch["encoder_attention_mask"]
-    hidden = model.bert(stage2_batch["encoder_input_ids"], mask).last_hidden_state
+    hidden = model.encode(stage2_batch["encoder_input_ids"], mask).last_hidden_state
     loss = bow(model, hidden, ids, mask)
 
     # Unchunked reference, sentence by sentence: the official weights 1/n on each distinct ordinary token.
-    logits = model.cls(hidden).float()
+    logits = model.mlm_logits(hidden).float()
     special = set(wordpiece_tokenizer.all_special_ids)
     per_sentence = []
     for b in range(ids.shape[0]):
@@ -293,7 +295,7 @@ def test_bag_of_words_is_positive_finite_and_decreases_under_sgd(model, stage2_b
     losses = []
     for _ in range(6):
         optimizer.zero_grad()
-        hidden = model.bert(stage2_batch["encoder_input_ids"], mask).last_hidden_state
+        hidden = model.encode(stage2_batch["encoder_input_ids"], mask).last_hidden_state
         loss = bow(model, hidden, ids, mask)
         losses.append(loss.item())
         loss.backward()
@@ -306,7 +308,7 @@ def test_bag_of_words_without_ordinary_tokens_is_zero(model, wordpiece_tokenizer
     bow = DupMAEBagOfWordsLoss(wordpiece_tokenizer.all_special_ids)
     ids = torch.tensor([[wordpiece_tokenizer.cls_token_id, wordpiece_tokenizer.sep_token_id, 0]])
     mask = torch.tensor([[1, 1, 0]])
-    hidden = model.bert(ids, mask).last_hidden_state
+    hidden = model.encode(ids, mask).last_hidden_state
     loss = bow(model, hidden, ids, mask)
     assert loss.item() == 0.0
     loss.backward()  # still part of the graph, so a step with such a batch does not crash

@@ -83,6 +83,25 @@ def test_reference_seeds_are_keyed_by_local_query_ids(reproduce, tmp_path: Path)
     assert scifact[(1, "enhanced - mlm")]["seeds"] == ["42 (reference)", "43 (reference)"]
 
 
+def test_report_leaves_out_tags_that_never_ran(reproduce, tmp_path: Path) -> None:
+    # Tag "base" has one evaluated piece; tag "long" was asked for but nothing of it exists (e.g. it never ran).
+    eval_dir = tmp_path / "runs" / "base" / "seed7" / "untrained" / "stage1" / "eval"
+    eval_dir.mkdir(parents=True)
+    summary = {"results": [{"task": "cisi", "main_metric": "ndcg_at_10", "main_score": 0.0512}]}
+    (eval_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    results = tmp_path / "results" / "r.json"
+    args = reproduce.parse_args(
+        ["--seeds", "7", "--report-only", "--report-tags", "base", "long", "--output-dir", str(tmp_path / "runs"),
+         "--results", str(results), "--figures", str(tmp_path / "figures"), "--bootstrap", "10"]
+    )  # fmt: skip
+    reproduce.report(args, "test")
+
+    assert list(json.loads(results.read_text(encoding="utf-8"))["blocks"]) == ["base"]
+    markdown = results.with_suffix(".md").read_text(encoding="utf-8")
+    assert "### base" in markdown and "5.12" in markdown
+    assert "long" not in markdown
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run(reproduce, tmp_path: Path) -> None:
     needed = [DATA / "corpus" / "wiki1m_for_simcse_head.txt", DATA / "beir" / "cisi", SHARED / "models"]

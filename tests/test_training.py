@@ -376,3 +376,101 @@ def test_overwrite_output_dir_deletes_only_what_train_made(tmp_path):
     with pytest.raises(OutputExistsError, match="would delete that input"):
         prepare_output_dir(uses_it, resume=None, overwrite=True)
     assert (run / "final" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("architecture", ["bert", "roberta", "xlm-roberta", "modernbert"])
+def test_cli_stage1_from_a_masked_lm_folder_of_each_architecture(architecture, tmp_path, trained_tokenizer):
+    """30 steps from a saved tiny *ForMaskedLM: the decoder loss stays finite and goes down (the ModernBERT
+    report of a loss stuck at 0/NaN with the official code is exactly what this rules out)."""
+    import math
+
+    from encoders_for_tests import ARCHITECTURES, MAX_LENGTH, save_tiny_masked_lm
+    from tokenizers_for_tests import project_text
+
+    tokenizer = trained_tokenizer(*ARCHITECTURES[architecture])
+    checkpoint = save_tiny_masked_lm(architecture, tokenizer, tmp_path / "mlm")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(project_text()) + "\n", encoding="utf-8")
+    result = cli(
+        "train", "--stage", "1", "--model", str(checkpoint), "--corpus", str(corpus),
+        "--max-length", str(MAX_LENGTH), "--output-dir", str(tmp_path / "run"), "--no-evaluate",
+        "--set", "training.max_steps=30", "--set", "training.per_device_train_batch_size=8",
+        "--set", "training.learning_rate=0.001", "--set", "training.logging_steps=1",
+        "--set", "training.save_steps=1000", "--set", "training.dataloader_num_workers=0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_log(tmp_path / "run")
+    assert sorted(log) == list(range(1, 31))
+    decoder = [log[step]["decoder_loss"] for step in sorted(log)]
+    assert all(math.isfinite(value) and value > 0 for value in decoder), decoder
+    assert sum(decoder[-5:]) / 5 < sum(decoder[:5]) / 5 - 0.15, decoder  # about 0.3 in practice
+    final = tmp_path / "run" / "final"
+    saved = json.loads((final / "config.json").read_text())
+    assert saved["encoder"]["model_type"] == architecture
+    if architecture == "modernbert":
+        assert saved["decoder_positions"] == "learned"
+        # Stage 2 runs on the result exactly as for BERT.
+        stage2 = cli(
+            "train", "--stage", "2", "--model", str(final), "--pairs", "python-docstrings",
+            "--num-negatives", "0", "--max-length", str(MAX_LENGTH), "--passage-max-length", str(MAX_LENGTH),
+            "--output-dir", str(tmp_path / "stage2"), "--no-evaluate",
+            "--set", "training.max_steps=3", "--set", "training.per_device_train_batch_size=8",
+            "--set", "training.logging_steps=1", "--set", "training.dataloader_num_workers=0",
+        )  # fmt: skip
+        assert stage2.returncode == 0, stage2.stderr[-3000:]
+        for record in read_log(tmp_path / "stage2").values():
+            assert math.isfinite(record["loss"]) and record["contrastive_loss"] > 0 and record["retromae_loss"] > 0
+
+
+def test_cli_names_the_supported_architectures_for_an_unsupported_checkpoint(tmp_path, tokenizer_dir):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=4)).save_pretrained(tmp_path / "gpt2")
+    (tmp_path / "corpus.txt").write_text("one line of text\n" * 20, encoding="utf-8")
+    result = cli(
+        "train", "--stage", "1", "--model", str(tmp_path / "gpt2"), "--tokenizer", str(tokenizer_dir),
+        "--corpus", str(tmp_path / "corpus.txt"), "--output-dir", str(tmp_path / "run"), "--no-evaluate",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "gpt2" in result.stderr and "bert, roberta, xlm-roberta, modernbert" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_any_encoder_recipes_and_streamed_sources_interleave(tmp_path):
+    xlmr = build_recipe(read_recipe_file("stage1-xlmr-multilingual")[0])
+    assert xlmr.model == "FacebookAI/xlm-roberta-base" and xlmr.streaming and xlmr.max_length == 512
+    assert len({source["config"] for source in xlmr.corpus}) == len(xlmr.corpus) >= 5  # one config per language
+    modernbert = build_recipe(read_recipe_file("stage1-modernbert")[0])
+    assert modernbert.model == "answerdotai/ModernBERT-base"
+    assert modernbert.model_config["decoder_positions"] == "learned"
+    from retromae_hf.training import load_corpus_texts
+
+    first, second = tmp_path / "en.txt", tmp_path / "de.txt"
+    first.write_text("".join(f"english {i}\n" for i in range(5)), encoding="utf-8")
+    second.write_text("".join(f"deutsch {i}\n" for i in range(3)), encoding="utf-8")
+    recipe = build_recipe({"stage": 1, "corpus": [str(first), str(second)], "streaming": True})
+    texts = [row["text"] for row, _ in zip(load_corpus_texts(recipe), range(4), strict=False)]
+    assert texts == ["english 0", "deutsch 0", "english 1", "deutsch 1"]
+
+
+def test_scratch_model_config_names_the_architecture(trained_tokenizer):
+    from retromae_hf.training import build_model
+
+    tokenizer = trained_tokenizer("bpe", "bert")
+    encoder = {"model_type": "modernbert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "intermediate_size": 48, "max_position_embeddings": 64}  # fmt: skip
+    recipe = build_recipe(
+        {"stage": 1, "model": "scratch", "tokenizer": "t", "corpus": ["x.txt"], "model_config": {"encoder": encoder}}
+    )
+    model = build_model(recipe, tokenizer)
+    config = model.config.encoder
+    assert config.model_type == "modernbert" and config.vocab_size == len(tokenizer)
+    assert (config.pad_token_id, config.cls_token_id, config.sep_token_id) == (
+        tokenizer.pad_token_id,
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+    )
+    assert model.config.decoder_positions == "learned"
+    bad = build_recipe({**recipe.to_dict(), "model_config": {"encoder": {"hidden_size": 32}}})
+    with pytest.raises(RecipeError, match="model_type"):
+        build_model(bad, tokenizer)

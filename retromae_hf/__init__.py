@@ -99,10 +99,11 @@ def _register_models() -> None:
     _registered.add("models")
     from transformers import AutoModel, AutoModelForPreTraining
 
+    from .configuration_retromae import RetroMAEConfig
     from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel
 
-    AutoModel.register(RetroMAEModel.config_class, RetroMAEModel, exist_ok=True)
-    AutoModelForPreTraining.register(RetroMAEModel.config_class, RetroMAEForPreTraining, exist_ok=True)
+    AutoModel.register(RetroMAEConfig, RetroMAEModel, exist_ok=True)
+    AutoModelForPreTraining.register(RetroMAEConfig, RetroMAEForPreTraining, exist_ok=True)
     RetroMAEModel.register_for_auto_class("AutoModel")
     RetroMAEForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 

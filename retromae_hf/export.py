@@ -96,7 +96,7 @@ def export_sentence_transformer(
             sentence-embedding models); recorded in `config_sentence_transformers.json`.
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
         max_seq_length: the export's truncation length (default: the encoder's longest input, e.g. 512 for
-            BERT and XLM-R, capped by the tokenizer's `model_max_length`); longer than the encoder's limit is refused.
+            BERT and XLM-R, capped by the tokenizer's `model_max_length`).
         overwrite: replace an existing `output_dir`.
 
     Returns:
@@ -119,11 +119,10 @@ def export_sentence_transformer(
     inputs = [item for item in inputs if isinstance(item, str | os.PathLike)]
     check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder")  # before loading anything
     model, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
-    limit = model.max_sequence_length()  # RoBERTa / XLM-R: their position table less the padding offset
-    if max_seq_length is not None and limit is not None and max_seq_length > limit:
+    longest = model.max_sequence_length()
+    if max_seq_length is not None and longest and max_seq_length > longest:
         raise ValueError(
-            f"max_seq_length {max_seq_length} (--max-seq-length) is longer than the {model.config.encoder.model_type} "
-            f"encoder's limit of {limit} tokens"
+            f"max_seq_length {max_seq_length} (--max-seq-length) is longer than the model's {longest} positions"
         )
     encoder = native_encoder(model)
     output_dir = Path(output_dir)
@@ -143,8 +142,7 @@ def export_sentence_transformer(
         ]
         if similarity == "cosine":
             modules.append(Normalize())
-        sentence_model = SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu")
-        sentence_model.save(str(staging))
+        SentenceTransformer(modules=modules, similarity_fn_name=similarity, device="cpu").save(str(staging))
     logger.info("exported %s (CLS pooling, %s similarity) to %s", type(encoder).__name__, similarity, output_dir)
     return output_dir
 

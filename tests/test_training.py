@@ -422,13 +422,13 @@ def test_cli_stage1_from_a_masked_lm_folder_of_each_architecture(architecture, t
             assert math.isfinite(record["loss"]) and record["contrastive_loss"] > 0 and record["retromae_loss"] > 0
 
 
-def test_cli_names_the_supported_architectures_for_an_unsupported_checkpoint(tmp_path, wordpiece_tokenizer):
+def test_cli_names_the_supported_architectures_for_an_unsupported_checkpoint(tmp_path, tokenizer_dir):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     GPT2LMHeadModel(GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=4)).save_pretrained(tmp_path / "gpt2")
     (tmp_path / "corpus.txt").write_text("one line of text\n" * 20, encoding="utf-8")
     result = cli(
-        "train", "--stage", "1", "--model", str(tmp_path / "gpt2"), "--tokenizer", wordpiece_tokenizer.name_or_path,
+        "train", "--stage", "1", "--model", str(tmp_path / "gpt2"), "--tokenizer", str(tokenizer_dir),
         "--corpus", str(tmp_path / "corpus.txt"), "--output-dir", str(tmp_path / "run"), "--no-evaluate",
     )  # fmt: skip
     assert result.returncode != 0

@@ -104,7 +104,7 @@ def read_model_config(recipe: Recipe):
     """The model's configuration (the recipe's for 'scratch'), read without loading any weights.
 
     A missing model folder, a model only the unreachable Hub has, or a bad `model_config` fails here, before the
-    tokenizer and the data are loaded; the vocabulary size lets the tokenizer be checked against the model.
+    tokenizer and the data are loaded.
     """
     overrides = dict(recipe.model_config)
     _check_model_config_keys(overrides)
@@ -730,7 +730,7 @@ def train(
         _check_not_finished(Path(resume_from), Path(output_dir))
         logger.info("resuming from %s", resume_from)
     args = training_arguments(recipe, output_dir)
-    config = read_model_config(recipe)  # a missing model, or one only the unreachable Hub has, fails here
+    read_model_config(recipe)  # a missing model, one only the unreachable Hub has, or a bad model_config fail here
 
     texts_for_tokenizer = None
     if recipe.tokenizer == "train" and not resume_from:
@@ -744,11 +744,11 @@ def train(
         tokenizer = AutoTokenizer.from_pretrained(resume_from)  # the vocabulary the checkpoint was trained with
     else:
         tokenizer = load_tokenizer(recipe, texts_for_tokenizer)
-    check_vocabulary(tokenizer, int(getattr(config, "vocab_size", 0) or 0), recipe)
     if args.gradient_checkpointing:
         args.gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
     set_seed(args.seed)  # the model is built before the Trainer seeds: a fresh decoder must not vary run to run
-    model = build_model(recipe, tokenizer)
+    model = build_model(recipe, tokenizer)  # refuses an architecture that cannot carry the decoder, at once
+    check_vocabulary(tokenizer, model.config.vocab_size, recipe)
     # Lengths against what the encoder really takes (RoBERTa's position table starts at padding_idx + 1), before
     # the data is read and tokenized at that length.
     lengths = effective_lengths(recipe, model.max_sequence_length())

@@ -618,6 +618,7 @@ class RetroMAELoss(MaskedLMLoss):
         self, features: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """The two terms for a batch whose masks are given (`retromae_inputs`)."""
+        self._follow_model_mode(_unwrap(self.model))
         # A copy: sentence-transformers modules write their outputs into the features dict they are given.
         output = self.model({**features, "input_ids": inputs["encoder_input_ids"]})
         losses = {}
@@ -634,7 +635,6 @@ class RetroMAELoss(MaskedLMLoss):
         self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         features = self._text_features(sentence_features, labels)
-        self._follow_model_mode(_unwrap(self.model))
         return self.compute_losses(features, self.retromae_inputs(features))
 
     def get_config_dict(self) -> dict[str, Any]:

@@ -378,11 +378,24 @@ def report(work: Path, args, command: str) -> dict:
     return results
 
 
+def reproducing_command(args: argparse.Namespace) -> str:
+    """The command that computes these results: the settings that differ from the defaults, without the
+    bookkeeping flags (where pieces and pages go, report-only)."""
+    defaults = vars(parse_args([]))
+    parts = ["python", "benchmarks/domain_adaptation.py"]
+    for key, value in vars(args).items():
+        if key in ("work", "output", "report_only") or value == defaults[key]:
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+    return shlex.join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sys.path.insert(0, str(ROOT))
-    command = "python benchmarks/domain_adaptation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = reproducing_command(args)
     work = Path(args.work)
     needed = [STS_TEST, SNLI_PAIRS, Path(args.model), *(Path(args.beir_root) / name for name in args.datasets)]
     missing = [path for path in needed if not path.exists()]

@@ -26,19 +26,23 @@ What one step computes, on the batch sentence-transformers' collator has already
    `RetroMAEForPreTraining` uses): query stream = embedding + positions, content stream = embedding followed by
    the unmasked tokens' embeddings (the backbone's own embedding block), position-specific attention masks.
 4. **Loss** = `encoder_mlm_weight` x encoder masked-LM cross-entropy + decoder reconstruction cross-entropy, both
-   through one masked-LM head (a fresh transform, output projection tied to the backbone's word embeddings), as
-   in the paper and the official code. The loss returns both terms as a dict, so the trainer logs them apart.
+   through one masked-LM head (the backbone architecture's own head, freshly initialised, its output projection
+   tied to the backbone's word embeddings), as in the paper and the official code. The loss returns both terms
+   as a dict, so the trainer logs them apart.
 
 The loss owns only the decoder, the head and the embedding adapter; the model stays a plain `SentenceTransformer`.
 `save_pretrained` / `from_pretrained` keep the loss's own weights to continue training later, and
 `checkpoint_callback` writes them into every trainer checkpoint. `MaskedLMLoss` is the encoder term alone: the
 usual "continued masked-LM pre-training" baseline, on the same masks and head.
 
-Supported: sentence-transformers 6.x (the package's dependency range) with transformers 5; models whose first
-module is sentence-transformers' `Transformer` over a masked-LM encoder with an absolute position table (BERT
-family). Multi-GPU training with DDP works unchanged (the loss averages its own gradients across processes
+Supported: sentence-transformers 6.x (the package's dependency range; tested with 6.2) with transformers 5;
+models whose first module is sentence-transformers' `Transformer` over an encoder that has a masked-LM head in
+transformers (BERT, RoBERTa, XLM-R, ModernBERT, MPNet, ...: `modeling_retromae.check_encoder_supported`). The
+decoder takes the encoder's absolute positions where it has them, else a position table of its own (rotary
+encoders). Multi-GPU training with DDP works unchanged (the loss averages its own gradients across processes
 before each optimizer step); FSDP and DeepSpeed ZeRO-3 are not supported (the loss reads the backbone's word
-embeddings outside the model's forward, where those shard them).
+embeddings outside the model's forward, where those shard them). With `model_init` (hyper-parameter search),
+pass a loss factory (`loss=lambda model: RetroMAELoss(model)`), as for any loss holding the model.
 """
 
 from __future__ import annotations

@@ -11,7 +11,13 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+
+# Recent transformers 5 builds sub-configs from dicts in the base class (`sub_configs_defaults`); with earlier
+# releases (e.g. 5.17) `RetroMAEConfig.__post_init__` builds its encoder config itself.
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:
+    SubConfigSpec = None
 
 QUERY_STREAMS = ("position", "embeddings")
 DECODINGS = ("enhanced", "plain")
@@ -102,7 +108,10 @@ class RetroMAEConfig(PreTrainedConfig):
     """
 
     model_type = "retromae"
-    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    else:
+        sub_configs = {"encoder": AutoConfig}
 
     encoder: PreTrainedConfig | dict | None = None
     num_decoder_layers: int = 1
@@ -129,6 +138,9 @@ class RetroMAEConfig(PreTrainedConfig):
             self.encoder = {"model_type": "bert", **legacy}
         if isinstance(self.encoder, dict) and "model_type" not in self.encoder:
             raise ValueError("RetroMAEConfig(encoder={...}) needs the encoder's `model_type` (e.g. 'xlm-roberta')")
+        if SubConfigSpec is None and not isinstance(self.encoder, PreTrainedConfig):
+            fields = dict(self.encoder or {"model_type": "bert"})
+            self.encoder = AutoConfig.for_model(fields.pop("model_type"), **fields)
         # Checked here rather than in a `validate_*` hook: those wrap errors in a non-`ValueError` exception.
         if self.query_stream not in QUERY_STREAMS:
             raise ValueError(f"query_stream must be one of {QUERY_STREAMS}, got {self.query_stream!r}")

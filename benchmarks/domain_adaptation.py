@@ -1,24 +1,32 @@
 """Domain adaptation of a sentence-transformers model from unlabelled documents: RetroMAELoss vs masked-LM.
 
 For each BEIR folder (default: the shared SciFact and CISI), `all-MiniLM-L6-v2` is adapted on that set's
-*documents only* (titles and abstracts; no queries, no relevance judgements) with the same budget in three arms:
+*documents only* (titles and abstracts; no queries, no relevance judgements) with the same budget in four arms:
 
 - ``retromae``:       `RetroMAELoss` on the documents;
+- ``retromae_decoder``: `RetroMAELoss(model, encoder_mlm_weight=0)`: the decoder's reconstruction from the
+                      embedding alone, without the encoder's masked-LM term (whose head is new to the model);
 - ``masked_lm``:      `MaskedLMLoss` on the documents (the usual "continue masked-LM pre-training" baseline: the
                       same masks and head, no decoder);
 - ``retromae_mnrl``:  `RetroMAELoss` on the documents and `MultipleNegativesRankingLoss` on SNLI entailment pairs
                       in one run (a dict of datasets and losses, round robin: half of the steps each).
 
 Every model, the unadapted one included, is scored with `retromae_hf.evaluation.evaluate` (mteb) on the set's test
-queries (nDCG@10) and on STS-B test (Spearman of cosine similarities), with paired bootstrap 95% intervals of the
-difference to the unadapted model: per query for retrieval, per sentence pair for STS-B.
+queries (nDCG@10) and on STS-B test (Spearman of cosine similarities). Per-query nDCG@10 and per-pair similarities
+come from the rankings and similarities mteb scored (`evaluation.per_query_scores`); each arm is compared with the
+unadapted model by a paired bootstrap (`paired_bootstrap.py`: the seeds and the queries / sentence pairs
+resampled), over all seeds together and per seed.
 
-Finished pieces are kept under the work folder; rerunning the same command skips them (an interrupted piece starts
-over). `--report-only` rebuilds the JSON and Markdown results from what exists.
+Finished pieces are kept under the work folder: ``<work>/<dataset>/unadapted.json`` and
+``<work>/<dataset>/<tag>/seed<S>/<arm>.json``; rerunning the same command skips them (an interrupted piece starts
+over). A ``--tag`` keeps another budget beside the first (e.g. ``--tag long --steps 1000``); each tag has its own
+results page. Several processes may share a work folder (one per dataset and arm, say: `--models` picks what a
+process computes), and `--report-only` rebuilds the JSON and Markdown results from what exists.
 
-    python benchmarks/domain_adaptation.py                         # the default budget (see --steps)
+    python benchmarks/domain_adaptation.py                          # the CPU budget (see --steps), seed 42
     python benchmarks/domain_adaptation.py --steps 20 --datasets cisi --work runs/da-smoke --output /tmp/da
     python benchmarks/domain_adaptation.py --report-only
+    bash benchmarks/gpu/domain_adaptation.sh                        # both budgets, three seeds, on one GPU
 """
 
 from __future__ import annotations
@@ -28,12 +36,15 @@ import csv
 import gc
 import json
 import logging
-import math
 import os
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared statistics
+from paired_bootstrap import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,6 +57,7 @@ SNLI_PAIRS = DATA / "pairs" / "snli_devtest" / "snli_devtest_pairs.tsv"
 
 ARMS = {
     "retromae": "RetroMAELoss on the documents",
+    "retromae_decoder": "RetroMAELoss without its encoder masked-LM term (encoder_mlm_weight=0): reconstruction only",
     "masked_lm": "MaskedLMLoss on the documents (baseline)",
     "retromae_mnrl": "RetroMAELoss on the documents + MNRL on SNLI pairs",
 }
@@ -61,23 +73,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
     p.add_argument("--datasets", nargs="+", default=["cisi", "scifact"], help="BEIR folders under --beir-root")
     p.add_argument("--beir-root", default=str(DATA / "beir"))
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=[BASE, *ARMS],
+        choices=[BASE, *ARMS],
+        help="what this process computes (the report shows whatever exists)",
+    )
     # Budget. Default: 60 steps of 16 documents (960 documents, truncated to 128 tokens) per arm and dataset:
-    # 10-25 minutes of training per piece on the project's 2-core CPU shared with other work, and 20-25 minutes
-    # to evaluate SciFact's 5,183 documents per model (about four hours in all).
+    # 6-25 minutes of training per piece on the project's 2-core CPU shared with other work, and 5-20 minutes to
+    # evaluate SciFact's 5,183 documents per model (about four to five hours for every arm, dataset and the
+    # unadapted model); seconds per piece on a GPU.
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128, help="training truncation (evaluation uses the model's)")
     p.add_argument("--learning-rate", type=float, default=5e-5, help="the model's parameters")
     p.add_argument("--loss-learning-rate", type=float, default=5e-4, help="the loss's fresh decoder and head")
     p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--tag", default="base", help="name of this budget: its pieces and its results page")
+    p.add_argument("--device", default="auto", help="'auto' (a GPU when there is one), 'cpu', 'cuda', ...")
+    p.add_argument("--bf16", action="store_true", help="train with bf16 autocast (a GPU); evaluation stays fp32")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers during training")
     p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples")
     p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--machine", default=None, help="where the pieces ran, for the results page (default: detected)")
     p.add_argument("--work", default=str(ROOT / "runs" / "domain_adaptation"), help="kept pieces (ignored by git)")
-    p.add_argument("--output", default=str(ROOT / "docs" / "results" / "domain_adaptation"), help="results stem")
+    p.add_argument("--output", default=None, help="results stem (default docs/results/domain_adaptation[_<tag>])")
     p.add_argument("--report-only", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--no-report", action="store_true", help="only compute pieces (processes side by side)")
+    args = p.parse_args(argv)
+    if args.output is None:
+        suffix = "" if args.tag == "base" else f"_{args.tag}"
+        args.output = str(ROOT / "docs" / "results" / f"domain_adaptation{suffix}")
+    return args
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def machine_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({os.cpu_count()} cores)"
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -106,85 +151,14 @@ def snli_entailment_pairs() -> tuple[list[str], list[str]]:
     return premises, hypotheses
 
 
-def read_qrels(folder: Path) -> dict[str, dict[str, int]]:
-    from retromae_hf.evaluation import read_qrels as read
-
-    return read(folder / "qrels" / "test.tsv")
-
-
-def read_sts() -> tuple[list[str], list[str], list[float]]:
-    first, second, gold = [], [], []
-    with open(STS_TEST, encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
-            first.append(row["sentence1"])
-            second.append(row["sentence2"])
-            gold.append(float(row["score"]))
-    return first, second, gold
-
-
-# ----------------------------------------------------------------------------------------------- scores
-
-
-def ndcg_at_10(ranking: dict[str, float], relevant: dict[str, int]) -> float:
-    """nDCG@10 with linear gains (trec_eval's, as mteb's pytrec_eval): relevance judgements are 0/1 here."""
-    ranked = sorted(ranking.items(), key=lambda item: -item[1])[:10]
-    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, (doc, _) in enumerate(ranked))
-    ideal = sorted((grade for grade in relevant.values() if grade > 0), reverse=True)[:10]
-    idcg = sum(grade / math.log2(rank + 2) for rank, grade in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
-
-
-def per_query_ndcg(predictions_file: Path, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    predictions = json.loads(predictions_file.read_text(encoding="utf-8"))["default"]["test"]
-    return {query: ndcg_at_10(predictions.get(query, {}), relevant) for query, relevant in qrels.items()}
-
-
-def spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def paired_bootstrap(differences, resamples: int, seed: int) -> tuple[float, float]:
-    """95% percentile interval of the mean of per-item differences, items resampled with replacement."""
-    import numpy as np
-
-    values = np.asarray(differences, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def sts_bootstrap(gold, base, adapted, resamples: int, seed: int) -> tuple[float, float]:
-    """95% interval of Spearman(adapted) - Spearman(base), sentence pairs resampled with replacement together."""
-    import numpy as np
-    from scipy.stats import rankdata
-
-    gold, base, adapted = (np.asarray(x, dtype=float) for x in (gold, base, adapted))
-    rng = np.random.default_rng(seed)
-
-    def rho(x, y):  # Spearman per resample row: Pearson correlation of (average) ranks
-        rx, ry = rankdata(x, axis=1), rankdata(y, axis=1)
-        rx -= rx.mean(axis=1, keepdims=True)
-        ry -= ry.mean(axis=1, keepdims=True)
-        return (rx * ry).sum(axis=1) / np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-
-    differences = []
-    for start in range(0, resamples, 500):  # chunks keep the rank matrices small
-        index = rng.integers(0, len(gold), size=(min(500, resamples - start), len(gold)))
-        differences.append(rho(gold[index], adapted[index]) - rho(gold[index], base[index]))
-    low, high = np.percentile(np.concatenate(differences), [2.5, 97.5])
-    return float(low), float(high)
+# ----------------------------------------------------------------------------------------------- pieces
 
 
 def evaluate_model(model, dataset: str, folder: Path, args) -> dict:
-    """nDCG@10 (mteb, and per query from mteb's own rankings) and STS-B (mteb, and per pair)."""
-    import torch
+    """nDCG@10 on the set's test queries and STS-B cosine Spearman (mteb), with per-query / per-pair scores."""
+    from retromae_hf.evaluation import evaluate, per_query_scores
 
-    from retromae_hf.evaluation import PREDICTIONS_DIR, evaluate
-
-    summary = evaluate(
+    evaluate(
         model,
         [Path(args.beir_root) / dataset, STS_TEST],
         output_dir=folder / "mteb",
@@ -192,35 +166,18 @@ def evaluate_model(model, dataset: str, folder: Path, args) -> dict:
         show_progress_bar=False,
         save_predictions=True,
     )
-    predictions = folder / "mteb" / PREDICTIONS_DIR
-    by_type = {result["task_type"]: result for result in summary["results"]}
-    retrieval, sts = by_type["Retrieval"], by_type["STS"]
-    per_query = per_query_ndcg(
-        predictions / f"{retrieval['task']}_predictions.json", read_qrels(Path(args.beir_root) / dataset)
-    )
-    mean = sum(per_query.values()) / len(per_query)
-    # The per-query scores must average to mteb's own nDCG@10, or the bootstrap would describe another metric.
-    if abs(mean - retrieval["main_score"]) > 1e-3:
-        raise RuntimeError(f"per-query nDCG@10 averages {mean:.5f}, mteb reports {retrieval['main_score']:.5f}")
-    first, second, gold = read_sts()
-    with torch.no_grad():
-        a = model.encode(first, batch_size=args.eval_batch_size, convert_to_tensor=True, normalize_embeddings=True)
-        b = model.encode(second, batch_size=args.eval_batch_size, convert_to_tensor=True, normalize_embeddings=True)
-    cosine = (a * b).sum(-1).tolist()
-    if abs(spearman(gold, cosine) - sts["metrics"]["cosine_spearman"]) > 1e-3:
-        raise RuntimeError("per-pair cosine similarities do not reproduce mteb's STS-B cosine Spearman")
+    scores = per_query_scores(folder / "mteb")
+    retrieval = next(entry for entry in scores.values() if "per_query" in entry)
+    sts = next(entry for entry in scores.values() if "similarity" in entry)
     return {
-        "ndcg_at_10": retrieval["main_score"],
-        "per_query_ndcg_at_10": per_query,
-        "sts_spearman": sts["metrics"]["cosine_spearman"],
-        "sts_cosine": cosine,
+        "ndcg_at_10": retrieval["mean"],
+        "per_query_ndcg_at_10": retrieval["per_query"],
+        "sts_spearman": sts["mean"],
+        "sts_cosine": sts["similarity"],
     }
 
 
-# ----------------------------------------------------------------------------------------------- training
-
-
-def adapt(arm: str, dataset: str, folder: Path, args) -> tuple[object, dict]:
+def adapt(arm: str, dataset: str, seed: int, folder: Path, args) -> tuple[object, dict]:
     """Adapt a fresh copy of the model with one arm's losses; returns the model and its training record."""
     import torch
     from datasets import Dataset, DatasetDict
@@ -233,8 +190,8 @@ def adapt(arm: str, dataset: str, folder: Path, args) -> tuple[object, dict]:
 
     from retromae_hf.sentence_transformers import MaskedLMLoss, RetroMAELoss
 
-    torch.manual_seed(args.seed)
-    model = SentenceTransformer(args.model, device="cpu")
+    torch.manual_seed(seed)
+    model = SentenceTransformer(args.model, device=args.device)
     evaluation_length = model.max_seq_length
     model.max_seq_length = args.max_length
     documents = Dataset.from_dict({"text": corpus_texts(Path(args.beir_root) / dataset)})
@@ -242,6 +199,8 @@ def adapt(arm: str, dataset: str, folder: Path, args) -> tuple[object, dict]:
         train_dataset, loss = documents, MaskedLMLoss(model)
     elif arm == "retromae":
         train_dataset, loss = documents, RetroMAELoss(model)
+    elif arm == "retromae_decoder":
+        train_dataset, loss = documents, RetroMAELoss(model, encoder_mlm_weight=0.0)
     else:
         premises, hypotheses = snli_entailment_pairs()
         pairs = Dataset.from_dict({"anchor": premises, "positive": hypotheses})
@@ -255,13 +214,15 @@ def adapt(arm: str, dataset: str, folder: Path, args) -> tuple[object, dict]:
         learning_rate_mapping={LOSS_PARAMETERS: args.loss_learning_rate},
         warmup_steps=args.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
         weight_decay=0.01,
-        logging_steps=5,
+        logging_steps=max(1, args.steps // 20),
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,
-        use_cpu=True,
-        dataloader_pin_memory=False,
-        seed=args.seed,
+        use_cpu=args.device == "cpu",
+        bf16=args.bf16,
+        dataloader_num_workers=args.workers,
+        dataloader_pin_memory=args.device != "cpu",
+        seed=seed,
         multi_dataset_batch_sampler="round_robin",  # half of the steps on each dataset
     )
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=train_dataset, loss=loss)
@@ -274,120 +235,280 @@ def adapt(arm: str, dataset: str, folder: Path, args) -> tuple[object, dict]:
     return model, {"train_seconds": round(seconds, 1), "log": log}
 
 
-# ----------------------------------------------------------------------------------------------- pieces and report
+def piece_path(work: Path, dataset: str, model: str, seed: int, tag: str) -> Path:
+    if model == BASE:  # the same for every budget and seed
+        return work / dataset / f"{BASE}.json"
+    return work / dataset / tag / f"seed{seed}" / f"{model}.json"
 
 
-def piece(work: Path, dataset: str, arm: str, args) -> dict:
-    """One evaluated model, kept as JSON; computed when missing."""
-    path = work / dataset / f"{arm}.json"
+def piece(work: Path, dataset: str, model: str, seed: int, args) -> None:
+    """One evaluated model, kept as JSON (written whole, then renamed); computed when missing."""
+    path = piece_path(work, dataset, model, seed, args.tag)
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    folder = work / dataset / arm
-    logger.info("%s / %s: %s", dataset, arm, "evaluating" if arm == BASE else "adapting")
-    if arm == BASE:
+        return
+    folder = path.with_suffix("")
+    logger.info("%s / %s%s: %s", dataset, model, "" if model == BASE else f" / seed {seed}", "working")
+    if model == BASE:
         from sentence_transformers import SentenceTransformer
 
-        model, record = SentenceTransformer(args.model, device="cpu"), {}
+        adapted, record = SentenceTransformer(args.model, device=args.device), {}
     else:
-        model, record = adapt(arm, dataset, folder, args)
+        adapted, record = adapt(model, dataset, seed, folder, args)
     started = time.time()
-    record.update(evaluate_model(model, dataset, folder, args))
+    record.update(evaluate_model(adapted, dataset, folder, args))
     record["eval_seconds"] = round(time.time() - started, 1)
+    record["machine"] = args.machine or machine_name(args.device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    del model
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    staging.replace(path)
+    logger.info("%s / %s: nDCG@10 %.4f, STS-B %.4f", dataset, model, record["ndcg_at_10"], record["sts_spearman"])
+    del adapted
     gc.collect()
-    return record
 
 
-def compare(base: dict, adapted: dict, args) -> dict:
+# ----------------------------------------------------------------------------------------------- report
+
+
+def compare(base: dict, adapted: dict[int, dict], args) -> dict:
+    """An arm (its seeds) against the unadapted model: means, paired differences x100 with 95% intervals."""
+    import numpy as np
+
+    seeds = sorted(adapted)
     queries = sorted(base["per_query_ndcg_at_10"])
-    differences = [adapted["per_query_ndcg_at_10"][q] - base["per_query_ndcg_at_10"][q] for q in queries]
-    gold = read_sts()[2]
+    base_values = [base["per_query_ndcg_at_10"][q] for q in queries]
+    retrieval = paired_bootstrap(
+        [([adapted[s]["per_query_ndcg_at_10"][q] for q in queries], base_values) for s in seeds],
+        "retrieval",
+        args.bootstrap,
+        np.random.default_rng(0),
+    )
+    gold = read_sts_gold()
+    sts = paired_bootstrap(
+        [(adapted[s]["sts_cosine"], base["sts_cosine"], gold) for s in seeds],
+        "sts",
+        max(200, args.bootstrap // 5),  # a Spearman per replicate and seed: fewer replicates
+        np.random.default_rng(0),
+    )
+    mean_difference = [
+        statistics.fmean(adapted[s]["per_query_ndcg_at_10"][q] for s in seeds) - base["per_query_ndcg_at_10"][q]
+        for q in queries
+    ]
+    ndcg = [adapted[s]["ndcg_at_10"] for s in seeds]
+    sts_scores = [adapted[s]["sts_spearman"] for s in seeds]
     return {
-        "ndcg_at_10": adapted["ndcg_at_10"],
-        "ndcg_delta": adapted["ndcg_at_10"] - base["ndcg_at_10"],
-        "ndcg_delta_ci95": paired_bootstrap(differences, args.bootstrap, args.seed),
+        "seeds": seeds,
+        "ndcg_at_10": statistics.fmean(ndcg),
+        "ndcg_at_10_per_seed": ndcg,
+        "ndcg_delta": retrieval,
         "queries": len(queries),
-        "queries_better": sum(d > 0 for d in differences),
-        "queries_worse": sum(d < 0 for d in differences),
-        "sts_spearman": adapted["sts_spearman"],
-        "sts_delta": adapted["sts_spearman"] - base["sts_spearman"],
-        "sts_delta_ci95": sts_bootstrap(
-            gold, base["sts_cosine"], adapted["sts_cosine"], args.bootstrap // 5, args.seed
-        ),
+        "queries_better": sum(d > 0 for d in mean_difference),
+        "queries_worse": sum(d < 0 for d in mean_difference),
+        "sts_spearman": statistics.fmean(sts_scores),
+        "sts_spearman_per_seed": sts_scores,
+        "sts_delta": sts,
+        "train_seconds": statistics.fmean(adapted[s]["train_seconds"] for s in seeds),
+        "machines": sorted({adapted[s].get("machine", "not recorded") for s in seeds}),
+        "log": {s: adapted[s]["log"] for s in seeds},
     }
+
+
+# Which arm is better than which: RetroMAE against the masked-LM baseline, and what the contrastive half adds.
+ARM_COMPARISONS = (("retromae", "masked_lm"), ("retromae_decoder", "retromae"), ("retromae_mnrl", "retromae"))
+
+
+def arm_comparisons(work: Path, args) -> list[dict]:
+    """Paired differences between arms (queries shared; the seeds of both arms paired by their number)."""
+    import numpy as np
+
+    rows, gold = [], None
+    for dataset in args.datasets:
+        for arm_a, arm_b in ARM_COMPARISONS:
+            seeds = [
+                seed
+                for seed in args.seeds
+                if all(piece_path(work, dataset, arm, seed, args.tag).is_file() for arm in (arm_a, arm_b))
+            ]
+            if not seeds:
+                continue
+            a, b = (
+                {s: json.loads(piece_path(work, dataset, arm, s, args.tag).read_text(encoding="utf-8")) for s in seeds}
+                for arm in (arm_a, arm_b)
+            )
+            queries = sorted(a[seeds[0]]["per_query_ndcg_at_10"])
+            gold = gold if gold is not None else read_sts_gold()
+            values = [
+                (
+                    [a[s]["per_query_ndcg_at_10"][q] for q in queries],
+                    [b[s]["per_query_ndcg_at_10"][q] for q in queries],
+                )
+                for s in seeds
+            ]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "comparison": f"{arm_a} - {arm_b}",
+                    "seeds": seeds,
+                    "ndcg_delta": paired_bootstrap(values, "retrieval", args.bootstrap, np.random.default_rng(0)),
+                    "sts_delta": paired_bootstrap(
+                        [(a[s]["sts_cosine"], b[s]["sts_cosine"], gold) for s in seeds],
+                        "sts",
+                        max(200, args.bootstrap // 5),
+                        np.random.default_rng(0),
+                    ),
+                }
+            )
+    return rows
+
+
+def read_sts_gold() -> list[float]:
+    from retromae_hf.evaluation import load_sts_file
+
+    return list(load_sts_file(STS_TEST).score)
+
+
+def _spread(values: list[float]) -> str:
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def _interval(entry: dict) -> str:
+    return f"{entry['difference']:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}]"
+
+
+def _train_time(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def report(work: Path, args, command: str) -> dict:
     results = {
         "command": command,
+        "tag": args.tag,
         "settings": {
             key: getattr(args, key)
-            for key in ("model", "datasets", "arms", "steps", "batch_size", "max_length", "learning_rate")
-        }
-        | {"loss_learning_rate": args.loss_learning_rate, "warmup_ratio": args.warmup_ratio, "seed": args.seed},
+            for key in (
+                "model",
+                "datasets",
+                "steps",
+                "batch_size",
+                "max_length",
+                "learning_rate",
+                "loss_learning_rate",
+                "warmup_ratio",
+                "seeds",
+                "bf16",
+            )
+        },
+        "bootstrap_resamples": args.bootstrap,
         "datasets": {},
     }
+    epochs = {d: args.steps * args.batch_size / len(corpus_texts(Path(args.beir_root) / d)) for d in args.datasets}
     lines = [
-        "# Domain adaptation of all-MiniLM-L6-v2: results",
+        f"# Domain adaptation of all-MiniLM-L6-v2: results ({args.tag})",
         "",
         f"Command: `{command}`",
         "",
-        f"Budget per arm and dataset: {args.steps} steps x {args.batch_size} texts, truncated to {args.max_length} "
-        f"tokens; learning rate {args.learning_rate:g} (model) and {args.loss_learning_rate:g} (the loss's decoder "
-        f"and head), warm-up {args.warmup_ratio:.0%}, one seed ({args.seed}). `retromae_mnrl` spends half of its "
-        "steps on SNLI pairs (round robin).",
+        f"Budget per arm, dataset and seed: {args.steps} steps x {args.batch_size} texts, truncated to "
+        f"{args.max_length} tokens ("
+        + ", ".join(f"{d}: {e:.2g} passes over its documents" for d, e in epochs.items())
+        + f"); learning rate {args.learning_rate:g} (model) and {args.loss_learning_rate:g} (the loss's decoder and "
+        f"head), warm-up {args.warmup_ratio:.0%}, {'bf16 autocast' if args.bf16 else 'fp32'}, seeds {', '.join(map(str, args.seeds))}. `retromae_mnrl` spends "
+        "half of its steps on SNLI pairs (round robin).",
         "",
-        "Scores x 100. Δ: adapted minus unadapted; [95% interval] from a paired bootstrap over queries (nDCG@10) or "
-        "sentence pairs (STS-B). better/worse: test queries whose nDCG@10 went up/down.",
+        "Scores x 100 (mean ± standard deviation over the seeds). Δ: adapted minus unadapted, mean over the seeds; "
+        "[95% interval] from a paired bootstrap resampling the seeds and the queries (nDCG@10) or sentence pairs "
+        "(STS-B); per seed: Δ of each seed alone. better / worse: test queries whose nDCG@10, averaged over the "
+        "seeds, went up / down. train: wall time of one adaptation (mean over the seeds).",
         "",
-        "| dataset | model | nDCG@10 | Δ nDCG@10 [95% CI] | better / worse | STS-B | Δ STS-B [95% CI] | train |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | model | seeds | nDCG@10 | Δ nDCG@10 [95% CI] | Δ per seed | better / worse | STS-B | "
+        "Δ STS-B [95% CI] | train |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    machines = set()
     for dataset in args.datasets:
-        base_path = work / dataset / f"{BASE}.json"
+        base_path = piece_path(work, dataset, BASE, 0, args.tag)
         if not base_path.is_file():
             continue
         base = json.loads(base_path.read_text(encoding="utf-8"))
+        machines.add(base.get("machine", "not recorded"))
         entry = {BASE: {"ndcg_at_10": base["ndcg_at_10"], "sts_spearman": base["sts_spearman"]}}
         lines.append(
-            f"| {dataset} | {BASE} | {100 * base['ndcg_at_10']:.2f} | | | {100 * base['sts_spearman']:.2f} | | |"
+            f"| {dataset} | {BASE} | | {100 * base['ndcg_at_10']:.2f} | | | | {100 * base['sts_spearman']:.2f} | | |"
         )
-        for arm in args.arms:
-            path = work / dataset / f"{arm}.json"
-            if not path.is_file():
+        for arm in ARMS:
+            adapted = {}
+            for seed in args.seeds:
+                path = piece_path(work, dataset, arm, seed, args.tag)
+                if path.is_file():
+                    adapted[seed] = json.loads(path.read_text(encoding="utf-8"))
+            if not adapted:
                 continue
-            adapted = json.loads(path.read_text(encoding="utf-8"))
-            row = compare(base, adapted, args) | {"train_seconds": adapted["train_seconds"], "log": adapted["log"]}
+            row = compare(base, adapted, args)
+            machines.update(row["machines"])
             entry[arm] = row
-            low, high = row["ndcg_delta_ci95"]
-            sts_low, sts_high = row["sts_delta_ci95"]
+            per_seed = ", ".join(f"{item['difference']:+.2f}" for item in row["ndcg_delta"]["per_seed"])
             lines.append(
-                f"| {dataset} | {arm} | {100 * row['ndcg_at_10']:.2f} | {100 * row['ndcg_delta']:+.2f} "
-                f"[{100 * low:+.2f}, {100 * high:+.2f}] | {row['queries_better']} / {row['queries_worse']} "
-                f"(of {row['queries']}) | {100 * row['sts_spearman']:.2f} | {100 * row['sts_delta']:+.2f} "
-                f"[{100 * sts_low:+.2f}, {100 * sts_high:+.2f}] | {row['train_seconds'] / 60:.0f} min |"
+                f"| {dataset} | {arm} | {len(row['seeds'])} | {_spread(row['ndcg_at_10_per_seed'])} | "
+                f"{_interval(row['ndcg_delta'])} | {per_seed} | {row['queries_better']} / {row['queries_worse']} "
+                f"(of {row['queries']}) | {_spread(row['sts_spearman_per_seed'])} | {_interval(row['sts_delta'])} | "
+                f"{_train_time(row['train_seconds'])} |"
             )
         results["datasets"][dataset] = entry
-    lines += ["", "Arms:", ""] + [f"- `{arm}`: {label}" for arm, label in ARMS.items()]
+    if not results["datasets"]:
+        raise SystemExit(
+            f"error: no unadapted piece under {work} for {', '.join(args.datasets)}: nothing to report (is --work "
+            "the folder the pieces were written to?); no results file was written"
+        )
+    results["comparisons"] = arm_comparisons(work, args)
+    lines += [
+        "",
+        "Arms against each other (Δ x100 [95% CI], same bootstrap; seeds paired by number):",
+        "",
+        "| dataset | comparison | seeds | Δ nDCG@10 [95% CI] | Δ STS-B [95% CI] |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in results["comparisons"]:
+        lines.append(
+            f"| {row['dataset']} | {row['comparison']} | {len(row['seeds'])} | {_interval(row['ndcg_delta'])} | "
+            f"{_interval(row['sts_delta'])} |"
+        )
+    results["machines"] = sorted(machines)
+    lines += ["", f"Machine: {'; '.join(sorted(machines))}.", "", "Arms:", ""]
+    present = {arm for entry in results["datasets"].values() for arm in entry}
+    lines += [f"- `{arm}`: {label}" for arm, label in ARMS.items() if arm in present]
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    output.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for suffix, text in ((".json", json.dumps(results, indent=1) + "\n"), (".md", "\n".join(lines) + "\n")):
+        staging = output.with_name(f".{output.name}{suffix}.{os.getpid()}.tmp")
+        staging.write_text(text, encoding="utf-8")
+        staging.replace(output.with_suffix(suffix))
     return results
 
 
 def reproducing_command(args: argparse.Namespace) -> str:
     """The command that computes these results: the settings that differ from the defaults, without the
-    bookkeeping flags (where pieces and pages go, report-only)."""
-    defaults = vars(parse_args([]))
-    parts = ["python", "benchmarks/domain_adaptation.py"]
+    bookkeeping flags (where pieces and pages go, which process computes what, report-only)."""
+    defaults = vars(parse_args(["--tag", args.tag]))
+    bookkeeping = (
+        "work",
+        "output",
+        "report_only",
+        "no_report",
+        "models",
+        "device",
+        "workers",
+        "machine",
+        "eval_batch_size",
+    )
+    parts = ["python", "benchmarks/domain_adaptation.py"] + (["--tag", args.tag] if args.tag != "base" else [])
     for key, value in vars(args).items():
-        if key in ("work", "output", "report_only") or value == defaults[key]:
+        if key in bookkeeping or key == "tag" or value == defaults[key]:
             continue
         flag = "--" + key.replace("_", "-")
-        parts += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+        if isinstance(value, bool):
+            parts.append(flag)  # a switch: differs from its default only when on
+        else:
+            parts += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
     return shlex.join(parts)
 
 
@@ -403,10 +524,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: missing {', '.join(map(str, missing))} (the shared data beside the checkout)", file=sys.stderr)
         return 2
     if not args.report_only:
+        args.device = resolve_device(args.device)
         for dataset in args.datasets:
-            for arm in [BASE, *args.arms]:
-                piece(work, dataset, arm, args)
-                report(work, args, command)  # the page is current after every piece
+            for model in args.models:
+                for seed in [0] if model == BASE else args.seeds:
+                    piece(work, dataset, model, seed, args)
+                    if not args.no_report:
+                        report(work, args, command)  # the page is current after every piece
+    if args.no_report:
+        return 0
     report(work, args, command)
     print(Path(args.output).with_suffix(".md").read_text(encoding="utf-8"))
     return 0

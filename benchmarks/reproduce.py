@@ -28,11 +28,8 @@ shared by every arm, seed and concurrent process (`--tokenize-only` builds it an
 Every evaluation keeps per-query nDCG@10 (retrieval) and per-pair cosine similarities (STS), computed from the
 rankings mteb scored (`evaluation.per_query_scores`). The report gives, beside the means, paired differences
 between arms (enhanced - mlm, enhanced - plain, per stage and task) with 95% percentile bootstrap intervals.
-Bootstrap: each replicate draws the seeds with replacement and, independently, the queries (STS: sentence pairs)
-with replacement, one draw shared by the drawn seeds (every seed is scored on the same queries); the replicate's
-value is the mean over the drawn seeds of the mean per-query difference (STS: of the Spearman difference on the
-drawn pairs). With one seed this is the plain bootstrap over queries; with several it also carries the seed
-spread. Intervals are also given per seed. `--include-reference DIR` adds the reference measurement's seeds (its
+Bootstrap (`paired_bootstrap.py`): seeds and queries (STS: sentence pairs) resampled with replacement.
+Intervals are also given per seed. `--include-reference DIR` adds the reference measurement's seeds (its
 per-query nDCG@10 files, SciFact and CISI only) as a block of their own and, where its protocol matches a tag's
 budget, a combined block (reference seeds + ours), labelled as such.
 
@@ -58,6 +55,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared statistics
+from paired_bootstrap import paired_bootstrap
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -628,65 +628,6 @@ def collapse_by_cell(runs: list[dict]) -> dict:
         if run.get("cls_collapse"):
             cells.setdefault((str(run["stage"]), run["arm"]), []).append(run["cls_collapse"]["mean_cosine"])
     return {key: statistics.fmean(values) for key, values in cells.items()}
-
-
-def _spearman_rows(similarity, gold):
-    """Spearman correlation of every row of `similarity` with the matching row of `gold` (ties: average ranks)."""
-    import numpy as np
-    from scipy.stats import rankdata
-
-    a = rankdata(similarity, axis=-1)
-    b = rankdata(gold, axis=-1)
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
-    return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-
-
-def paired_bootstrap(seed_items: list[tuple], kind: str, replicates: int, rng) -> dict:
-    """Point estimate and 95% percentile interval of a paired difference, x100 (see the module docstring).
-
-    `seed_items`: per seed, ``(values_a, values_b)`` for retrieval (per-query scores, same query order) or
-    ``(similarity_a, similarity_b, gold)`` for STS. The seeds are resampled, then the queries / pairs (one draw
-    shared by the drawn seeds).
-    """
-    import numpy as np
-
-    n_seeds, n_items = len(seed_items), len(seed_items[0][0])
-    seed_draws = rng.integers(0, n_seeds, size=(replicates, n_seeds))
-    if kind == "retrieval":
-        diffs = np.stack([np.asarray(a) - np.asarray(b) for a, b in seed_items])  # seeds x queries
-        point = diffs.mean()
-        item_draws = rng.integers(0, n_items, size=(replicates, n_items))
-        per_seed = np.stack([row[item_draws].mean(-1) for row in diffs])  # seeds x replicates
-        per_seed_point = diffs.mean(-1)
-    else:
-        point_rows = [
-            _spearman_rows(np.asarray([a, b]), np.asarray([gold, gold])) for a, b, gold in seed_items
-        ]  # per seed: [rho_a, rho_b]
-        per_seed_point = np.asarray([rho[0] - rho[1] for rho in point_rows])
-        point = per_seed_point.mean()
-        chunk = 500  # rank arrays of replicates x pairs: in chunks, to bound memory
-        per_seed = np.empty((n_seeds, replicates))
-        item_draws_all = rng.integers(0, n_items, size=(replicates, n_items))
-        for lo in range(0, replicates, chunk):
-            draws = item_draws_all[lo : lo + chunk]
-            for s, (a, b, gold) in enumerate(seed_items):
-                a, b, gold = np.asarray(a), np.asarray(b), np.asarray(gold)
-                per_seed[s, lo : lo + chunk] = _spearman_rows(a[draws], gold[draws]) - _spearman_rows(
-                    b[draws], gold[draws]
-                )
-    replicate_values = per_seed.T[np.arange(replicates)[:, None], seed_draws].mean(-1)
-    low, high = np.percentile(replicate_values, [2.5, 97.5])
-    seed_intervals = [np.percentile(row, [2.5, 97.5]) for row in per_seed]
-    return {
-        "difference": 100 * float(point),
-        "low": 100 * float(low),
-        "high": 100 * float(high),
-        "per_seed": [
-            {"difference": 100 * float(value), "low": 100 * float(ci[0]), "high": 100 * float(ci[1])}
-            for value, ci in zip(per_seed_point, seed_intervals, strict=True)
-        ],
-    }
 
 
 def differences(runs: list[dict], replicates: int, seed: int = 0) -> list[dict]:

@@ -5,7 +5,9 @@ own text, see `tokenizers_for_tests.py`; the official-code parity numbers live i
 need real models or data sets from `../shared` (or `$RETROMAE_SHARED`) skip with the reason when it is missing.
 """
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,15 @@ def shared_path(*parts: str) -> Path:
 
 
 FIXTURES = REPO / "tests" / "fixtures"
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are run as scripts, not installed)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -4,26 +4,19 @@ The smoke run trains two arms for a couple of steps on a slice of the shared cor
 CISI, and builds the report; it is marked slow and skipped without ../shared.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, SHARED
+from conftest import SHARED, load_benchmark
 
-SCRIPT = REPO / "benchmarks" / "reproduce.py"
 DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reproduce")
 
 
 def test_presets_fill_what_is_not_given_and_flags_win(reproduce) -> None:

@@ -12,6 +12,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+source benchmarks/gpu/common.sh
 SHARED=${RETROMAE_SHARED:-$ROOT/../shared}
 PYTHON=${PYTHON:-python}
 
@@ -20,36 +21,14 @@ if [ ! -d "$SHARED/data" ]; then
     exit 2
 fi
 
-# Wheels for CPython 3.12 on manylinux x86_64, without dependencies: the list below is closed over the
-# Requires-Dist of each wheel minus what the GPU machine already has (see README.md in this folder).
-# polars is not carried: its runtime wheel is ~54 MB and mteb needs it only for leaderboard tables; the
-# stand-in package in benchmarks/gpu/shim/ is put on PYTHONPATH there instead.
-WHEELS=(
-    transformers==5.24.0
-    datasets==5.2.0
-    dill==0.4.1
-    multiprocess==0.70.19
-    mteb==2.26.24
-    pydantic==2.14.4
-    pydantic-core==2.50.5
-    annotated-types==0.8.0
-    typing-inspection==0.4.5
-    typing-extensions==4.16.0
-    pytrec-eval-terrier==0.5.11
-)
-mkdir -p .whl
-for wheel in "${WHEELS[@]}"; do
-    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "$wheel"
-done
+# The wheels the GPU machine lacks (common.sh), with transformers 5.24.0 as CI has it. polars is not carried: its
+# runtime wheel is ~54 MB and mteb needs it only for leaderboard tables; the stand-in package in
+# benchmarks/gpu/shim/ is put on PYTHONPATH there instead.
+download_wheels .whl transformers==5.24.0 "${MTEB_WHEELS[@]}"
 
 # Only installed if the machine's huggingface-hub is too old for datasets 5.2 / transformers 5.24 (they need
 # >= 1.31); 1.x keeps transformers 5.17 (< 2.0) working too.
-mkdir -p .whl/fallback
-"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .whl/fallback huggingface-hub==1.33.0
+download_wheels .whl/fallback huggingface-hub==1.33.0
 
 # The data, compressed (the Gutenberg text is 37 MB raw).
 mkdir -p .gpu_data

@@ -19,6 +19,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+source benchmarks/gpu/common.sh
 if [ -z "${OUT:-}" ]; then
     echo "run.sh: set OUT to an (empty) folder where the results should go, e.g. OUT=\$(mktemp -d) bash $0" >&2
     exit 2
@@ -163,19 +164,8 @@ if [ "${LONG:-0}" = 1 ]; then
         >"$RUNS/b.log" 2>&1 &
     PIDS+=($!)
 fi
-running() { for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
-while running; do
-    sleep "$SYNC_S" & wait $!
-    ELAPSED=$(($(date +%s) - START))
-    echo "-- $ELAPSED s: $(grep -h -E 'reproduce INFO (trained|evaluated) ' "$RUNS"/*.log 2>/dev/null | tail -3 | cut -c21-110 | tr '\n' '|')"
-    sync_out
-    if [ "$ELAPSED" -ge "$DEADLINE_S" ]; then
-        echo "== deadline of $DEADLINE_S s reached: stopping what still runs"
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && kill -- -"$pid"; done
-        sleep 2
-        break
-    fi
-done
+progress() { grep -h -E 'reproduce INFO (trained|evaluated) ' "$RUNS"/*.log 2>/dev/null | tail -3 | cut -c21-110 | tr '\n' '|'; }
+supervise progress sync_out "${PIDS[@]}"
 RC_A=0
 for pid in "${PIDS[@]}"; do wait "$pid" || RC_A=1; done
 echo "== runs finished, any failure: $RC_A ($(($(date +%s) - START)) s)"

@@ -1,7 +1,7 @@
 """Domain adaptation of a sentence-transformers model from unlabelled documents: RetroMAELoss vs masked-LM.
 
 For each BEIR folder (default: the shared SciFact and CISI), `all-MiniLM-L6-v2` is adapted on that set's
-*documents only* (titles and abstracts; no queries, no relevance judgements) with the same budget in four arms:
+*documents only* (titles and abstracts; no queries, no relevance judgements) with the same budget in four unlabelled arms:
 
 - ``retromae``:       `RetroMAELoss` on the documents;
 - ``retromae_decoder``: `RetroMAELoss(model, encoder_mlm_weight=0)`: the decoder's reconstruction from the
@@ -10,6 +10,11 @@ For each BEIR folder (default: the shared SciFact and CISI), `all-MiniLM-L6-v2` 
                       same masks and head, no decoder);
 - ``retromae_mnrl``:  `RetroMAELoss` on the documents and `MultipleNegativesRankingLoss` on SNLI entailment pairs
                       in one run (a dict of datasets and losses, round robin: half of the steps each).
+
+Two more arms use a few labelled pairs from the domain, the set's *training* queries with their relevant documents
+(SciFact has 919; CISI none, so they are skipped there), the test queries staying unseen: ``mnrl_domain``
+(`MultipleNegativesRankingLoss` on those pairs alone) and ``retromae_mnrl_domain`` (`RetroMAELoss` on the documents
+and MNRL on those pairs, round robin): does RetroMAE add anything to fine-tuning on in-domain pairs?
 
 Every model, the unadapted one included, is scored with `retromae_hf.evaluation.evaluate` (mteb) on the set's test
 queries (nDCG@10) and on STS-B test (Spearman of cosine similarities). Per-query nDCG@10 and per-pair similarities
@@ -60,7 +65,12 @@ ARMS = {
     "retromae_decoder": "RetroMAELoss without its encoder masked-LM term (encoder_mlm_weight=0): reconstruction only",
     "masked_lm": "MaskedLMLoss on the documents (baseline)",
     "retromae_mnrl": "RetroMAELoss on the documents + MNRL on SNLI pairs",
+    # With a few labelled pairs from the domain (the set's *training* queries; the test queries stay unseen).
+    "mnrl_domain": "MNRL on the set's training (query, document) pairs alone: labelled in-domain pairs",
+    "retromae_mnrl_domain": "RetroMAELoss on the documents + MNRL on the set's training (query, document) pairs",
 }
+# Arms that need the set's training pairs (qrels/train.tsv); skipped where a set has none.
+NEEDS_TRAIN_PAIRS = ("mnrl_domain", "retromae_mnrl_domain")
 BASE = "unadapted"
 # The loss's own, freshly initialised parts (decoder, masked-LM head, embedding adapter) get their own learning rate.
 LOSS_PARAMETERS = r"(^|\.)(decoder|head|embedding_adapter)\."
@@ -141,6 +151,27 @@ def corpus_texts(folder: Path) -> list[str]:
     return texts
 
 
+def train_pairs(folder: Path) -> tuple[list[str], list[str]]:
+    """(query, relevant document) pairs of the set's training split: qrels/train.tsv, queries and corpus."""
+    from retromae_hf.evaluation import read_qrels
+
+    documents = {}
+    with open(folder / "corpus.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                documents[str(row["_id"])] = f"{row.get('title', '')} {row.get('text', '')}".strip()
+    with open(folder / "queries.jsonl", encoding="utf-8") as handle:
+        queries = {str(row["_id"]): row["text"] for row in map(json.loads, filter(str.strip, handle))}
+    anchors, positives = [], []
+    for query, relevant in read_qrels(folder / "qrels" / "train.tsv").items():
+        for document, grade in relevant.items():
+            if grade > 0 and query in queries and documents.get(document):
+                anchors.append(queries[query])
+                positives.append(documents[document])
+    return anchors, positives
+
+
 def snli_entailment_pairs() -> tuple[list[str], list[str]]:
     premises, hypotheses = [], []
     with open(SNLI_PAIRS, encoding="utf-8", newline="") as handle:
@@ -201,17 +232,26 @@ def adapt(arm: str, dataset: str, seed: int, folder: Path, args) -> tuple[object
         train_dataset, loss = documents, RetroMAELoss(model)
     elif arm == "retromae_decoder":
         train_dataset, loss = documents, RetroMAELoss(model, encoder_mlm_weight=0.0)
-    else:
+    elif arm == "retromae_mnrl":
         premises, hypotheses = snli_entailment_pairs()
         pairs = Dataset.from_dict({"anchor": premises, "positive": hypotheses})
         train_dataset = DatasetDict({"domain": documents, "snli": pairs})
         loss = {"domain": RetroMAELoss(model), "snli": MultipleNegativesRankingLoss(model)}
+    else:
+        anchors, positives = train_pairs(Path(args.beir_root) / dataset)
+        pairs = Dataset.from_dict({"anchor": anchors, "positive": positives})
+        if arm == "mnrl_domain":
+            train_dataset, loss = pairs, MultipleNegativesRankingLoss(model)
+        else:
+            train_dataset = DatasetDict({"domain": documents, "pairs": pairs})
+            loss = {"domain": RetroMAELoss(model), "pairs": MultipleNegativesRankingLoss(model)}
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(folder / "trainer"),
         max_steps=args.steps,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        learning_rate_mapping={LOSS_PARAMETERS: args.loss_learning_rate},
+        # MNRL alone has no fresh parts (sentence-transformers refuses a pattern that matches nothing).
+        learning_rate_mapping={} if arm == "mnrl_domain" else {LOSS_PARAMETERS: args.loss_learning_rate},
         warmup_steps=args.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
         weight_decay=0.01,
         logging_steps=max(1, args.steps // 20),
@@ -245,6 +285,9 @@ def piece(work: Path, dataset: str, model: str, seed: int, args) -> None:
     """One evaluated model, kept as JSON (written whole, then renamed); computed when missing."""
     path = piece_path(work, dataset, model, seed, args.tag)
     if path.is_file():
+        return
+    if model in NEEDS_TRAIN_PAIRS and not (Path(args.beir_root) / dataset / "qrels" / "train.tsv").is_file():
+        logger.info("%s / %s: skipped (the set has no qrels/train.tsv)", dataset, model)
         return
     folder = path.with_suffix("")
     logger.info("%s / %s%s: %s", dataset, model, "" if model == BASE else f" / seed {seed}", "working")
@@ -314,7 +357,12 @@ def compare(base: dict, adapted: dict[int, dict], args) -> dict:
 
 
 # Which arm is better than which: RetroMAE against the masked-LM baseline, and what the contrastive half adds.
-ARM_COMPARISONS = (("retromae", "masked_lm"), ("retromae_decoder", "retromae"), ("retromae_mnrl", "retromae"))
+ARM_COMPARISONS = (
+    ("retromae", "masked_lm"),
+    ("retromae_decoder", "retromae"),
+    ("retromae_mnrl", "retromae"),
+    ("retromae_mnrl_domain", "mnrl_domain"),  # does RetroMAE add to a few labelled in-domain pairs?
+)
 
 
 def arm_comparisons(work: Path, args) -> list[dict]:

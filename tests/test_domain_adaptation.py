@@ -107,3 +107,22 @@ def test_report_without_pieces_writes_nothing(benchmark, pieces, tmp_path) -> No
     with pytest.raises(SystemExit, match="nothing to report"):
         benchmark.report(tmp_path / "elsewhere", args, "cmd")
     assert not (tmp_path / "results" / "toy.md").exists()
+
+
+def test_training_pairs_come_from_the_train_split_and_sets_without_one_are_skipped(benchmark, pieces) -> None:
+    work, args = pieces
+    toy = work.parent / "beir" / "toy"
+    # No qrels/train.tsv: the in-domain arms are skipped before any model is built, and nothing is written.
+    benchmark.piece(work, "toy", "retromae_mnrl_domain", 1, args)
+    assert not benchmark.piece_path(work, "toy", "retromae_mnrl_domain", 1, args.tag).exists()
+    (toy / "qrels").mkdir()
+    (toy / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\t3\t1\nq1\t4\t0\nq2\t99\t1\n")
+    (toy / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "what is document three"})
+        + "\n"
+        + json.dumps({"_id": "q2", "text": "x"})
+        + "\n"
+    )
+    anchors, positives = benchmark.train_pairs(toy)
+    # Only judged-relevant documents that exist: q1-3 (q1-4 has grade 0, document 99 is not in the corpus).
+    assert (anchors, positives) == (["what is document three"], ["t document 3"])

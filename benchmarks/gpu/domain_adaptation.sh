@@ -14,8 +14,8 @@
 # Budgets (tags): "gpu" is the CPU budget of docs/domain_adaptation.md (60 steps x 16 texts x 128 tokens, fp32),
 # three seeds: the CPU result's check on another machine, with seed spread; "gpu_long": 500 steps x 64 texts x 256
 # tokens (about 6 passes over SciFact's documents, 22 over CISI's), bf16 autocast, three seeds.
-# ARMS (default: all four) and SEEDS pick the lanes; the run of docs/domain_adaptation.md had
-# ARMS="retromae masked_lm retromae_mnrl" (12 processes, 457 s on an H200).
+# ARMS (default: all six; the in-domain ones end at once on CISI) and SEEDS pick the lanes; the run of
+# docs/domain_adaptation.md had ARMS="retromae masked_lm retromae_mnrl" (12 processes, 457 s on an H200).
 # Pieces are synced to $OUT/pieces.tar.gz every $SYNC_S seconds; at $DEADLINE_S the runs are stopped, so what
 # finished comes back. The report (bootstrap intervals) is built afterwards where the pieces land:
 #   tar -xzf pieces.tar.gz && python benchmarks/domain_adaptation.py --report-only --tag gpu_long ... (README.md)
@@ -42,7 +42,7 @@ STASH=${STASH:-/tmp/retromae_da}
 DEADLINE_S=${DEADLINE_S:-420}
 SYNC_S=${SYNC_S:-30}
 SEEDS=${SEEDS:-42 43 44}
-ARMS=${ARMS:-retromae retromae_decoder masked_lm retromae_mnrl}
+ARMS=${ARMS:-retromae retromae_decoder masked_lm retromae_mnrl mnrl_domain retromae_mnrl_domain}
 START=$(date +%s)
 exec > >(tee -a "$OUT/run.log") 2>&1
 echo "== domain_adaptation.sh $MODE, $(date -u +%FT%TZ), in $ROOT"

@@ -41,6 +41,41 @@ def load_benchmark(name: str):
     return module
 
 
+def run_torchrun(script: str, *args: str, cwd: Path, timeout: int) -> None:
+    """Run `tests/<script>` in two processes under torchrun (gloo, CPU, loopback); fail the test with the end of its
+    output if it fails or outlives `timeout` seconds. Skips where torch has no gloo backend."""
+    import signal
+    import socket
+    import subprocess
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "PYTHONPATH": str(REPO)}
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "tests" / script), *args,
+    ]  # fmt: skip
+    # A session of its own, so that a timeout can end torchrun *and* its workers (killing torchrun alone would
+    # orphan them, still holding the port).
+    process = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{output[-6000:]}")
+    assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """`{relative path: sha256}` of every file under `folder`: compared before and after a command to show that
     it changed nothing it should not have."""

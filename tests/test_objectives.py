@@ -1,17 +1,12 @@
 """Stage-2 objectives: InfoNCE by hand, cross-device InfoNCE under torchrun, DupMAE's bag of words, stage_loss."""
 
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import REPO
+from conftest import REPO, run_torchrun
 from torch.nn import functional as F
 
 from retromae_hf import RetroMAECollator, RetroMAEForPreTraining
@@ -92,12 +87,6 @@ def test_all_gather_is_identity_without_process_group():
 
 
 # ---------------------------------------------------------------------------- torchrun, 2 ranks
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def single_process(name: str) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and parameter gradients of the scenario's loss on the whole global batch, in one process."""
     import distributed_contrastive as dc
@@ -117,39 +106,8 @@ def max_grad_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.fixture(scope="module")
 def torchrun_results(tmp_path_factory) -> dict:
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
     out_dir = tmp_path_factory.mktemp("distributed")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "distributed_contrastive.py"),
-        str(out_dir),
-    ]
-    # A session of its own, so that a timeout can end torchrun *and* its workers (killing torchrun alone would
-    # orphan them, still holding the port).
-    process = subprocess.Popen(
-        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        output, _ = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"torchrun did not finish in 120 s:\n{output[-6000:]}")
-    assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
+    run_torchrun("distributed_contrastive.py", str(out_dir), cwd=REPO, timeout=120)
     return torch.load(Path(out_dir) / "results.pt", weights_only=True)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_torchrun
 from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -465,64 +466,13 @@ def test_other_backbones_train(tmp_path, trained_tokenizer, model_type):
 # ----------------------------------------------------------------------------------------------- several processes
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_keeps_the_decoders_of_all_processes_identical(tmp_path, bert_folder):
     """Two processes under torchrun (gloo, CPU) train with SentenceTransformerTrainer and DDP, unchanged. Their
     decoders start different on purpose; after training they are identical, as the models are."""
-    import os
-    import signal
-
-    import torch.distributed as dist
-    from conftest import REPO
-
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
     model_dir = tmp_path / "model"
     sentence_model(bert_folder, "mean", normalize=True).save_pretrained(str(model_dir))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "PYTHONPATH": str(REPO)}
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(REPO / "tests" / "distributed_sentence_transformers.py"),
-        str(model_dir),
-        str(tmp_path),
-    ]
-    # A session of its own, so that a timeout can end torchrun and its workers together.
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"torchrun did not finish in 240 s:\n{output[-6000:]}")
-    assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
+    run_torchrun("distributed_sentence_transformers.py", str(model_dir), str(tmp_path), cwd=tmp_path, timeout=240)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     assert ranks[0]["world_size"] == 2
     initial_differ = any(

@@ -76,6 +76,23 @@ def run_torchrun(script: str, *args: str, cwd: Path, timeout: int) -> None:
     assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
 
 
+def run_cli(argv: list[str], capfd) -> tuple[int, str]:
+    """`retromae-hf ARGV` in this process: (exit code, stderr). argparse's own errors exit through SystemExit."""
+    import logging
+
+    from retromae_hf.cli import main
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        root.handlers[:] = handlers  # a StreamHandler made by basicConfig would outlive this test's stderr
+    return code, capfd.readouterr().err
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """`{relative path: sha256}` of every file under `folder`: compared before and after a command to show that
     it changed nothing it should not have."""

@@ -15,7 +15,6 @@ A line whose README comment says it needs the network may instead end with the o
 
 import csv
 import json
-import logging
 import re
 import shlex
 import shutil
@@ -23,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, project_lines
+from conftest import REPO, project_lines, run_cli
 
-from retromae_hf.cli import build_parser, main
+from retromae_hf.cli import build_parser
 from retromae_hf.recipe import PYTHON_DOCSTRINGS, read_recipe_file, recipe_stages
 
 TINY_MODEL = (
@@ -187,15 +186,7 @@ def run_documented(argv: list[str], needs_network: bool, sandbox: Path, capfd, e
         command = tiny_train_argv(argv, sandbox, evaluate)
         if "--resume" in argv:
             interrupt(sandbox / run_folder(command))
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    try:
-        code = main(command)
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        root.handlers[:] = handlers
-    err = capfd.readouterr().err
+    code, err = run_cli(command, capfd)
     assert "Traceback" not in err, err[-3000:]
     if needs_network and code == 2:
         assert "Hugging Face Hub" in err, err[-2000:]

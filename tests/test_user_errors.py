@@ -8,15 +8,14 @@ does, so the cases share one import of torch and transformers.
 """
 
 import json
-import logging
 import re
 
 import pytest
 import torch
-from conftest import project_lines, snapshot
+from conftest import project_lines, run_cli, snapshot
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
-from retromae_hf.cli import main, report_error
+from retromae_hf.cli import report_error
 from retromae_hf.collator import ContrastiveCollator
 from retromae_hf.convert import from_official
 from retromae_hf.errors import MissingInputError, OutputExistsError, UserError
@@ -120,19 +119,6 @@ def workspace(tmp_path_factory, wordpiece_tokenizer):
     (ws / "done" / "retromae_run.json").write_text(json.dumps(done))
     fake_checkpoint(ws / "done" / "checkpoint-8", 8, done, max_steps=8)
     return ws
-
-
-def run_cli(argv: list[str], capfd) -> tuple[int, str]:
-    """`retromae-hf ARGV` in this process: (exit code, stderr). argparse's own errors exit through SystemExit."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        root.handlers[:] = handlers  # a StreamHandler made by basicConfig would outlive this test's stderr
-    return code, capfd.readouterr().err
 
 
 # fmt: off

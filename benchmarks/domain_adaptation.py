@@ -138,29 +138,27 @@ def machine_name(device: str) -> str:
 # ----------------------------------------------------------------------------------------------- data
 
 
-def corpus_texts(folder: Path) -> list[str]:
-    """The set's documents as the retrieval evaluation encodes them: title and text."""
-    texts = []
-    with open(folder / "corpus.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                text = f"{row.get('title', '')} {row.get('text', '')}".strip()
-                if text:
-                    texts.append(text)
-    return texts
-
-
-def train_pairs(folder: Path) -> tuple[list[str], list[str]]:
-    """(query, relevant document) pairs of the set's training split: qrels/train.tsv, queries and corpus."""
-    from retromae_hf.evaluation import read_qrels
-
+def corpus_documents(folder: Path) -> dict[str, str]:
+    """The set's documents by id, as the retrieval evaluation encodes them: title and text."""
     documents = {}
     with open(folder / "corpus.jsonl", encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
                 row = json.loads(line)
                 documents[str(row["_id"])] = f"{row.get('title', '')} {row.get('text', '')}".strip()
+    return documents
+
+
+def corpus_texts(folder: Path) -> list[str]:
+    """The set's non-empty documents: what the unlabelled arms train on."""
+    return [text for text in corpus_documents(folder).values() if text]
+
+
+def train_pairs(folder: Path) -> tuple[list[str], list[str]]:
+    """(query, relevant document) pairs of the set's training split: qrels/train.tsv, queries and corpus."""
+    from retromae_hf.evaluation import read_qrels
+
+    documents = corpus_documents(folder)
     with open(folder / "queries.jsonl", encoding="utf-8") as handle:
         queries = {str(row["_id"]): row["text"] for row in map(json.loads, filter(str.strip, handle))}
     anchors, positives = [], []
@@ -313,26 +311,35 @@ def piece(work: Path, dataset: str, model: str, seed: int, args) -> None:
 # ----------------------------------------------------------------------------------------------- report
 
 
-def compare(base: dict, adapted: dict[int, dict], args) -> dict:
-    """An arm (its seeds) against the unadapted model: means, paired differences x100 with 95% intervals."""
+def paired_deltas(a: dict[int, dict], b: dict[int, dict], seeds: list[int], gold: list[float], args) -> tuple:
+    """Paired differences a - b x100 with 95% intervals (`paired_bootstrap.py`), seed by seed over `seeds`:
+    nDCG@10 over the queries, and STS-B cosine Spearman over the sentence pairs."""
     import numpy as np
 
-    seeds = sorted(adapted)
-    queries = sorted(base["per_query_ndcg_at_10"])
-    base_values = [base["per_query_ndcg_at_10"][q] for q in queries]
+    queries = sorted(b[seeds[0]]["per_query_ndcg_at_10"])
     retrieval = paired_bootstrap(
-        [([adapted[s]["per_query_ndcg_at_10"][q] for q in queries], base_values) for s in seeds],
+        [
+            ([a[s]["per_query_ndcg_at_10"][q] for q in queries], [b[s]["per_query_ndcg_at_10"][q] for q in queries])
+            for s in seeds
+        ],
         "retrieval",
         args.bootstrap,
         np.random.default_rng(0),
     )
-    gold = read_sts_gold()
     sts = paired_bootstrap(
-        [(adapted[s]["sts_cosine"], base["sts_cosine"], gold) for s in seeds],
+        [(a[s]["sts_cosine"], b[s]["sts_cosine"], gold) for s in seeds],
         "sts",
         max(200, args.bootstrap // 5),  # a Spearman per replicate and seed: fewer replicates
         np.random.default_rng(0),
     )
+    return retrieval, sts
+
+
+def compare(base: dict, adapted: dict[int, dict], gold: list[float], args) -> dict:
+    """An arm (its seeds) against the unadapted model: means, paired differences x100 with 95% intervals."""
+    seeds = sorted(adapted)
+    queries = sorted(base["per_query_ndcg_at_10"])
+    retrieval, sts = paired_deltas(adapted, dict.fromkeys(seeds, base), seeds, gold, args)
     mean_difference = [
         statistics.fmean(adapted[s]["per_query_ndcg_at_10"][q] for s in seeds) - base["per_query_ndcg_at_10"][q]
         for q in queries
@@ -365,48 +372,43 @@ ARM_COMPARISONS = (
 )
 
 
-def arm_comparisons(work: Path, args) -> list[dict]:
+def arm_comparisons(pieces: dict[str, dict[str, dict[int, dict]]], gold: list[float], args) -> list[dict]:
     """Paired differences between arms (queries shared; the seeds of both arms paired by their number)."""
-    import numpy as np
-
-    rows, gold = [], None
-    for dataset in args.datasets:
+    rows = []
+    for dataset, models in pieces.items():
         for arm_a, arm_b in ARM_COMPARISONS:
-            seeds = [
-                seed
-                for seed in args.seeds
-                if all(piece_path(work, dataset, arm, seed, args.tag).is_file() for arm in (arm_a, arm_b))
-            ]
+            a, b = models.get(arm_a, {}), models.get(arm_b, {})
+            seeds = [seed for seed in args.seeds if seed in a and seed in b]
             if not seeds:
                 continue
-            a, b = (
-                {s: json.loads(piece_path(work, dataset, arm, s, args.tag).read_text(encoding="utf-8")) for s in seeds}
-                for arm in (arm_a, arm_b)
-            )
-            queries = sorted(a[seeds[0]]["per_query_ndcg_at_10"])
-            gold = gold if gold is not None else read_sts_gold()
-            values = [
-                (
-                    [a[s]["per_query_ndcg_at_10"][q] for q in queries],
-                    [b[s]["per_query_ndcg_at_10"][q] for q in queries],
-                )
-                for s in seeds
-            ]
+            retrieval, sts = paired_deltas(a, b, seeds, gold, args)
             rows.append(
                 {
                     "dataset": dataset,
                     "comparison": f"{arm_a} - {arm_b}",
                     "seeds": seeds,
-                    "ndcg_delta": paired_bootstrap(values, "retrieval", args.bootstrap, np.random.default_rng(0)),
-                    "sts_delta": paired_bootstrap(
-                        [(a[s]["sts_cosine"], b[s]["sts_cosine"], gold) for s in seeds],
-                        "sts",
-                        max(200, args.bootstrap // 5),
-                        np.random.default_rng(0),
-                    ),
+                    "ndcg_delta": retrieval,
+                    "sts_delta": sts,
                 }
             )
     return rows
+
+
+def load_pieces(work: Path, args) -> dict[str, dict[str, dict[int, dict]]]:
+    """`{dataset: {model: {seed: piece}}}` for what exists (the unadapted model under seed 0)."""
+    pieces = {}
+    for dataset in args.datasets:
+        models = {}
+        for model in [BASE, *ARMS]:
+            found = {}
+            for seed in [0] if model == BASE else args.seeds:
+                path = piece_path(work, dataset, model, seed, args.tag)
+                if path.is_file():
+                    found[seed] = json.loads(path.read_text(encoding="utf-8"))
+            if found:
+                models[model] = found
+        pieces[dataset] = models
+    return pieces
 
 
 def read_sts_gold() -> list[float]:
@@ -460,8 +462,8 @@ def report(work: Path, args, command: str) -> dict:
         f"{args.max_length} tokens ("
         + ", ".join(f"{d}: {e:.2g} passes over its documents" for d, e in epochs.items())
         + f"); learning rate {args.learning_rate:g} (model) and {args.loss_learning_rate:g} (the loss's decoder and "
-        f"head), warm-up {args.warmup_ratio:.0%}, {'bf16 autocast' if args.bf16 else 'fp32'}, seeds {', '.join(map(str, args.seeds))}. `retromae_mnrl` spends "
-        "half of its steps on SNLI pairs (round robin).",
+        f"head), warm-up {args.warmup_ratio:.0%}, {'bf16 autocast' if args.bf16 else 'fp32'}, seeds "
+        f"{', '.join(map(str, args.seeds))}. `retromae_mnrl` spends half of its steps on SNLI pairs (round robin).",
         "",
         "Scores x 100 (mean ± standard deviation over the seeds). Δ: adapted minus unadapted, mean over the seeds; "
         "[95% interval] from a paired bootstrap resampling the seeds and the queries (nDCG@10) or sentence pairs "
@@ -472,26 +474,22 @@ def report(work: Path, args, command: str) -> dict:
         "Δ STS-B [95% CI] | train |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    pieces = load_pieces(work, args)
+    gold = read_sts_gold()
     machines = set()
-    for dataset in args.datasets:
-        base_path = piece_path(work, dataset, BASE, 0, args.tag)
-        if not base_path.is_file():
+    for dataset, models in pieces.items():
+        if BASE not in models:
             continue
-        base = json.loads(base_path.read_text(encoding="utf-8"))
+        base = models[BASE][0]
         machines.add(base.get("machine", "not recorded"))
         entry = {BASE: {"ndcg_at_10": base["ndcg_at_10"], "sts_spearman": base["sts_spearman"]}}
         lines.append(
             f"| {dataset} | {BASE} | | {100 * base['ndcg_at_10']:.2f} | | | | {100 * base['sts_spearman']:.2f} | | |"
         )
         for arm in ARMS:
-            adapted = {}
-            for seed in args.seeds:
-                path = piece_path(work, dataset, arm, seed, args.tag)
-                if path.is_file():
-                    adapted[seed] = json.loads(path.read_text(encoding="utf-8"))
-            if not adapted:
+            if arm not in models:
                 continue
-            row = compare(base, adapted, args)
+            row = compare(base, models[arm], gold, args)
             machines.update(row["machines"])
             entry[arm] = row
             per_seed = ", ".join(f"{item['difference']:+.2f}" for item in row["ndcg_delta"]["per_seed"])
@@ -507,7 +505,7 @@ def report(work: Path, args, command: str) -> dict:
             f"error: no unadapted piece under {work} for {', '.join(args.datasets)}: nothing to report (is --work "
             "the folder the pieces were written to?); no results file was written"
         )
-    results["comparisons"] = arm_comparisons(work, args)
+    results["comparisons"] = arm_comparisons(pieces, gold, args)
     lines += [
         "",
         "Arms against each other (Δ x100 [95% CI], same bootstrap; seeds paired by number):",

@@ -273,6 +273,15 @@ def adapt(arm: str, dataset: str, seed: int, folder: Path, args) -> tuple[object
     return model, {"train_seconds": round(seconds, 1), "log": log}
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to a staging file beside `path`, then rename it into place: a reader (another process, an
+    interrupted run) sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    staging.replace(path)
+
+
 def piece_path(work: Path, dataset: str, model: str, seed: int, tag: str) -> Path:
     if model == BASE:  # the same for every budget and seed
         return work / dataset / f"{BASE}.json"
@@ -299,10 +308,7 @@ def piece(work: Path, dataset: str, model: str, seed: int, args) -> None:
     record.update(evaluate_model(adapted, dataset, folder, args))
     record["eval_seconds"] = round(time.time() - started, 1)
     record["machine"] = args.machine or machine_name(args.device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staging.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    staging.replace(path)
+    write_whole(path, json.dumps(record) + "\n")
     logger.info("%s / %s: nDCG@10 %.4f, STS-B %.4f", dataset, model, record["ndcg_at_10"], record["sts_spearman"])
     del adapted
     gc.collect()
@@ -523,11 +529,8 @@ def report(work: Path, args, command: str) -> dict:
     present = {arm for entry in results["datasets"].values() for arm in entry}
     lines += [f"- `{arm}`: {label}" for arm, label in ARMS.items() if arm in present]
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(results, indent=1) + "\n"), (".md", "\n".join(lines) + "\n")):
-        staging = output.with_name(f".{output.name}{suffix}.{os.getpid()}.tmp")
-        staging.write_text(text, encoding="utf-8")
-        staging.replace(output.with_suffix(suffix))
+    write_whole(output.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
+    write_whole(output.with_suffix(".md"), "\n".join(lines) + "\n")
     return results
 
 

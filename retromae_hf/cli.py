@@ -476,7 +476,9 @@ def _add_evaluate(subparsers) -> None:
         description=(
             "Evaluate a RetroMAE checkpoint, a sentence-transformers export, or any sentence-transformers model "
             "through mteb. Tasks are MTEB task names (need network) or local data (offline): a BEIR folder "
-            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or an STS file (sentence1, sentence2, score). "
+            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv), a folder of BEIR folders (each scored; e.g. a "
+            "`make-long-eval` set) or an STS file (sentence1, sentence2, score). An MTEB task without the --split "
+            "asked for is scored on each of its splits (LongEmbed's LEMBPasskeyRetrieval: test_256 ... test_32768). "
             "Writes mteb's result JSONs plus summary.json and summary.md."
         ),
     )
@@ -515,6 +517,59 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     )
     print(summary_to_markdown(summary))
     print(f"summary: {args.output_dir / 'summary.json'}")
+
+
+# --------------------------------------------------------------------------------------------------- make-long-eval
+def _add_make_long_eval(subparsers) -> None:
+    parser = _add_parser(
+        subparsers,
+        "make-long-eval",
+        help="write a synthetic long-document retrieval set (passkey at a random depth) that `evaluate` scores offline",
+        description=(
+            "Write a synthetic long-document retrieval set in the style of LongEmbed's passkey task (Zhu et al., "
+            "2024, arXiv 2404.12096): each document hides one fact ('The pass key of <name> is <number>.') at a "
+            "random depth of ordinary text, and a query asks for it. One BEIR folder per length (passkey-256, "
+            "...), lengths counted in the tokenizer's tokens with special tokens, deterministic by --seed. Score "
+            "every length with `retromae-hf evaluate MODEL --tasks OUTPUT_DIR`. Online, mteb's LongEmbed tasks "
+            "(LEMBPasskeyRetrieval, LEMBNeedleRetrieval) give the published benchmark."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retromae-hf make-long-eval --tokenizer answerdotai/ModernBERT-base --output-dir eval/long\n"
+            "  retromae-hf make-long-eval --tokenizer runs/stage1-long/final --lengths 512 2048 8192 "
+            "--text book.txt --output-dir eval/long-book\n"
+            "  retromae-hf evaluate runs/stage1-long/final --tasks eval/long --output-dir eval/long-scores"
+        ),
+    )
+    parser.add_argument("--tokenizer", required=True, help="the evaluated model's tokenizer (folder or Hub name)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="the folder to write (must not exist)")
+    parser.add_argument(
+        "--lengths",
+        type=positive_int,
+        nargs="+",
+        default=[256, 512, 1024, 2048, 4096, 8192],
+        metavar="N",
+        help="document lengths in tokens, special tokens included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--documents", type=positive_int, default=50, help="documents and queries per length (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--text", type=Path, default=None, help="UTF-8 text file for the documents (default: Python's docstrings)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.set_defaults(handler=_run_make_long_eval)
+
+
+def _run_make_long_eval(args: argparse.Namespace) -> None:
+    from .long_eval import make_long_eval
+
+    out = make_long_eval(
+        args.tokenizer, args.output_dir, lengths=args.lengths, documents=args.documents, text_file=args.text,
+        seed=args.seed, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"wrote {len(args.lengths)} BEIR folders to {out}; score them with: retromae-hf evaluate MODEL --tasks {out}")
 
 
 # --------------------------------------------------------------------------------------------------- push / pull
@@ -608,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_evaluate(subparsers)
+    _add_make_long_eval(subparsers)
     _add_push(subparsers)
     _add_pull(subparsers)
     return parser

@@ -118,3 +118,16 @@ def test_longembed_task_names_resolve_to_mteb_tasks_with_every_length():
     one = _resolve_task("LEMBNeedleRetrieval", "test_8192")
     assert one.splits == ("test_8192",) and list(one.task.eval_splits) == ["test_8192"]
     assert list(every.task.eval_splits) == list(every.splits)  # what mteb evaluates, one summary entry each
+
+
+def test_a_task_scored_on_several_splits_gives_one_summary_entry_each():
+    from types import SimpleNamespace
+
+    from retromae_hf.evaluation import _summary_entry
+
+    resolved = _resolve_task("LEMBPasskeyRetrieval", "test")
+    scores = {split: [{"main_score": i / 10, "ndcg_at_1": i / 10}] for i, split in enumerate(resolved.splits)}
+    entries = [_summary_entry(resolved, SimpleNamespace(scores=scores), split) for split in resolved.splits]
+    assert [entry["dataset"]["split"] for entry in entries] == list(resolved.splits)
+    assert [entry["main_score"] for entry in entries] == [i / 10 for i in range(len(resolved.splits))]
+    assert {entry["main_metric"] for entry in entries} == {"ndcg_at_1"}

@@ -535,10 +535,10 @@ def _add_make_long_eval(subparsers) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  retromae-hf make-long-eval --tokenizer answerdotai/ModernBERT-base --output-dir eval/long\n"
-            "  retromae-hf make-long-eval --tokenizer runs/stage1-long/final --lengths 512 2048 8192 "
-            "--text book.txt --output-dir eval/long-book\n"
-            "  retromae-hf evaluate runs/stage1-long/final --tasks eval/long --output-dir eval/long-scores"
+            "  retromae-hf make-long-eval --tokenizer runs/demo --output-dir long-eval\n"
+            "  retromae-hf make-long-eval --tokenizer runs/demo --lengths 128 512 --documents 20 "
+            "--text corpus.txt --output-dir long-eval-corpus\n"
+            "  retromae-hf evaluate runs/demo --tasks long-eval --output-dir long-eval-scores"
         ),
     )
     parser.add_argument("--tokenizer", required=True, help="the evaluated model's tokenizer (folder or Hub name)")

@@ -223,8 +223,10 @@ def _is_masked_lm_source(source: Path) -> bool:
     checkpoint); the official / BertForMaskedLM state-dict route keeps BERT folders without --max-positions."""
     import json
 
-    if not source.exists():
-        return "/" in str(source) and not str(source).startswith((".", "/", "~"))  # org/name
+    if not source.exists():  # a Hub name (`name` or `org/name`), unless it can only be a local path or a file
+        from .errors import looks_like_local_path
+
+        return not looks_like_local_path(str(source)) and source.suffix not in (".safetensors", ".bin", ".pt")
     config = source / "config.json"
     if not source.is_dir() or not config.is_file():
         return False

@@ -131,9 +131,13 @@ def _run_convert(args: argparse.Namespace) -> None:
     from .errors import MissingInputError
     from .outputs import check_output, staged_output
 
-    if args.max_positions is not None and _is_masked_lm_source(args.source):
-        _extend_masked_lm(args)
-        return
+    if args.max_positions is not None:
+        from .convert import extend_masked_lm, is_masked_lm_source
+
+        if is_masked_lm_source(args.source):
+            model = extend_masked_lm(args.source, args.output_dir, args.max_positions, args.tokenizer, args.overwrite)
+            print(f"converted {args.source} -> {args.output_dir} ({model.max_sequence_length()} tokens, fresh decoder)")
+            return
     if not args.source.exists():
         raise MissingInputError(f"no checkpoint at {args.source} (the source argument)")
     source_dir = args.source if args.source.is_dir() else args.source.parent
@@ -216,65 +220,6 @@ def _maybe_extend(model, tokenizer, max_positions: int | None) -> None:
     extend_positions(model, max_positions)
     if tokenizer is not None:
         tokenizer.model_max_length = max_positions
-
-
-def _is_masked_lm_source(source: Path) -> bool:
-    """A Hub name, or a folder whose config.json names an architecture other than RetroMAE (a masked-LM
-    checkpoint); the official / BertForMaskedLM state-dict route keeps BERT folders without --max-positions."""
-    import json
-
-    if not source.exists():  # a Hub name (`name` or `org/name`), unless it can only be a local path or a file
-        from .errors import looks_like_local_path
-
-        return not looks_like_local_path(str(source)) and source.suffix not in (".safetensors", ".bin", ".pt")
-    config = source / "config.json"
-    if not source.is_dir() or not config.is_file():
-        return False
-    try:
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError):
-        return False
-    return model_type not in (None, "retromae") and not _has_official_keys(source)
-
-
-def _has_official_keys(folder: Path) -> bool:
-    """An official RetroMAE state dict (its decoder under `c_head.`) goes through `from_official`."""
-    from .convert import load_state_dict_file
-    from .errors import UserError
-
-    try:
-        return any(key.startswith("c_head.") for key in load_state_dict_file(folder))
-    except UserError:
-        return False
-
-
-def _extend_masked_lm(args: argparse.Namespace) -> None:
-    """`convert MASKED_LM OUT --max-positions N`: a RetroMAE checkpoint whose encoder (and masked-LM head) are the
-    masked-LM checkpoint's with a longer position table; the decoder starts fresh, as with `train --model`."""
-    from transformers import AutoTokenizer
-
-    from . import RetroMAEForPreTraining
-    from .convert import check_extension
-    from .errors import remote_resource
-    from .outputs import check_output, staged_output
-
-    source = str(args.source)
-    tokenizer_source = args.tokenizer or source
-    inputs = [args.source, args.tokenizer]
-    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before downloading or loading
-    with remote_resource("checkpoint", source):
-        check_extension(source, args.max_positions)  # the architecture and length, before any weight is loaded
-        model = RetroMAEForPreTraining.from_masked_lm(source)
-    with remote_resource("tokenizer", str(tokenizer_source), "--tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
-    _maybe_extend(model, tokenizer, args.max_positions)
-    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    print(
-        f"converted {source} -> {args.output_dir} (encoder {model.config.encoder.model_type}, "
-        f"{model.max_sequence_length()} tokens; fresh decoder)"
-    )
 
 
 # --------------------------------------------------------------------------------------------------- demo

@@ -284,12 +284,70 @@ def check_extension(masked_lm: str | os.PathLike, max_length: int) -> None:
         extend_positions(AutoModelForMaskedLM.from_config(config), max_length)
 
 
+def is_masked_lm_source(source: str | os.PathLike) -> bool:
+    """Whether `convert --max-positions` reads `source` as a transformers masked-LM checkpoint: a Hub name (`name` or
+    `org/name`), or a folder whose config.json names an architecture other than RetroMAE and which holds no
+    official RetroMAE decoder (`c_head.*`: those go through `from_official`, as without --max-positions)."""
+    from .errors import looks_like_local_path
+
+    path = Path(source)
+    if not path.exists():
+        return not looks_like_local_path(str(source)) and path.suffix not in (".safetensors", ".bin", ".pt")
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        return False
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return False
+    if model_type in (None, RetroMAEConfig.model_type):
+        return False
+    try:
+        return not any(key.startswith("c_head.") for key in load_state_dict_file(path))
+    except UserError:
+        return True  # no state dict file we can read: let the masked-LM loader report what it finds
+
+
+def extend_masked_lm(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    max_length: int,
+    tokenizer: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> RetroMAEForPreTraining:
+    """`retromae-hf convert MASKED_LM OUT --max-positions N`: a RetroMAE checkpoint whose encoder and masked-LM head
+    are the masked-LM checkpoint's (Hub name or folder) with a position table for `max_length` tokens
+    (`extend_positions`); the decoder starts fresh, as with `train --model`. The tokenizer (default: the source's)
+    is saved beside it with `model_max_length = max_length`. Written staged; `output_dir` is refused if it holds
+    anything, unless `overwrite`. Returns the model."""
+    from transformers import AutoTokenizer
+
+    from .errors import remote_resource
+    from .outputs import check_output, staged_output
+
+    inputs = [source, tokenizer]
+    check_output(output_dir, overwrite=overwrite, inputs=inputs)  # before downloading or loading anything
+    with remote_resource("checkpoint", str(source)):
+        check_extension(source, max_length)  # the architecture and the length, before any weight is loaded
+        model = RetroMAEForPreTraining.from_masked_lm(str(source))
+    with remote_resource("tokenizer", str(tokenizer or source), "--tokenizer"):
+        loaded = AutoTokenizer.from_pretrained(str(tokenizer or source))
+    extend_positions(model, max_length)
+    loaded.model_max_length = max_length
+    with staged_output(output_dir, overwrite=overwrite, inputs=inputs) as staging:
+        model.save_pretrained(staging)
+        loaded.save_pretrained(staging)
+    return model
+
+
 __all__ = [
     "CheckpointError",
     "PositionExtensionError",
     "check_extension",
     "config_from_bert",
+    "extend_masked_lm",
     "extend_positions",
     "from_official",
+    "is_masked_lm_source",
     "load_state_dict_file",
 ]

@@ -227,3 +227,19 @@ def test_command_line_convert_max_positions(tmp_path, trained_tokenizer, capfd):
     modernbert = save_tiny_masked_lm("modernbert", trained_tokenizer("bpe", "bert"), tmp_path / "mb-mlm")
     code, err = run_cli(["convert", str(modernbert), str(tmp_path / "mb-out"), "--max-positions", "4096"], capfd)
     assert code == 2 and "no absolute position table" in err and not (tmp_path / "mb-out").exists()
+
+
+def test_which_sources_convert_max_positions_reads_as_masked_lm_checkpoints(tmp_path, monkeypatch):
+    from retromae_hf.convert import is_masked_lm_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert is_masked_lm_source("bert-base-uncased") and is_masked_lm_source("FacebookAI/xlm-roberta-base")  # Hub
+    assert not is_masked_lm_source("runs/missing") and not is_masked_lm_source("state.safetensors")  # local paths
+    official = tmp_path / "official"
+    official.mkdir()
+    BertConfig(**TINY_BERT).save_pretrained(official)
+    save_file({"c_head.output.dense.bias": torch.zeros(4)}, str(official / "model.safetensors"))
+    assert not is_masked_lm_source(official)  # an official state dict: from_official, as without --max-positions
+    save_file({"bert.embeddings.word_embeddings.weight": torch.zeros(4, 4)}, str(official / "model.safetensors"))
+    assert is_masked_lm_source(official)

@@ -127,9 +127,13 @@ def _count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
 
-def _people(rng: random.Random, count: int) -> list[str]:
+def _people(rng: random.Random, count: int, text: str) -> list[str]:
+    """`count` distinct synthetic names, none of which the filler text mentions (a query must match one document)."""
     names = [f"{first} {last}" for first in _FIRST_NAMES for last in _SURNAMES]
-    return rng.sample(names, count)
+    unused = [name for name in names if name not in text]
+    if count > len(unused):
+        raise LongEvalError(f"--documents {count}: only {len(unused)} synthetic names are absent from the text")
+    return rng.sample(unused, count)
 
 
 def _document(
@@ -233,6 +237,7 @@ def make_long_eval(
         with remote_resource("tokenizer", str(tokenizer), "--tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
     filler = _filler(tokenizer, sentences)
+    joined = " ".join(filler.pieces)
     if sum(filler.counts) < 2 * max(lengths):
         raise LongEvalError(
             f"the text ({source}) has {sum(filler.counts)} tokens, too little to fill documents of {max(lengths)} "
@@ -261,7 +266,7 @@ def make_long_eval(
             folder = staging / f"{FOLDER_PREFIX}{length}"
             (folder / "qrels").mkdir(parents=True)
             corpus, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
-            for i, person in enumerate(_people(rng, documents)):
+            for i, person in enumerate(_people(rng, documents, joined)):
                 key = rng.randrange(10_000, 100_000)
                 fact = f"The pass key of {person} is {key}. Remember it."
                 text, tokens, depth = _document(tokenizer, filler, length, fact, rng)

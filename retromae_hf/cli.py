@@ -114,6 +114,15 @@ def _add_convert(subparsers) -> None:
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer to save beside the model (default: the source folder's, if any)"
     )
+    parser.add_argument(
+        "--max-positions",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="extend the encoder's absolute position table (BERT, RoBERTa, XLM-R) to take N tokens; new rows copy "
+        "the learned ones in turn, as Longformer did (docs/encoders.md). The source may then also be a masked-LM "
+        "checkpoint folder or Hub name of any of the three (the decoder starts fresh)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
     parser.set_defaults(handler=_run_convert)
 
@@ -122,6 +131,13 @@ def _run_convert(args: argparse.Namespace) -> None:
     from .errors import MissingInputError
     from .outputs import check_output, staged_output
 
+    if args.max_positions is not None:
+        from .convert import extend_masked_lm, is_masked_lm_source
+
+        if is_masked_lm_source(args.source):
+            model = extend_masked_lm(args.source, args.output_dir, args.max_positions, args.tokenizer, args.overwrite)
+            print(f"converted {args.source} -> {args.output_dir} ({model.max_sequence_length()} tokens, fresh decoder)")
+            return
     if not args.source.exists():
         raise MissingInputError(f"no checkpoint at {args.source} (the source argument)")
     source_dir = args.source if args.source.is_dir() else args.source.parent
@@ -147,6 +163,7 @@ def _run_convert(args: argparse.Namespace) -> None:
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     else:
         logger.warning("no tokenizer saved beside the model: pass --tokenizer to add one")
+    _maybe_extend(model, tokenizer, args.max_positions)
     with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
@@ -186,11 +203,23 @@ def _upgrade_checkpoint(source: Path, args: argparse.Namespace) -> None:
 
         with remote_resource("tokenizer", str(tokenizer_source), "--tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    _maybe_extend(model, tokenizer, args.max_positions)
     with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
     print(f"converted {source} -> {args.output_dir} (encoder {model.config.encoder.model_type}, current layout)")
+
+
+def _maybe_extend(model, tokenizer, max_positions: int | None) -> None:
+    """`--max-positions`: a longer position table, and a tokenizer that truncates at the new length."""
+    if max_positions is None:
+        return
+    from .convert import extend_positions
+
+    extend_positions(model, max_positions)
+    if tokenizer is not None:
+        tokenizer.model_max_length = max_positions
 
 
 # --------------------------------------------------------------------------------------------------- demo
@@ -394,7 +423,9 @@ def _add_evaluate(subparsers) -> None:
         description=(
             "Evaluate a RetroMAE checkpoint, a sentence-transformers export, or any sentence-transformers model "
             "through mteb. Tasks are MTEB task names (need network) or local data (offline): a BEIR folder "
-            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or an STS file (sentence1, sentence2, score). "
+            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv), a folder of BEIR folders (each scored; e.g. a "
+            "`make-long-eval` set) or an STS file (sentence1, sentence2, score). An MTEB task without the --split "
+            "asked for is scored on each of its splits (LongEmbed's LEMBPasskeyRetrieval: test_256 ... test_32768). "
             "Writes mteb's result JSONs plus summary.json and summary.md."
         ),
     )
@@ -433,6 +464,59 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     )
     print(summary_to_markdown(summary))
     print(f"summary: {args.output_dir / 'summary.json'}")
+
+
+# --------------------------------------------------------------------------------------------------- make-long-eval
+def _add_make_long_eval(subparsers) -> None:
+    parser = _add_parser(
+        subparsers,
+        "make-long-eval",
+        help="write a synthetic long-document retrieval set (passkey at a random depth) that `evaluate` scores offline",
+        description=(
+            "Write a synthetic long-document retrieval set in the style of LongEmbed's passkey task (Zhu et al., "
+            "2024, arXiv 2404.12096): each document hides one fact ('The pass key of <name> is <number>.') at a "
+            "random depth of ordinary text, and a query asks for it. One BEIR folder per length (passkey-256, "
+            "...), lengths counted in the tokenizer's tokens with special tokens, deterministic by --seed. Score "
+            "every length with `retromae-hf evaluate MODEL --tasks OUTPUT_DIR`. Online, mteb's LongEmbed tasks "
+            "(LEMBPasskeyRetrieval, LEMBNeedleRetrieval) give the published benchmark."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retromae-hf make-long-eval --tokenizer runs/demo --output-dir long-eval\n"
+            "  retromae-hf make-long-eval --tokenizer runs/demo --lengths 128 512 --documents 20 "
+            "--text corpus.txt --output-dir long-eval-corpus\n"
+            "  retromae-hf evaluate runs/demo --tasks long-eval --output-dir long-eval-scores"
+        ),
+    )
+    parser.add_argument("--tokenizer", required=True, help="the evaluated model's tokenizer (folder or Hub name)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="the folder to write (must not exist)")
+    parser.add_argument(
+        "--lengths",
+        type=positive_int,
+        nargs="+",
+        default=[256, 512, 1024, 2048, 4096, 8192],
+        metavar="N",
+        help="document lengths in tokens, special tokens included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--documents", type=positive_int, default=50, help="documents and queries per length (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--text", type=Path, default=None, help="UTF-8 text file for the documents (default: Python's docstrings)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.set_defaults(handler=_run_make_long_eval)
+
+
+def _run_make_long_eval(args: argparse.Namespace) -> None:
+    from .long_eval import make_long_eval
+
+    out = make_long_eval(
+        args.tokenizer, args.output_dir, lengths=args.lengths, documents=args.documents, text_file=args.text,
+        seed=args.seed, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"wrote {len(args.lengths)} BEIR folders to {out}; score them with: retromae-hf evaluate MODEL --tasks {out}")
 
 
 # --------------------------------------------------------------------------------------------------- push / pull
@@ -526,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_evaluate(subparsers)
+    _add_make_long_eval(subparsers)
     _add_push(subparsers)
     _add_pull(subparsers)
     return parser

@@ -11,6 +11,9 @@ Our own layout keeps the official one for the encoder: transformers' `BertForMas
 `lm.cls.*`), and the decoder layers under `decoder.layers.N.*` (the official `c_head.*` is layer 0). A state dict
 written by retromae-hf 0.1 (`bert.*`, `cls.*`, `decoder.*`) is understood too. Masked-LM checkpoints of other
 architectures need no conversion: `RetroMAEForPreTraining.from_masked_lm` loads them as they are.
+
+`extend_positions` lengthens an absolute position table (BERT, RoBERTa, XLM-R) so that the encoder takes longer
+inputs, the step BGE-M3 took before its 8,192-token RetroMAE pre-training (`retromae-hf convert --max-positions`).
 """
 
 import json
@@ -22,11 +25,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import BertConfig
+from transformers import BertConfig, PreTrainedModel
 
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
 from .errors import MissingInputError, UserError
-from .modeling_retromae import RetroMAEForPreTraining
+from .modeling_retromae import RetroMAEForPreTraining, RetroMAEPreTrainedModel, absolute_position_table
 
 logger = logging.getLogger(__name__)
 
@@ -176,4 +179,175 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-__all__ = ["CheckpointError", "config_from_bert", "from_official", "load_state_dict_file"]
+class PositionExtensionError(UserError, ValueError):
+    """The model cannot be given a longer position table (rotary encoder, or the table is already that long)."""
+
+
+def _tiled(weight: torch.Tensor, rows: int, keep: int = 0) -> torch.Tensor:
+    """`rows` rows: the first `keep` rows of `weight` as they are, then its remaining rows repeated in turn."""
+    learned = weight[keep:]
+    repeats = -(-(rows - keep) // learned.shape[0])  # ceiling division
+    return torch.cat([weight[:keep], learned.repeat(repeats, 1)[: rows - keep]])
+
+
+def extend_positions(model: RetroMAEPreTrainedModel | PreTrainedModel, max_length: int) -> PreTrainedModel:
+    """Let an encoder with an absolute position table (BERT, RoBERTa, XLM-R) take `max_length` tokens, in place.
+
+    The new rows are the learned ones copied in turn (rows 0..511 of BERT become rows 512..1023, 1024..1535, ...),
+    as Longformer initialised its 4,096 positions from RoBERTa's 512 (Beltagy et al., 2020, arXiv 2004.05150):
+    every position starts with a vector the model already reads as "a position", and local order within each
+    block of 512 is kept, so continued pre-training at the longer length starts from a working model rather than
+    from random rows. RoBERTa-style tables (RoBERTa, XLM-R) keep their first `padding_idx + 1` rows (padding and
+    the unused row before the first position) in place and get `max_length + padding_idx + 1` rows; BERT's get
+    `max_length`. `config.max_position_embeddings` and the embedding block's `position_ids` and `token_type_ids`
+    buffers follow. Inside a RetroMAE model the decoder's query positions come from this same table
+    (`decoder_positions="encoder"`), and a decoder with its own learned table (`decoder_positions="learned"`) gets
+    the same treatment, so encoder and decoder take the same lengths.
+
+    Args:
+        model: a `RetroMAEForPreTraining` / `RetroMAEModel`, or a transformers model of the encoder (its
+            `*ForMaskedLM` or base model).
+        max_length: the longest input the encoder should take, special tokens included.
+
+    Returns:
+        The same model object.
+
+    Raises:
+        PositionExtensionError: the encoder has no absolute position table (ModernBERT and other rotary encoders:
+            their length is `max_position_embeddings`, 8,192 for ModernBERT, with nothing to copy), or the table
+            already takes `max_length` tokens.
+    """
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a whole number >= 1, got {max_length!r}")
+    if isinstance(model, RetroMAEPreTrainedModel):
+        encoder = model.get_encoder()
+    else:
+        encoder = getattr(model, model.base_model_prefix, model)
+    config = encoder.config
+    embeddings = getattr(encoder, "embeddings", None)
+    found = absolute_position_table(embeddings, config.hidden_size) if embeddings is not None else None
+    if found is None:
+        raise PositionExtensionError(
+            f"the {config.model_type} encoder has no absolute position table to extend (its positions are rotary "
+            f"or relative); it takes max_position_embeddings={getattr(config, 'max_position_embeddings', None)} "
+            "tokens as it is. --max-positions is for BERT, RoBERTa and XLM-R; train a rotary encoder such as "
+            "ModernBERT at its own length (recipe stage1-long)."
+        )
+    table, offset = found
+    current = table.num_embeddings - offset
+    if max_length <= current:
+        raise PositionExtensionError(
+            f"the {config.model_type} encoder already takes {current} tokens ({table.num_embeddings} position rows); "
+            f"--max-positions {max_length} would not lengthen it. Give a length above {current}, or train at "
+            f"{max_length} as it is (--max-length {max_length})."
+        )
+    rows = max_length + offset
+    with torch.no_grad():
+        weight = _tiled(table.weight.detach(), rows, keep=offset)
+        new_table = torch.nn.Embedding(
+            rows, table.embedding_dim, padding_idx=table.padding_idx, device=weight.device, dtype=weight.dtype
+        )
+        new_table.weight.copy_(weight)
+    embeddings.position_embeddings = new_table
+    device = weight.device
+    # Non-persistent buffers sized by the table: BERT reads position ids from one, and both read the default
+    # token type ids from the other, gathered at the position ids.
+    if isinstance(getattr(embeddings, "position_ids", None), torch.Tensor):
+        embeddings.position_ids = torch.arange(rows, device=device).expand((1, -1))
+    if isinstance(getattr(embeddings, "token_type_ids", None), torch.Tensor):
+        embeddings.token_type_ids = torch.zeros((1, rows), dtype=embeddings.token_type_ids.dtype, device=device)
+    config.max_position_embeddings = rows
+    decoder = getattr(model, "decoder", None)
+    decoder_table = getattr(decoder, "position_embeddings", None) if decoder is not None else None
+    if isinstance(decoder_table, torch.nn.Embedding) and decoder_table.num_embeddings < rows:
+        with torch.no_grad():
+            weight = _tiled(decoder_table.weight.detach(), rows)
+            decoder.position_embeddings = torch.nn.Embedding(rows, weight.shape[1], device=device, dtype=weight.dtype)
+            decoder.position_embeddings.weight.copy_(weight)
+    logger.info(
+        "extended the %s position table from %d to %d tokens (%d rows; new rows copy the learned ones in turn)",
+        config.model_type,
+        current,
+        max_length,
+        rows,
+    )
+    return model
+
+
+def check_extension(masked_lm: str | os.PathLike, max_length: int) -> None:
+    """Raise `PositionExtensionError` now if `extend_positions` would refuse this masked-LM checkpoint (Hub name or
+    folder): built from its config on the meta device, without memory or weights."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    config = AutoConfig.from_pretrained(str(masked_lm))
+    with torch.device("meta"):
+        extend_positions(AutoModelForMaskedLM.from_config(config), max_length)
+
+
+def is_masked_lm_source(source: str | os.PathLike) -> bool:
+    """Whether `convert --max-positions` reads `source` as a transformers masked-LM checkpoint: a Hub name (`name` or
+    `org/name`), or a folder whose config.json names an architecture other than RetroMAE and which holds no
+    official RetroMAE decoder (`c_head.*`: those go through `from_official`, as without --max-positions)."""
+    from .errors import looks_like_local_path
+
+    path = Path(source)
+    if not path.exists():
+        return not looks_like_local_path(str(source)) and path.suffix not in (".safetensors", ".bin", ".pt")
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        return False
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return False
+    if model_type in (None, RetroMAEConfig.model_type):
+        return False
+    try:
+        return not any(key.startswith("c_head.") for key in load_state_dict_file(path))
+    except UserError:
+        return True  # no state dict file we can read: let the masked-LM loader report what it finds
+
+
+def extend_masked_lm(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    max_length: int,
+    tokenizer: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> RetroMAEForPreTraining:
+    """`retromae-hf convert MASKED_LM OUT --max-positions N`: a RetroMAE checkpoint whose encoder and masked-LM head
+    are the masked-LM checkpoint's (Hub name or folder) with a position table for `max_length` tokens
+    (`extend_positions`); the decoder starts fresh, as with `train --model`. The tokenizer (default: the source's)
+    is saved beside it with `model_max_length = max_length`. Written staged; `output_dir` is refused if it holds
+    anything, unless `overwrite`. Returns the model."""
+    from transformers import AutoTokenizer
+
+    from .errors import remote_resource
+    from .outputs import check_output, staged_output
+
+    inputs = [source, tokenizer]
+    check_output(output_dir, overwrite=overwrite, inputs=inputs)  # before downloading or loading anything
+    with remote_resource("checkpoint", str(source)):
+        check_extension(source, max_length)  # the architecture and the length, before any weight is loaded
+        model = RetroMAEForPreTraining.from_masked_lm(str(source))
+    with remote_resource("tokenizer", str(tokenizer or source), "--tokenizer"):
+        loaded = AutoTokenizer.from_pretrained(str(tokenizer or source))
+    extend_positions(model, max_length)
+    loaded.model_max_length = max_length
+    with staged_output(output_dir, overwrite=overwrite, inputs=inputs) as staging:
+        model.save_pretrained(staging)
+        loaded.save_pretrained(staging)
+    return model
+
+
+__all__ = [
+    "CheckpointError",
+    "PositionExtensionError",
+    "check_extension",
+    "config_from_bert",
+    "extend_masked_lm",
+    "extend_positions",
+    "from_official",
+    "is_masked_lm_source",
+    "load_state_dict_file",
+]

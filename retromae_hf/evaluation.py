@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "SUMMARY_MD",
     "EvaluationDataError",
     "evaluate",
+    "expand_task_folders",
     "load_summary",
     "per_query_scores",
     "summary_to_markdown",
@@ -523,10 +525,43 @@ class _ResolvedTask:
     path_or_hub_id: str
     split: str
     revision: str | None
+    #: Every split evaluated (one summary entry each): `split` alone, or all of an MTEB task's splits when it has
+    #: none of the name asked for (LongEmbed's `test_256` ... `test_32768`).
+    splits: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.splits = self.splits or (self.split,)
 
 
 def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.startswith(".") or spec.lower().endswith(STS_SUFFIXES)
+
+
+def _natural_key(name: str) -> list[Any]:
+    """`passkey-512` before `passkey-1024`: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def expand_task_folders(tasks: Sequence[str | Path | AbsTask]) -> list[str | Path | AbsTask]:
+    """Replace each folder of BEIR folders by the BEIR folders it holds, in natural order (``passkey-256``,
+    ``passkey-512``, ..., ``passkey-8192``), so that a set written by `retromae-hf make-long-eval` is one task
+    argument. A folder with its own ``corpus.jsonl`` is a BEIR folder and stays as it is."""
+    expanded: list[str | Path | AbsTask] = []
+    for spec in tasks:
+        path = Path(spec) if isinstance(spec, str | Path) else None
+        if path is None or not path.is_dir() or (path / "corpus.jsonl").is_file():
+            expanded.append(spec)
+            continue
+        children = sorted(
+            (child for child in path.iterdir() if child.is_dir() and (child / "corpus.jsonl").is_file()),
+            key=lambda child: _natural_key(child.name),
+        )
+        if not children:
+            expanded.append(spec)  # reported by the BEIR reader, which names the missing corpus.jsonl
+            continue
+        logger.info("%s holds %d BEIR folders: %s", path, len(children), ", ".join(child.name for child in children))
+        expanded += [type(spec)(child) if isinstance(spec, Path) else str(child) for child in children]
+    return expanded
 
 
 def _resolve_task(spec: str | Path | AbsTask, split: str) -> _ResolvedTask:
@@ -563,11 +598,15 @@ def _resolve_mteb_task(task: Any, split: str) -> _ResolvedTask:
     splits = list(task.metadata.eval_splits)
     if split in splits:
         task.filter_eval_splits([split])
-        used = split
+        used = [split]
     else:
-        used = splits[0]
-        logger.warning("MTEB task %s has no split %r; evaluating its split %r", task.metadata.name, split, used)
-        task.filter_eval_splits([used])
+        used = splits  # e.g. LongEmbed's lengths, test_256 ... test_32768: each is a result of its own
+        logger.warning(
+            "MTEB task %s has no split %r; evaluating each of its splits (%s); choose one with --split",
+            task.metadata.name,
+            split,
+            ", ".join(used),
+        )
     reason = hub_unreachable_reason()  # without the Hub: the datasets cache only, at once rather than after retries
     if reason:
         logger.warning(
@@ -575,7 +614,9 @@ def _resolve_mteb_task(task: Any, split: str) -> _ResolvedTask:
             reason,
             task.metadata.name,
         )
-    return _ResolvedTask(task, task.metadata.name, task.metadata.dataset["path"], used, task.metadata.revision)
+    return _ResolvedTask(
+        task, task.metadata.name, task.metadata.dataset["path"], used[0], task.metadata.revision, tuple(used)
+    )
 
 
 def _dedupe_names(resolved: list[_ResolvedTask]) -> None:
@@ -654,11 +695,12 @@ def _numeric_scores(entries: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {key: sum(values) / len(values) for key, values in sums.items()}
 
 
-def _summary_entry(resolved: _ResolvedTask, task_result: Any) -> dict[str, Any]:
+def _summary_entry(resolved: _ResolvedTask, task_result: Any, split: str | None = None) -> dict[str, Any]:
     metadata = resolved.task.metadata
-    entries = task_result.scores.get(resolved.split) or []
+    split = split or resolved.split
+    entries = task_result.scores.get(split) or []
     if not entries:
-        raise RuntimeError(f"mteb returned no scores for {metadata.name} on split {resolved.split!r}")
+        raise RuntimeError(f"mteb returned no scores for {metadata.name} on split {split!r}")
     scores = _numeric_scores(entries)
     main_metric = str(metadata.main_score)
     # Known task types get a short, fixed list of metrics; other types keep every numeric score mteb reports.
@@ -671,7 +713,7 @@ def _summary_entry(resolved: _ResolvedTask, task_result: Any) -> dict[str, Any]:
         "dataset": {
             "name": resolved.dataset_name,
             "path_or_hub_id": resolved.path_or_hub_id,
-            "split": resolved.split,
+            "split": split,
             "revision": resolved.revision,
         },
         "main_metric": main_metric,
@@ -758,14 +800,17 @@ def evaluate(
     Args:
         model: A `sentence_transformers.SentenceTransformer`, or a folder / Hub id to load one from (through
             `retromae_hf.export.load_sentence_transformer`).
-        tasks: Each entry is a BEIR-format folder (retrieval), an STS file (``.tsv``/``.csv``/``.jsonl`` with
-            ``sentence1, sentence2, score``), or an MTEB task name such as ``"SciFact"`` (needs the Hub).
+        tasks: Each entry is a BEIR-format folder (retrieval), a folder of BEIR folders (each scored, in natural
+            order: the lengths of a `retromae-hf make-long-eval` set), an STS file (``.tsv``/``.csv``/``.jsonl``
+            with ``sentence1, sentence2, score``), or an MTEB task name such as ``"SciFact"`` or
+            ``"LEMBPasskeyRetrieval"`` (needs the Hub).
         output_dir: Where mteb writes its result JSONs (``results/<model>/<revision>/<task>.json``, mteb's usual
             cache layout) and where ``summary.json`` and ``summary.md`` go.
         batch_size: Encoding batch size.
         max_length: If given, sets ``model.max_seq_length`` for the run (restored afterwards).
         split: The split to evaluate: the qrels file of a BEIR folder, the recorded split of an STS file, and the
-            split of an MTEB task (its first split when it has no such split).
+            split of an MTEB task (each of its splits, one result each, when it has no such split: LongEmbed's
+            ``test_256`` ... ``test_32768``).
         similarity: If given, the model's similarity function for the run: ``cosine``, ``dot``, ``euclidean`` or
             ``manhattan`` (restored afterwards). Retrieval ranks with it; STS reports cosine metrics regardless,
             plus ``spearman``/``pearson`` computed with it.
@@ -838,7 +883,7 @@ def _evaluate_into(
     show_progress_bar: bool,
     save_predictions: bool,
 ) -> dict[str, Any]:
-    resolved = [_resolve_task(spec, split) for spec in tasks]
+    resolved = [_resolve_task(spec, split) for spec in expand_task_folders(tasks)]
     _dedupe_names(resolved)
 
     import mteb
@@ -877,11 +922,16 @@ def _evaluate_into(
         if not is_network_error(error):
             raise
         named = [item.task.metadata.name for item in resolved if not type(item.task).__name__.startswith("Local")]
+        long_hint = (
+            " For LongEmbed's tasks, `retromae-hf make-long-eval` writes a synthetic passkey set offline."
+            if any(name.startswith("LEMB") for name in named)
+            else ""
+        )
         raise NetworkError(
             f"MTEB task(s) {', '.join(named) or 'given'} load their data from the Hugging Face Hub, which cannot be "
             f"reached ({hub_unreachable_reason() or error}). Evaluate local data instead (a BEIR folder or an STS "
             "file, see `retromae-hf evaluate --help`), run once with network so the datasets cache holds the data, "
-            "or connect to the network (and unset HF_HUB_OFFLINE)."
+            f"or connect to the network (and unset HF_HUB_OFFLINE).{long_hint}"
         ) from error
     finally:
         st_model.max_seq_length, st_model.similarity_fn_name = saved
@@ -892,7 +942,7 @@ def _evaluate_into(
         task_result = by_name.get(item.task.metadata.name)
         if task_result is None:
             raise RuntimeError(f"mteb returned no result for task {item.task.metadata.name}")
-        results.append(_summary_entry(item, task_result))
+        results += [_summary_entry(item, task_result, split) for split in item.splits]
 
     summary = {
         "model": display_name,

@@ -76,6 +76,31 @@ def native_encoder(model: RetroMAEPreTrainedModel) -> PreTrainedModel:
     return native.eval()
 
 
+def export_length(
+    model: RetroMAEPreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_seq_length: int | None = None
+) -> int:
+    """The export's truncation length: `max_seq_length` when given, else the encoder's real longest input.
+
+    The encoder decides, not the tokenizer: a tokenizer's `model_max_length` is a saved attribute that often
+    lags behind the model (a tokenizer trained or copied with 512, a BERT whose position table was extended with
+    `retromae-hf convert --max-positions`), and sentence-transformers truncates to it. The encoder's length is its
+    absolute position table less RoBERTa's padding offset (512 of 514 rows for RoBERTa and XLM-R base), or
+    `max_position_embeddings` for a rotary encoder (8,192 for ModernBERT). The tokenizer's length is used only
+    for an encoder that states none.
+    """
+    longest = model.max_sequence_length()
+    length = max_seq_length or longest or tokenizer.model_max_length
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and model_max != length:
+        logger.info(
+            "max_seq_length %d (the %s); the tokenizer's model_max_length was %d",
+            length,
+            "--max-seq-length given" if max_seq_length else "encoder's longest input",
+            model_max,
+        )
+    return int(length)
+
+
 def export_sentence_transformer(
     model_or_path: RetroMAEPreTrainedModel | str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -95,8 +120,8 @@ def export_sentence_transformer(
         similarity: `"dot"` (RetroMAE's retrieval scoring) or `"cosine"` (adds a Normalize module, for
             sentence-embedding models); recorded in `config_sentence_transformers.json`.
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
-        max_seq_length: the export's truncation length (default: the encoder's longest input, e.g. 512 for
-            BERT and XLM-R, capped by the tokenizer's `model_max_length`).
+        max_seq_length: the export's truncation length (default: the encoder's longest input, `export_length`:
+            512 for BERT and XLM-R base, 8,192 for ModernBERT, the new length of an extended position table).
         overwrite: replace an existing `output_dir`.
 
     Returns:
@@ -133,9 +158,7 @@ def export_sentence_transformer(
         plain = Path(scratch) / "encoder"
         encoder.save_pretrained(plain)
         tokenizer.save_pretrained(plain)
-        length = max_seq_length or min(
-            model.max_sequence_length() or tokenizer.model_max_length, tokenizer.model_max_length
-        )
+        length = export_length(model, tokenizer, max_seq_length)
         modules = [
             Transformer(str(plain), max_seq_length=length),
             Pooling(model.config.hidden_size, pooling_mode="cls"),
@@ -172,4 +195,4 @@ def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
         return SentenceTransformer(path, **kwargs)
 
 
-__all__ = ["export_sentence_transformer", "load_sentence_transformer", "native_encoder"]
+__all__ = ["export_length", "export_sentence_transformer", "load_sentence_transformer", "native_encoder"]

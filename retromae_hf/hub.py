@@ -757,7 +757,26 @@ def _architecture(folder: Path) -> dict[str, Any]:
     found["encoder_type"] = ENCODER_NAMES.get(encoder.get("model_type"), encoder.get("model_type") or "BERT")
     if found["encoder_type"] == "retromae":  # a 0.1 checkpoint: its encoder was BERT
         found["encoder_type"] = "BERT"
+    found["max_length"] = _max_input_length(folder, encoder)
     return found
+
+
+#: Encoders whose position ids start after the padding row (`pad_token_id + 1` rows precede the first position).
+_PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+def _max_input_length(folder: Path, encoder: Mapping[str, Any]) -> Any:
+    """The longest input in tokens: what the checkpoint's own sentence-transformers metadata records (the model's
+    `max_sequence_length()`), else the position table less RoBERTa's and XLM-R's padding offset (512 of 514)."""
+    recorded = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return recorded
+    positions = encoder.get("max_position_embeddings")
+    if not isinstance(positions, int):
+        return "?"
+    if encoder.get("model_type") in _PADDING_OFFSET_TYPES:
+        return positions - int(encoder.get("pad_token_id") or 1) - 1
+    return positions
 
 
 ENCODER_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa", "modernbert": "ModernBERT"}

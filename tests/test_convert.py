@@ -126,3 +126,120 @@ def test_command_line_convert_upgrades_a_0_1_checkpoint(tmp_path, wordpiece_toke
     for checkpoint in ("old", "new"):
         loaded = AutoModelForPreTraining.from_pretrained(tmp_path / checkpoint).eval()
         assert loaded(**inputs).loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------- --max-positions
+@pytest.mark.parametrize(
+    "architecture, kind", [("bert", "wordpiece"), ("roberta", "bpe"), ("xlm-roberta", "unigram")]
+)
+def test_extend_positions_copies_the_learned_table_and_runs_at_the_new_length(
+    architecture, kind, trained_tokenizer, tmp_path
+):
+    """New rows repeat the learned ones (Longformer); RoBERTa's padding rows stay; buffers, config and the decoder's
+    positions (the encoder's table) follow; a saved extended model loads and encodes the same."""
+    from encoders_for_tests import MAX_LENGTH, tiny_encoder_config
+
+    from retromae_hf import RetroMAEConfig
+    from retromae_hf.convert import extend_positions
+
+    tokenizer = trained_tokenizer(kind)
+    torch.manual_seed(0)
+    model = RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config(architecture, tokenizer))).eval()
+    offset = tokenizer.pad_token_id + 1 if architecture != "bert" else 0
+    old = model.get_encoder().embeddings.position_embeddings.weight.detach().clone()
+    assert model.max_sequence_length() == MAX_LENGTH
+    length = 3 * MAX_LENGTH + 5
+    extend_positions(model, length)
+
+    embeddings = model.get_encoder().embeddings
+    new = embeddings.position_embeddings.weight
+    assert model.max_sequence_length() == length
+    assert model.config.encoder.max_position_embeddings == length + offset == new.shape[0]
+    assert embeddings.position_ids.shape == embeddings.token_type_ids.shape == (1, length + offset)
+    torch.testing.assert_close(new[: offset + MAX_LENGTH], old, atol=0, rtol=0)  # the learned rows, unchanged
+    for start in range(offset + MAX_LENGTH, length + offset, MAX_LENGTH):  # then the learned rows again, in turn
+        block = new[start : start + MAX_LENGTH]
+        torch.testing.assert_close(block, old[offset : offset + block.shape[0]], atol=0, rtol=0)
+    torch.testing.assert_close(model.encoder_position_embeddings(length)[0], new[offset:], atol=0, rtol=0)
+
+    ids = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (2, length))
+    ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    with torch.no_grad():
+        expected = model.encode(ids, torch.ones_like(ids)).sentence_embedding
+        decoder_mask = torch.ones(2, length, length, dtype=torch.long)
+        output = model(
+            encoder_input_ids=ids, encoder_attention_mask=torch.ones_like(ids), encoder_labels=ids,
+            decoder_input_ids=ids, decoder_attention_mask=decoder_mask, decoder_labels=ids,
+        )  # fmt: skip
+    assert torch.isfinite(output.loss)
+    model.save_pretrained(tmp_path / "extended")
+    loaded = RetroMAEForPreTraining.from_pretrained(tmp_path / "extended").eval()
+    assert loaded.max_sequence_length() == length
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(ids, torch.ones_like(ids)).sentence_embedding, expected)
+
+
+def test_extend_positions_extends_a_learned_decoder_table_and_refuses_rotary_or_shorter(trained_tokenizer):
+    from encoders_for_tests import MAX_LENGTH, tiny_encoder_config
+
+    from retromae_hf import RetroMAEConfig
+    from retromae_hf.convert import PositionExtensionError, extend_positions
+
+    tokenizer = trained_tokenizer("wordpiece")
+    config = RetroMAEConfig(encoder=tiny_encoder_config("bert", tokenizer), decoder_positions="learned")
+    model = RetroMAEForPreTraining(config)
+    old = model.decoder.position_embeddings.weight.detach().clone()
+    extend_positions(model, 2 * MAX_LENGTH)
+    torch.testing.assert_close(model.decoder.position_embeddings.weight, torch.cat([old, old]), atol=0, rtol=0)
+    assert model.decoder.learned_positions(2 * MAX_LENGTH).shape == (1, 2 * MAX_LENGTH, 32)
+
+    with pytest.raises(PositionExtensionError, match="already takes 128 tokens"):
+        extend_positions(model, 100)
+    modernbert = RetroMAEForPreTraining(
+        RetroMAEConfig(encoder=tiny_encoder_config("modernbert", trained_tokenizer("bpe", "bert")))
+    )
+    with pytest.raises(PositionExtensionError, match=r"no absolute position table.*ModernBERT"):
+        extend_positions(modernbert, 4 * MAX_LENGTH)
+
+
+def test_command_line_convert_max_positions(tmp_path, trained_tokenizer, capfd):
+    """`convert MASKED_LM OUT --max-positions N` (a saved XLMRobertaForMaskedLM) and `convert RETROMAE OUT
+    --max-positions N`; a rotary encoder is refused with exit code 2 before any weight is loaded."""
+    from conftest import run_cli
+    from encoders_for_tests import save_tiny_masked_lm
+    from transformers import AutoTokenizer
+
+    tokenizer = trained_tokenizer("unigram")
+    masked_lm = save_tiny_masked_lm("xlm-roberta", tokenizer, tmp_path / "xlmr-mlm")
+    code, err = run_cli(["convert", str(masked_lm), str(tmp_path / "xlmr-256"), "--max-positions", "256"], capfd)
+    assert code == 0, err
+    model = RetroMAEForPreTraining.from_pretrained(tmp_path / "xlmr-256")
+    assert model.max_sequence_length() == 256 and model.config.encoder.max_position_embeddings == 258
+    assert AutoTokenizer.from_pretrained(tmp_path / "xlmr-256").model_max_length == 256
+    # A RetroMAE checkpoint keeps its decoder and grows again.
+    argv = ["convert", str(tmp_path / "xlmr-256"), str(tmp_path / "xlmr-512"), "--max-positions", "512"]
+    code, err = run_cli(argv, capfd)
+    assert code == 0, err
+    again = RetroMAEForPreTraining.from_pretrained(tmp_path / "xlmr-512")
+    assert again.max_sequence_length() == 512
+    torch.testing.assert_close(again.decoder.state_dict(), model.decoder.state_dict(), atol=0, rtol=0)
+
+    modernbert = save_tiny_masked_lm("modernbert", trained_tokenizer("bpe", "bert"), tmp_path / "mb-mlm")
+    code, err = run_cli(["convert", str(modernbert), str(tmp_path / "mb-out"), "--max-positions", "4096"], capfd)
+    assert code == 2 and "no absolute position table" in err and not (tmp_path / "mb-out").exists()
+
+
+def test_which_sources_convert_max_positions_reads_as_masked_lm_checkpoints(tmp_path, monkeypatch):
+    from retromae_hf.convert import is_masked_lm_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    assert is_masked_lm_source("bert-base-uncased") and is_masked_lm_source("FacebookAI/xlm-roberta-base")  # Hub
+    assert not is_masked_lm_source("runs/missing") and not is_masked_lm_source("state.safetensors")  # local paths
+    official = tmp_path / "official"
+    official.mkdir()
+    BertConfig(**TINY_BERT).save_pretrained(official)
+    save_file({"c_head.output.dense.bias": torch.zeros(4)}, str(official / "model.safetensors"))
+    assert not is_masked_lm_source(official)  # an official state dict: from_official, as without --max-positions
+    save_file({"bert.embeddings.word_embeddings.weight": torch.zeros(4, 4)}, str(official / "model.safetensors"))
+    assert is_masked_lm_source(official)

@@ -169,3 +169,41 @@ def test_every_architecture_exports_its_own_model_loadable_without_the_package(t
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "modernbert ModernBertModel" in result.stdout and "xlm-roberta XLMRobertaModel" in result.stdout
+
+
+def test_export_keeps_the_encoders_own_length_not_the_tokenizers(trained_tokenizer, tmp_path):
+    """An 8,192-position ModernBERT exports with max_seq_length 8192 and encodes an 8,000-token text whole in
+    sentence-transformers, although its tokenizer says 512; an extended RoBERTa exports its new length (600)."""
+    from encoders_for_tests import tiny_encoder_config
+    from sentence_transformers import SentenceTransformer
+
+    from retromae_hf import RetroMAEConfig
+    from retromae_hf.convert import extend_positions
+    from retromae_hf.hub import render_model_card
+
+    tokenizer = trained_tokenizer("bpe", "bert")
+    assert tokenizer.model_max_length == 512  # what a copied or freshly trained tokenizer often says
+    torch.manual_seed(0)
+    config = RetroMAEConfig(encoder=tiny_encoder_config("modernbert", tokenizer, max_position_embeddings=8192))
+    model = RetroMAEForPreTraining(config).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    out = export_sentence_transformer(tmp_path / "ckpt", tmp_path / "st")
+    assert "| Maximum sequence length | 8192 tokens" in str(render_model_card(out, repo_id="org/long"))
+
+    pieces = tokenizer(" ".join(TEXTS * 800), add_special_tokens=False)["input_ids"]
+    text = tokenizer.decode(pieces[:7998])
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    assert 7990 < ids.shape[1] <= 8192
+    st = SentenceTransformer(str(out), device="cpu")
+    assert st.max_seq_length == 8192
+    assert st.preprocess([text])["input_ids"].shape == ids.shape  # nothing cut
+    with torch.no_grad():
+        expected = model.encode(ids, torch.ones_like(ids)).sentence_embedding
+    torch.testing.assert_close(st.encode([text], convert_to_tensor=True), expected, atol=1e-5, rtol=0)
+
+    roberta_tokenizer = trained_tokenizer("bpe")
+    model = RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config("roberta", roberta_tokenizer)))
+    extend_positions(model, 600)
+    out = export_sentence_transformer(model, tmp_path / "roberta", tokenizer=roberta_tokenizer)
+    assert SentenceTransformer(str(out), device="cpu").max_seq_length == 600

@@ -338,6 +338,23 @@ def test_base_card_metadata_and_content(checkpoint, tmp_path):
     assert "{%" not in text and "{{ " not in text
 
 
+def test_base_card_states_the_real_maximum_length(trained_tokenizer, tmp_path):
+    """An XLM-R checkpoint whose table was extended to 600 tokens (602 rows): the card says 600, from the
+    checkpoint's metadata and, without it, from the table less the padding offset."""
+    from encoders_for_tests import tiny_encoder_config
+
+    from retromae_hf.convert import extend_positions
+
+    tokenizer = trained_tokenizer("unigram")
+    model = RetroMAEForPreTraining(RetroMAEConfig(encoder=tiny_encoder_config("xlm-roberta", tokenizer)))
+    extend_positions(model, 600)
+    model.save_pretrained(tmp_path / "ckpt")
+    text = str(render_model_card(tmp_path / "ckpt", repo_id="org/long"))
+    assert "| Maximum input length | 600 tokens" in text and "longer than 600 tokens" in text
+    (tmp_path / "ckpt" / "sentence_bert_config.json").unlink()
+    assert "| Maximum input length | 600 tokens" in str(render_model_card(tmp_path / "ckpt", repo_id="org/long"))
+
+
 def test_sentence_transformers_card(st_export, tmp_path):
     card = render_model_card(st_export, summary=SUMMARY, repo_id="org/retromae-msmarco", base_model="org/retromae-base")
     assert card.data.library_name == "sentence-transformers"

@@ -9,7 +9,7 @@ that starts at a line start) and writing it as one Arrow shard. The folder then 
   Whole words are recovered from the tokens' spelling by the collator (`collator.SpellingWordBoundaries`), which
   for WordPiece vocabularies gives exactly the tokenizer's `word_ids()`; for other vocabularies (byte-level BPE,
   SentencePiece), where a sentence packed after another does not start with a word-start marker, `word_ids` are
-  stored too (`uint16`), so masks are identical to the `tokenize_corpus` path in every case.
+  stored too (`int16`), so masks are identical to the `tokenize_corpus` path in every case.
 - `prepared.json`: the manifest (written last; its presence means the folder is complete): tokenizer identity
   (name or path, class, size and a hash of vocabulary, special tokens, normalizer and pre-tokenizer), max length,
   packing, dtype, columns, the source files with sizes and modification times, per-shard and total counts.
@@ -184,7 +184,7 @@ def _write_shard(path: Path, columns: dict[str, list[list[int]]], dtypes: dict[s
         np.cumsum(lengths, out=offsets[1:])
         flat = np.fromiter((token for row in rows for token in row), dtype=np.int64, count=int(offsets[-1]))
         values = flat.astype(dtypes[name])
-        if len(values) and (flat.min() < 0 or not np.array_equal(values, flat)):
+        if len(values) and not np.array_equal(values, flat):
             raise ValueError(f"{name}: values out of the range of {dtypes[name]}")
         arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
         fields.append(pa.field(name, pa.list_(pa.from_numpy_dtype(np.dtype(dtypes[name])))))
@@ -220,7 +220,7 @@ def _prepare_piece(piece: Piece) -> dict[str, Any]:
     folder = Path(settings["output_dir"])
     final = folder / SHARDS_DIR / piece.shard
     temporary = final.with_name(f".{piece.shard}.tmp-{os.getpid()}")
-    _write_shard(temporary, columns, {"input_ids": settings["dtype"], "word_ids": "uint16"})
+    _write_shard(temporary, columns, {"input_ids": settings["dtype"], "word_ids": settings["word_dtype"]})
     os.replace(temporary, final)
     stats = {
         "shard": piece.shard,
@@ -290,6 +290,8 @@ def prepare_corpus(
         "text_column": text_column,
         "dtype": token_dtype(len(tokenizer)),
         "columns": columns,
+        # Word indices (-1 for special tokens) are below the block length.
+        "word_dtype": "int16" if max_length < 2**15 else "int32",
     }
     plan = _load_or_make_plan(folder, corpus, settings, num_proc, shard_bytes)
     if plan is None:  # already complete

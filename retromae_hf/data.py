@@ -19,6 +19,7 @@ This module deliberately imports nothing from the model code.
 
 import csv
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -45,9 +46,9 @@ __all__ = [
     "TOKENIZED_FEATURES",
     "DataError",
     "DataFileNotFoundError",
+    "line_ranges",
     "load_beir_training_pairs",
     "load_corpus",
-    "line_ranges",
     "load_pairs",
     "shard_file_specs",
     "tokenize_corpus",
@@ -202,7 +203,7 @@ def line_ranges(path: PathLike, count: int, min_bytes: int = 1 << 20) -> list[tu
             if bounds[-1] < position < size:
                 bounds.append(position)
     bounds.append(size)
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(itertools.pairwise(bounds))
 
 
 def _iter_line_range(path: str, start: int, end: int) -> Iterator[tuple[str, str]]:

@@ -238,8 +238,14 @@ def test_tokenizer_training_streams_a_capped_corpus(tmp_path):
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     for streaming in (False, True):
         recipe = build_recipe(
-            {"stage": 1, "model": "scratch", "tokenizer": "train", "corpus": [str(corpus)], "streaming": streaming,
-             "tokenizer_train_samples": 50}  # fmt: skip
+            {
+                "stage": 1,
+                "model": "scratch",
+                "tokenizer": "train",
+                "corpus": [str(corpus)],
+                "streaming": streaming,
+                "tokenizer_train_samples": 50,
+            }
         )
         texts = tokenizer_training_texts(recipe)
         first = texts()
@@ -260,3 +266,16 @@ def test_a_tokenizer_trained_on_a_prepared_corpus_is_refused(tmp_path, wordpiece
     code, err = run_cli(args, capfd)
     assert code == 2 and "already tokenized" in err
     shutil.rmtree(tmp_path / "prepared")
+
+
+# ---------------------------------------------------------------------------------------------- FSDP2 on the CPU
+def test_fsdp2_fully_shard_matches_the_unsharded_model(tmp_path):
+    """FSDP2 of RetroMAEForPreTraining over gloo: same loss, gradient norm and parameters after a step."""
+    run_torchrun("distributed_fsdp.py", str(tmp_path), cwd=REPO, timeout=180)
+    result = torch.load(tmp_path / "results.pt")
+    assert result["sharded"]
+    assert result["loss"] == pytest.approx(result["reference_loss"], rel=1e-10)
+    assert result["grad_norm"] == pytest.approx(result["reference_grad_norm"], rel=1e-8)
+    assert result["parameters"].keys() == result["reference_parameters"].keys()
+    for name, value in result["parameters"].items():
+        assert torch.allclose(value, result["reference_parameters"][name], atol=1e-10), name

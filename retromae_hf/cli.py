@@ -364,9 +364,10 @@ def _add_prepare(subparsers) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  retromae-hf prepare --tokenizer bert-base-uncased --corpus wiki/ books/ --max-length 512 "
-            "--output-dir prepared/wiki-books\n"
-            "  retromae-hf train --stage 1 --model bert-base-uncased --corpus prepared/wiki-books --max-length 512"
+            "  retromae-hf prepare --tokenizer bert-base-uncased --corpus corpus.txt --max-length 512 "
+            "--output-dir prepared/corpus\n"
+            "  retromae-hf train --stage 1 --model bert-base-uncased --corpus prepared/corpus --max-length 512 "
+            "--output-dir runs/prepared"
         ),
     )
     parser.add_argument("--tokenizer", required=True, help="tokenizer name or folder (the one training will use)")

@@ -1089,3 +1089,39 @@ def load_beir_training_pairs(folder: PathLike, split: str = "train", *, skip_unk
         logger.info("skipped %d judgements with score <= 0 in %s", not_positive, qrels_path)
     logger.info("built %d (query, positive) pairs from %s", len(pairs["query"]), qrels_path)
     return Dataset.from_dict(pairs, features=PAIR_FEATURES)
+
+
+# ------------------------------------------------------------------------------------------------ stream positions
+class StreamPosition:
+    """Where one process stands in a streamed corpus, so that `--resume` continues there instead of reading the
+    stream again from its start.
+
+    It watches the batches a DataLoader collates (`wrap`): at each one it notes the `IterableDataset.state_dict()`
+    of the dataset being read. Loaders read ahead (accelerate's by one batch), so the position to save after a
+    given number of consumed batches is the one noted at that batch, not the latest (`state_after`). Only a
+    DataLoader without worker processes reads the stream in this process (workers read copies of it); with
+    workers, and once a stream has been read to its end and started again, there is no position to save and
+    resuming falls back to skipping the consumed batches.
+    """
+
+    def __init__(self, dataset: IterableDataset, keep: int = 64) -> None:
+        self.dataset = dataset
+        self.collated = 0
+        self.keep = keep
+        self.states: dict[int, dict[str, Any]] = {}
+        self.restarted = False
+
+    def wrap(self, collate: Callable[[list[Any]], Any], on_first: Callable[[], None] | None = None) -> Callable:
+        def collate_and_note(examples: list[Any]) -> Any:
+            self.collated += 1
+            self.states[self.collated] = self.dataset.state_dict()
+            self.states.pop(self.collated - self.keep, None)
+            if self.collated == 1 and on_first is not None:
+                on_first()
+            return collate(examples)
+
+        return collate_and_note
+
+    def state_after(self, consumed: int) -> dict[str, Any] | None:
+        """The stream's state once `consumed` batches (counted from this loader's start) have been used."""
+        return None if self.restarted else self.states.get(consumed)

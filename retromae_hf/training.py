@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
 FINAL_DIR = "final"
+#: In a checkpoint of a streamed run: where each rank stands in its share of the stream.
+STREAM_STATE = "stream_state_rank{rank}.json"
 #: Written into the run folder and every checkpoint: which run it belongs to, and the recipe it was trained with.
 RUN_RECORD = "retromae_run.json"
 #: What `train` creates in a run folder; `--overwrite-output-dir` deletes these and nothing else.
@@ -489,6 +491,55 @@ class RetroMAETrainer(Trainer):
         self._component_sums: dict[str, float] = defaultdict(float)
         self._component_steps = 0
         self._staging_dir: str | None = None
+        self._stream = None  # data.StreamPosition of a streamed corpus read in this process
+        self._stream_resume: dict[str, Any] | None = None
+        self._stream_start_step = 0
+
+    # Streamed corpora: each rank saves where it stands in its share of the stream; --resume continues from there
+    # (IterableDataset.load_state_dict) instead of reading and collating every consumed batch again.
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        self._stream_resume = None
+        if isinstance(resume_from_checkpoint, str):
+            path = Path(resume_from_checkpoint, STREAM_STATE.format(rank=self.args.process_index))
+            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            if record is not None and record.get("world_size") == self.args.world_size:
+                self._stream_resume = {"state": record["state"], "checkpoint": resume_from_checkpoint}
+                self.args.ignore_data_skip = True  # the stream itself continues where it stood
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def get_train_dataloader(self):
+        import datasets
+
+        loader = super().get_train_dataloader()
+        dataset = getattr(loader, "dataset", None)
+        self._stream = None
+        if isinstance(dataset, datasets.IterableDataset) and self.args.dataloader_num_workers == 0:
+            from .data import StreamPosition
+
+            base = getattr(loader, "base_dataloader", loader)
+            self._stream = StreamPosition(dataset)
+            if self._stream_resume is not None:
+                dataset.load_state_dict(self._stream_resume["state"])
+                logger.info("continuing the stream where checkpoint %s left it", self._stream_resume["checkpoint"])
+            base.collate_fn = self._stream.wrap(base.collate_fn, on_first=self._stream_started)
+        elif self._stream_resume is not None:  # cannot happen with the checks above; never resume silently wrong
+            raise RuntimeError("a stream position was loaded for a run that does not stream from this process")
+        return loader
+
+    def _stream_started(self) -> None:
+        # The first batch of this session: the Trainer has loaded the checkpoint's state by now. Skipping batches
+        # would have restored the RNG state at this point (dropout); without skipping, restore it here.
+        self._stream_start_step = self.state.global_step
+        if self._stream_resume is not None:
+            self._load_rng_state(self._stream_resume["checkpoint"])
+
+    def _stream_state(self) -> dict[str, Any] | None:
+        if self._stream is None:
+            return None
+        consumed = (self.state.global_step - self._stream_start_step) * self.args.gradient_accumulation_steps
+        state = self._stream.state_after(consumed)
+        # A stream read to its end starts again in a new epoch, which a resumed Trainer would not replay: skip then.
+        return state if state is not None and state.get("epoch", 0) == 0 else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         parts = stage_loss(model, inputs, self.weights, self.contrastive_loss, self.bag_of_words_loss)
@@ -523,6 +574,11 @@ class RetroMAETrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_dir = None
+        stream_state = self._stream_state()
+        if stream_state is not None:  # every rank its own, beside its RNG state
+            record = {"world_size": self.args.world_size, "step": self.state.global_step, "state": stream_state}
+            path = Path(run_dir, STAGING_DIR, name, STREAM_STATE.format(rank=self.args.process_index))
+            path.write_text(json.dumps(record), encoding="utf-8")
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             staged, target = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)

@@ -71,12 +71,17 @@ def test_two_process_run_resumes_with_plain_resume_exactly(streaming, tmp_path, 
         *train_args(corpus_folder, killed, tokenizer_dir, 6, *extra), "--resume", cwd=REPO, timeout=300,
     )  # fmt: skip
     assert f"resuming from {killed / 'checkpoint-4'}" in output
+    if streaming:  # each rank continued its stream where it stood: nothing read and collated again to skip it
+        assert output.count("continuing the stream where checkpoint") == 2
+        assert all((killed / "checkpoint-4" / f"stream_state_rank{rank}.json").is_file() for rank in (0, 1))
+        for rank in (0, 1):  # the first-batch check, steps 5 and 6, and the loader's one batch of read-ahead
+            assert len(batches(tmp_path / "rec-resumed", rank)) == 4
     expected, got = losses(reference), losses(killed)
     assert sorted(got) == sorted(expected) == list(range(1, 7))
     for step in (5, 6):
         assert got[step] == pytest.approx(expected[step], abs=1e-6), step
     for rank in (0, 1):  # each rank collated its own batches, the same ones as without the interruption
-        assert batches(tmp_path / "rec-resumed", rank)[-2:] == batches(tmp_path / "rec-reference", rank)[-2:]
+        assert batches(tmp_path / "rec-resumed", rank)[-3:] == batches(tmp_path / "rec-reference", rank)[-3:]
     own = [{tuple(row) for batch in batches(tmp_path / "rec-reference", rank)[1:] for row in batch} for rank in (0, 1)]
     assert own[0] and own[1] and not own[0] & own[1]  # the ranks read disjoint data
 

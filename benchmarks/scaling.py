@@ -49,6 +49,7 @@ def measure_prepare(tokenizer, corpus: list[str], procs: int, workdir: Path, max
         "seconds": round(seconds, 2),
         "tokens": totals["tokens"],
         "tokens_per_s": round(totals["tokens"] / seconds),
+        "tokens_per_cpu_s": round(totals["tokens"] / totals["cpu_seconds"]),
         "text_bytes": totals["text_bytes"],
         "shard_bytes": totals["shard_bytes"],
         "size_ratio": round(totals["shard_bytes"] / totals["text_bytes"], 3),
@@ -127,11 +128,14 @@ def main() -> None:
                     [*common, *extra, "--output-dir", str(output_dir)], env, output_dir
                 )
     print(json.dumps(results, indent=2))
-    print("\n| path | processes | tokens/s | size on disk / text |\n|---|---|---|---|")
+    print("\n| path | processes | tokens/s | tokens per worker CPU-second | size on disk / text |\n|---|---|---|---|---|")
     base = results["tokenize_corpus"]
-    print(f"| tokenize_corpus (train) | 1 | {base['tokens_per_s']:,} | {base['size_ratio']:.2f}x |")
+    print(f"| tokenize_corpus (train) | 1 | {base['tokens_per_s']:,} | | {base['size_ratio']:.2f}x |")
     for row in results["prepare"]:
-        print(f"| prepare | {row['procs']} | {row['tokens_per_s']:,} | {row['size_ratio']:.2f}x |")
+        print(
+            f"| prepare | {row['procs']} | {row['tokens_per_s']:,} | {row['tokens_per_cpu_s']:,} | "
+            f"{row['size_ratio']:.2f}x |"
+        )
     for name, seconds in results.get("first_step_s", {}).items():
         print(f"| first step: {name} | | {seconds} s | |")
 

@@ -196,7 +196,7 @@ def _write_shard(path: Path, columns: dict[str, list[list[int]]], dtypes: dict[s
 def _prepare_piece(piece: Piece) -> dict[str, Any]:
     """Tokenize, pack and write one piece; returns its counts (also written to `.progress/`)."""
     tokenizer, settings = _WORKER["tokenizer"], _WORKER["settings"]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     function = _CorpusTokenizer(tokenizer, settings["max_length"], settings["packing"], live=False)
     keep_words = "word_ids" in settings["columns"]
     columns: dict[str, list[list[int]]] = {name: [] for name in settings["columns"]}
@@ -232,6 +232,7 @@ def _prepare_piece(piece: Piece) -> dict[str, Any]:
         "text_bytes": piece.text_bytes,
         "shard_bytes": final.stat().st_size,
         "seconds": round(time.perf_counter() - started, 3),
+        "cpu_seconds": round(time.process_time() - cpu_started, 3),  # this worker's own CPU time: the unit of scaling
     }
     _write_json(folder / PROGRESS_DIR / f"{piece.shard}.json", stats)
     return stats
@@ -332,8 +333,8 @@ def prepare_corpus(
                     bar.update(stats["text_bytes"])
     seconds = time.perf_counter() - started
     shards = [done[piece.index] for piece in pieces]
-    totals = {key: sum(s.get(key, 0) for s in shards) for key in ("texts", "blocks", "tokens", "text_bytes",
-                                                                     "shard_bytes", "texts_without_tokens")}  # fmt: skip
+    keys = ("texts", "blocks", "tokens", "text_bytes", "shard_bytes", "texts_without_tokens", "cpu_seconds")
+    totals = {key: sum(s.get(key, 0) for s in shards) for key in keys}
     totals["cut_sentences" if packing else "truncated_texts"] = sum(
         s.get("cut_sentences" if packing else "truncated_texts", 0) for s in shards
     )

@@ -128,7 +128,9 @@ def main() -> None:
                     [*common, *extra, "--output-dir", str(output_dir)], env, output_dir
                 )
     print(json.dumps(results, indent=2))
-    print("\n| path | processes | tokens/s | tokens per worker CPU-second | size on disk / text |\n|---|---|---|---|---|")
+    print(
+        "\n| path | processes | tokens/s | tokens per worker CPU-second | size on disk / text |\n|---|---|---|---|---|"
+    )
     base = results["tokenize_corpus"]
     print(f"| tokenize_corpus (train) | 1 | {base['tokens_per_s']:,} | | {base['size_ratio']:.2f}x |")
     for row in results["prepare"]:

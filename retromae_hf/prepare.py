@@ -498,8 +498,11 @@ def load_prepared(
     parts = []
     for shard in manifest["shards"]:
         path = folder / SHARDS_DIR / shard["shard"]
-        if not path.is_file():
-            raise PreparedCorpusError(f"--corpus {folder}: shard {path.name} is missing; prepare the corpus again")
+        if not path.is_file() or path.stat().st_size != shard["shard_bytes"]:
+            problem = "is missing" if not path.is_file() else "does not have the size the manifest records"
+            raise PreparedCorpusError(
+                f"--corpus {folder}: shard {path.name} {problem}; prepare the corpus again into a new folder"
+            )
         if shard["blocks"]:
             parts.append(Dataset.from_file(str(path)))
     dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]

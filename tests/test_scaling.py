@@ -50,15 +50,24 @@ def batches(record_dir: Path, rank: int) -> list[list[list[int]]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["cached", "streamed"])
-def test_two_process_run_resumes_with_plain_resume_exactly(streaming, tmp_path, corpus_folder, tokenizer_dir):
+@pytest.mark.parametrize("corpus", ["cached", "streamed", "prepared"])
+def test_two_process_run_resumes_with_plain_resume_exactly(corpus, tmp_path, corpus_folder, wordpiece_tokenizer):
+    from retromae_hf.prepare import prepare_corpus
+
+    tokenizer_dir = Path(wordpiece_tokenizer.name_or_path)
+    streaming = corpus == "streamed"
     extra = ("--streaming",) if streaming else ()
+    if corpus == "prepared":
+        prepare_corpus(wordpiece_tokenizer, [corpus_folder], tmp_path / "prepared", max_length=64, num_proc=1)
+        corpus_folder = tmp_path / "prepared"
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     output = run_torchrun(
         "distributed_training.py", str(tmp_path / "rec-reference"), "--",
         *train_args(corpus_folder, reference, tokenizer_dir, 6, *extra), cwd=REPO, timeout=300,
     )  # fmt: skip
-    assert "DDP over gloo" in output  # no GPU here: real DDP, said so once per process
+    assert output.count("DDP over gloo") == 2  # no GPU here: real DDP, said so by each process
+    if corpus == "prepared":  # no rank tokenizes: both read the prepared shards at once
+        assert output.count("(no tokenizing)") == 2 and "Tokenizing" not in output
     run_torchrun(
         "distributed_training.py", str(tmp_path / "rec-killed"), "4", "--",
         *train_args(corpus_folder, killed, tokenizer_dir, 6, *extra), cwd=REPO, timeout=300, expect_success=False,

@@ -298,7 +298,7 @@ def prepare_corpus(
     if plan is None:  # already complete
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         logger.info("%s is already prepared with these settings: nothing to do", folder)
-        return manifest
+        return {**manifest, "seconds_this_session": 0}
     pieces = [Piece(**piece) for piece in plan["pieces"]]
     done = {}
     for piece in pieces:

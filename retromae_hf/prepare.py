@@ -112,7 +112,9 @@ def needs_word_ids(tokenizer: "PreTrainedTokenizerBase") -> bool:
     """Whether whole words must be stored: only a WordPiece vocabulary (`##` continuations) spells every word
     start, so that `SpellingWordBoundaries` gives exactly `word_ids()`, also for sentences packed into a block."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    return backend is None or type(backend.model).__name__ != "WordPiece"
+    model = backend.model if backend is not None else None
+    wordpiece = type(model).__name__ == "WordPiece" and getattr(model, "continuing_subword_prefix", None) == "##"
+    return not wordpiece
 
 
 # ------------------------------------------------------------------------------------------------------ planning

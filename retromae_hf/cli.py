@@ -379,6 +379,68 @@ def _run_train(args: argparse.Namespace) -> None:
             print(f"\nstage {recipe.stage} evaluation ({summary}):\n{summary_to_markdown(load_summary(summary))}")
 
 
+# --------------------------------------------------------------------------------------------------- prepare
+def _add_prepare(subparsers) -> None:
+    parser = _add_parser(
+        subparsers,
+        "prepare",
+        help="tokenize and pack a stage-1 corpus once, in parallel, into Arrow shards that train reads at once",
+        description=(
+            "Tokenize and pack a local corpus (as `train --stage 1` would) with several processes into Arrow shards "
+            "of token ids in the narrowest type the vocabulary allows, with a manifest naming the tokenizer and "
+            "the length. `train --stage 1 --corpus DIR` then starts at once on every rank, without tokenizing. "
+            "An interrupted preparation resumes when the same command is run again (finished shards are kept)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  retromae-hf prepare --tokenizer bert-base-uncased --corpus corpus.txt --max-length 512 "
+            "--output-dir prepared/corpus\n"
+            "  retromae-hf train --stage 1 --model bert-base-uncased --corpus prepared/corpus --max-length 512 "
+            "--output-dir runs/prepared"
+        ),
+    )
+    parser.add_argument("--tokenizer", required=True, help="tokenizer name or folder (the one training will use)")
+    parser.add_argument("--corpus", nargs="+", required=True, metavar="FILE", help="text files or folders (local)")
+    parser.add_argument("--max-length", type=positive_int, required=True, help="block length, special tokens included")
+    parser.add_argument("--output-dir", type=Path, required=True, help="a new folder for the shards and manifest")
+    parser.add_argument(
+        "--num-proc", type=positive_int, default=None, help="worker processes (default: every core available)"
+    )
+    parser.add_argument("--text-column", default="text", help="column holding the text in JSON/CSV/Parquet files")
+    parser.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pack consecutive lines into blocks (default: on, as train's --packing)",
+    )
+    parser.add_argument(
+        "--shard-mb", type=positive_int, default=128, help="about how much text goes into one shard (default: 128)"
+    )
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from .errors import remote_resource
+    from .prepare import prepare_corpus, summary_line
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoTokenizer
+
+    with remote_resource("tokenizer", args.tokenizer, "--tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    manifest = prepare_corpus(
+        tokenizer,
+        args.corpus,
+        args.output_dir,
+        max_length=args.max_length,
+        packing=args.packing,
+        text_column=args.text_column,
+        num_proc=args.num_proc,
+        shard_bytes=args.shard_mb << 20,
+    )
+    print(summary_line(manifest, args.output_dir))
+
+
 # --------------------------------------------------------------------------------------------------- export
 def _add_export(subparsers) -> None:
     parser = _add_parser(
@@ -608,6 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_demo(subparsers)
     _add_train(subparsers)
+    _add_prepare(subparsers)
     _add_export(subparsers)
     _add_evaluate(subparsers)
     _add_make_long_eval(subparsers)

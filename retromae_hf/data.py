@@ -19,6 +19,7 @@ This module deliberately imports nothing from the model code.
 
 import csv
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -45,9 +46,11 @@ __all__ = [
     "TOKENIZED_FEATURES",
     "DataError",
     "DataFileNotFoundError",
+    "line_ranges",
     "load_beir_training_pairs",
     "load_corpus",
     "load_pairs",
+    "shard_file_specs",
     "tokenize_corpus",
 ]
 
@@ -176,6 +179,56 @@ def _iter_lines(path: str, compressed: bool) -> Iterator[tuple[int, str]]:
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             yield number, line
+
+
+def line_ranges(path: PathLike, count: int, min_bytes: int = 1 << 20) -> list[tuple[int, int]]:
+    """Split an uncompressed line-based file into up to `count` byte ranges `[start, end)` that start at line starts.
+
+    Each line belongs to the range holding its first byte, so the ranges read together give every line exactly
+    once; a range is never smaller than `min_bytes` (a small file stays one range). Used to stream one large file
+    as several shards (DataLoader workers and ranks read their own) and to prepare it in parallel.
+    """
+    size = Path(path).stat().st_size
+    count = max(1, min(count, size // max(1, min_bytes)))
+    if count == 1:
+        return [(0, size)]
+    bounds = [0]
+    with open(path, "rb") as handle:
+        for index in range(1, count):
+            handle.seek(max(bounds[-1], size * index // count))
+            if handle.tell() > 0:
+                handle.seek(handle.tell() - 1)
+                handle.readline()  # to the start of the next line (or stay, if the byte before was a newline)
+            position = handle.tell()
+            if bounds[-1] < position < size:
+                bounds.append(position)
+    bounds.append(size)
+    return list(itertools.pairwise(bounds))
+
+
+def _iter_line_range(path: str, start: int, end: int) -> Iterator[tuple[str, str]]:
+    """Yield `(where, line)` for the lines whose first byte lies in `[start, end)` of an uncompressed file."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        if start > 0:
+            handle.seek(start - 1)
+            handle.readline()  # a line that began before `start` belongs to the previous range
+        position = handle.tell()
+        while position < end:
+            raw = handle.readline()
+            if not raw:
+                break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{path}, line starting at byte {position}: not valid UTF-8 ({error.reason} at byte "
+                    f"{error.start} of the line)"
+                ) from error
+            if position == 0 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield f"{path}, line starting at byte {position}", line
+            position += len(raw)
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
@@ -407,7 +460,7 @@ def _generate_corpus(files: list[_FileSpec], text_column: str) -> Iterator[dict[
         column = "text" if fmt == "text" else text_column
         stats: dict[str, int] = {}
         empty = 0
-        for where, record in _iter_records(spec, stats):
+        for where, record in _iter_records(spec, stats) if len(spec) == 5 else _iter_range_records(spec, stats):
             if column not in record:
                 raise _missing_in_record(where, record, column)
             value = record[column]
@@ -427,6 +480,38 @@ def _generate_corpus(files: list[_FileSpec], text_column: str) -> Iterator[dict[
             logger.info("skipped %d empty values of column %r in %s", empty, column, path)
         if stats.get("blank"):
             logger.info("skipped %d blank lines in %s", stats["blank"], path)
+
+
+def _iter_range_records(spec: tuple, stats: dict[str, int]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`_iter_records` for a byte range of a `.txt` or JSON Lines file: `(path, format, compressed, size, mtime,
+    start, end)`, as made by `shard_file_specs`."""
+    path, fmt, start, end = spec[0], spec[1], spec[5], spec[6]
+    for where, line in _iter_line_range(path, start, end):
+        if fmt == "text":
+            yield where, {"text": line.strip()}
+        elif not line.strip():
+            stats["blank"] = stats.get("blank", 0) + 1
+        else:
+            yield where, _json_object(line, where)
+
+
+def splittable(spec: _FileSpec) -> bool:
+    """Whether a file can be read in byte ranges: uncompressed `.txt` or JSON Lines (one record per line)."""
+    return not spec[2] and (spec[1] == "text" or (spec[1] in ("jsonl", "json") and not _json_is_array(spec[0], False)))
+
+
+def shard_file_specs(specs: Sequence[_FileSpec], shards: int, min_bytes: int = 1 << 20) -> list[tuple]:
+    """Split files into at least `shards` pieces where they allow it: each splittable file into byte ranges in
+    proportion to its size (`line_ranges`), others whole. The pieces, in order, read every record once."""
+    total = sum(spec[3] for spec in specs) or 1
+    pieces: list[tuple] = []
+    for spec in specs:
+        if shards <= len(specs) or not splittable(spec):
+            pieces.append(spec)
+            continue
+        count = max(1, -(-shards * spec[3] // total))
+        pieces.extend((*spec, start, end) for start, end in line_ranges(spec[0], count, min_bytes))
+    return pieces
 
 
 def _clean_hub_texts(dataset: Dataset | IterableDataset, name: str, streaming: bool) -> Dataset | IterableDataset:
@@ -458,6 +543,7 @@ def load_corpus(
     split: str = "train",
     dataset_config: str | None = None,
     cache_dir: str | None = None,
+    num_shards: int = 1,
 ) -> Dataset | IterableDataset:
     """Load raw text for masked auto-encoding pre-training as a dataset with the single column `text`.
 
@@ -475,6 +561,10 @@ def load_corpus(
         split: the split to load from a Hub dataset.
         dataset_config: the configuration (subset) of a Hub dataset, e.g. `"wikitext-103-raw-v1"`.
         cache_dir: where `datasets` writes the non-streaming dataset built from local files (default: its cache).
+        num_shards: with `streaming`, split local files into at least this many shards where they allow it (plain
+            `.txt` and JSON Lines files into byte ranges aligned to line starts, `shard_file_specs`), so that
+            DataLoader workers and ranks each read their own share (`IterableDataset.n_shards`). The examples and
+            their order are the same for any value.
 
     Lines and values are stripped; empty ones are skipped and their number is logged per file ("skipped N empty
     lines in FILE"; while streaming the counts are logged as the stream is read). When a non-streaming dataset is
@@ -490,6 +580,8 @@ def load_corpus(
         if kind == "files":
             for spec in payload:
                 _check_columns(spec, [text_column] if spec[1] != "text" else [], "text")
+            if streaming and num_shards > 1:
+                payload = shard_file_specs(payload, num_shards)
             parts.append(
                 _from_generator(
                     _generate_corpus,
@@ -997,3 +1089,39 @@ def load_beir_training_pairs(folder: PathLike, split: str = "train", *, skip_unk
         logger.info("skipped %d judgements with score <= 0 in %s", not_positive, qrels_path)
     logger.info("built %d (query, positive) pairs from %s", len(pairs["query"]), qrels_path)
     return Dataset.from_dict(pairs, features=PAIR_FEATURES)
+
+
+# ------------------------------------------------------------------------------------------------ stream positions
+class StreamPosition:
+    """Where one process stands in a streamed corpus, so that `--resume` continues there instead of reading the
+    stream again from its start.
+
+    It watches the batches a DataLoader collates (`wrap`): at each one it notes the `IterableDataset.state_dict()`
+    of the dataset being read. Loaders read ahead (accelerate's by one batch), so the position to save after a
+    given number of consumed batches is the one noted at that batch, not the latest (`state_after`). Only a
+    DataLoader without worker processes reads the stream in this process (workers read copies of it); with
+    workers, and once a stream has been read to its end and started again, there is no position to save and
+    resuming falls back to skipping the consumed batches.
+    """
+
+    def __init__(self, dataset: IterableDataset, keep: int = 64) -> None:
+        self.dataset = dataset
+        self.collated = 0
+        self.keep = keep
+        self.states: dict[int, dict[str, Any]] = {}
+        self.restarted = False
+
+    def wrap(self, collate: Callable[[list[Any]], Any], on_first: Callable[[], None] | None = None) -> Callable:
+        def collate_and_note(examples: list[Any]) -> Any:
+            self.collated += 1
+            self.states[self.collated] = self.dataset.state_dict()
+            self.states.pop(self.collated - self.keep, None)
+            if self.collated == 1 and on_first is not None:
+                on_first()
+            return collate(examples)
+
+        return collate_and_note
+
+    def state_after(self, consumed: int) -> dict[str, Any] | None:
+        """The stream's state once `consumed` batches (counted from this loader's start) have been used."""
+        return None if self.restarted else self.states.get(consumed)

@@ -9,6 +9,7 @@ import importlib
 import inspect
 import logging
 import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -111,8 +112,13 @@ def write_docstring_retrieval_task(folder: str | Path, overwrite: bool = False) 
     return folder
 
 
-def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4000) -> PreTrainedTokenizerFast:
+def train_wordpiece_tokenizer(
+    texts: "Sequence[str] | Callable[[], Iterable[str]]", vocab_size: int = 4000
+) -> PreTrainedTokenizerFast:
     """A lower-cased BERT-style WordPiece tokenizer ([PAD]=0, [UNK], [CLS], [SEP], [MASK]) trained on `texts`.
+
+    `texts` is a sequence, or a function returning a fresh iterator over the texts (called twice: the texts are
+    read in two passes and never held in memory together), for corpora larger than memory.
 
     The same texts give the same vocabulary in every process. The `tokenizers` trainer alone does not: it gives
     the word-continuation pieces (`##e`, `##s`, ...) their ids in the iteration order of a hash map, which Rust
@@ -130,13 +136,14 @@ def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 4000) -> PreTr
     backend.normalizer = normalizers.BertNormalizer(lowercase=True)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
+    passes = texts if callable(texts) else (lambda: texts)
     continuations: set[str] = set()
-    for text in texts:
+    for text in passes():
         for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
             continuations.update(word[1:])
     reserved = ["##" + char for char in sorted(continuations)]
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials + reserved, show_progress=False)
-    backend.train_from_iterator(texts, trainer)
+    backend.train_from_iterator(passes(), trainer)
     serialized = json.loads(backend.to_str())
     serialized["added_tokens"] = [token for token in serialized["added_tokens"] if token["content"] in specials]
     backend = Tokenizer.from_str(json.dumps(serialized))

@@ -95,6 +95,10 @@ class Recipe:
         "tokenizer on the corpus",
         default=None,
     )
+    tokenizer_train_samples: int = _help(
+        "with tokenizer 'train': train it on at most this many corpus texts, read as a stream (0: all of them)",
+        default=1_000_000,
+    )
     model_config: dict[str, Any] = _help(
         "RetroMAEConfig fields: overrides such as query_stream or decoder_positions; for 'scratch' also the "
         "encoder's shape, as `encoder: {model_type: modernbert, hidden_size: ...}` (or BERT fields at the top level)",
@@ -153,6 +157,8 @@ class Recipe:
             value = getattr(self, name)
             if value < 3:
                 raise RecipeError(f"{_key(name)} must be at least 3 ([CLS], a token, [SEP]), got {value}")
+        if self.tokenizer_train_samples < 0:
+            raise RecipeError(f"{_key('tokenizer_train_samples')} must be >= 0 (0: all texts)")
         if self.num_negatives < 0:
             raise RecipeError(f"{_key('num_negatives')} must be >= 0, got {self.num_negatives}")
         if min(self.retromae_weight, self.contrastive_weight, self.bag_of_words_weight) < 0:

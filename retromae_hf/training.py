@@ -10,6 +10,7 @@ distributed goes through `Trainer`/`accelerate`. Checkpoints are staged in a sid
 only once complete, so a crash mid-save never leaves a half-written `checkpoint-N` for `--resume` to pick up.
 """
 
+import itertools
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
 FINAL_DIR = "final"
+#: In a checkpoint of a streamed run: where each rank stands in its share of the stream.
+STREAM_STATE = "stream_state_rank{rank}.json"
 #: Written into the run folder and every checkpoint: which run it belongs to, and the recipe it was trained with.
 RUN_RECORD = "retromae_run.json"
 #: What `train` creates in a run folder; `--overwrite-output-dir` deletes these and nothing else.
@@ -74,16 +78,23 @@ RUN_ARTEFACTS = (
 
 
 # --------------------------------------------------------------------------------------------------- model & data
-def load_tokenizer(recipe: Recipe, texts: list[str] | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(recipe: Recipe, texts: Callable[[], Iterable[str]] | None = None) -> PreTrainedTokenizerBase:
+    """The run's tokenizer: the recipe's (or the model's), or, for 'train', one trained on `texts` (a function
+    returning a fresh iterator over the training texts: the corpus is streamed, never held in a list)."""
     if recipe.tokenizer == "train":
         from .quickstart import train_wordpiece_tokenizer
 
-        if not texts:
-            raise RecipeError("tokenizer 'train' needs an in-memory corpus to train on")
+        if texts is None:
+            raise RecipeError("tokenizer 'train' needs a corpus or pairs to train on")
         encoder = recipe.model_config.get("encoder")
         shape = encoder if isinstance(encoder, dict) else recipe.model_config
         vocab_size = int(shape.get("vocab_size", 4000))
-        logger.info("training a WordPiece tokenizer (vocab %d) on %d corpus lines", vocab_size, len(texts))
+        cap = recipe.tokenizer_train_samples
+        logger.info(
+            "training a WordPiece tokenizer (vocab %d) on %s corpus texts, streamed",
+            vocab_size,
+            f"the first {cap}" if cap else "all",
+        )
         return train_wordpiece_tokenizer(texts, vocab_size=vocab_size)
     name = recipe.tokenizer or recipe.model
     flag = "--tokenizer" if recipe.tokenizer else "--model"
@@ -339,8 +350,24 @@ def _source_args(source: Any, default_column: str) -> tuple[Any, dict[str, Any]]
     return source, {}
 
 
-def load_corpus_texts(recipe: Recipe):
-    """The stage-1 corpus as a `datasets` dataset with a `text` column."""
+def tokenizer_training_texts(recipe: Recipe) -> Callable[[], Iterator[str]]:
+    """For `tokenizer: train`: a function returning a fresh iterator over at most `tokenizer_train_samples` texts
+    of the corpus (or of the pairs' queries and positives), read as they come; nothing is collected in a list."""
+    cap = recipe.tokenizer_train_samples or None
+
+    def texts() -> Iterator[str]:
+        if recipe.corpus:
+            rows: Iterable[str] = (row["text"] for row in load_corpus_texts(recipe))
+        else:
+            rows = (f"{row['query']} {row['positive']}" for row in load_pair_data(recipe))
+        return itertools.islice(rows, cap)
+
+    return texts
+
+
+def load_corpus_texts(recipe: Recipe, shards: int = 1):
+    """The stage-1 corpus as a `datasets` dataset with a `text` column; streamed local files in at least `shards`
+    shards where they allow it (`data.load_corpus`'s `num_shards`)."""
     from datasets import Dataset
 
     from .data import DataError, _concatenate, load_corpus
@@ -354,6 +381,8 @@ def load_corpus_texts(recipe: Recipe):
             continue
         path, options = _source_args(source, recipe.text_column)
         options.setdefault("text_column", recipe.text_column)
+        if recipe.streaming:
+            options.setdefault("num_shards", shards)
         try:
             parts.append(load_corpus(path, streaming=recipe.streaming, **options))
         except DataError as error:
@@ -462,6 +491,55 @@ class RetroMAETrainer(Trainer):
         self._component_sums: dict[str, float] = defaultdict(float)
         self._component_steps = 0
         self._staging_dir: str | None = None
+        self._stream = None  # data.StreamPosition of a streamed corpus read in this process
+        self._stream_resume: dict[str, Any] | None = None
+        self._stream_start_step = 0
+
+    # Streamed corpora: each rank saves where it stands in its share of the stream; --resume continues from there
+    # (IterableDataset.load_state_dict) instead of reading and collating every consumed batch again.
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        self._stream_resume = None
+        if isinstance(resume_from_checkpoint, str):
+            path = Path(resume_from_checkpoint, STREAM_STATE.format(rank=self.args.process_index))
+            record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            if record is not None and record.get("world_size") == self.args.world_size:
+                self._stream_resume = {"state": record["state"], "checkpoint": resume_from_checkpoint}
+                self.args.ignore_data_skip = True  # the stream itself continues where it stood
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def get_train_dataloader(self):
+        import datasets
+
+        loader = super().get_train_dataloader()
+        dataset = getattr(loader, "dataset", None)
+        self._stream = None
+        if isinstance(dataset, datasets.IterableDataset) and self.args.dataloader_num_workers == 0:
+            from .data import StreamPosition
+
+            base = getattr(loader, "base_dataloader", loader)
+            self._stream = StreamPosition(dataset)
+            if self._stream_resume is not None:
+                dataset.load_state_dict(self._stream_resume["state"])
+                logger.info("continuing the stream where checkpoint %s left it", self._stream_resume["checkpoint"])
+            base.collate_fn = self._stream.wrap(base.collate_fn, on_first=self._stream_started)
+        elif self._stream_resume is not None:  # cannot happen with the checks above; never resume silently wrong
+            raise RuntimeError("a stream position was loaded for a run that does not stream from this process")
+        return loader
+
+    def _stream_started(self) -> None:
+        # The first batch of this session: the Trainer has loaded the checkpoint's state by now. Skipping batches
+        # would have restored the RNG state at this point (dropout); without skipping, restore it here.
+        self._stream_start_step = self.state.global_step
+        if self._stream_resume is not None:
+            self._load_rng_state(self._stream_resume["checkpoint"])
+
+    def _stream_state(self) -> dict[str, Any] | None:
+        if self._stream is None:
+            return None
+        consumed = (self.state.global_step - self._stream_start_step) * self.args.gradient_accumulation_steps
+        state = self._stream.state_after(consumed)
+        # A stream read to its end starts again in a new epoch, which a resumed Trainer would not replay: skip then.
+        return state if state is not None and state.get("epoch", 0) == 0 else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         parts = stage_loss(model, inputs, self.weights, self.contrastive_loss, self.bag_of_words_loss)
@@ -496,6 +574,11 @@ class RetroMAETrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self._staging_dir = None
+        stream_state = self._stream_state()
+        if stream_state is not None:  # every rank its own, beside its RNG state
+            record = {"world_size": self.args.world_size, "step": self.state.global_step, "state": stream_state}
+            path = Path(run_dir, STAGING_DIR, name, STREAM_STATE.format(rank=self.args.process_index))
+            path.write_text(json.dumps(record), encoding="utf-8")
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             staged, target = os.path.join(run_dir, STAGING_DIR, name), os.path.join(run_dir, name)
@@ -553,11 +636,41 @@ def training_arguments(recipe: Recipe, output_dir: str) -> TrainingArguments:
     if recipe.streaming and "max_steps" not in recipe.training:
         raise RecipeError("streaming corpora have no length: set training.max_steps (--max-steps)")
     options = {**defaults, **recipe.training, "output_dir": output_dir}
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1:
+        _distributed_options(options, recipe, launched)
     try:
-        return TrainingArguments(**options)
+        args = TrainingArguments(**options)
     except (TypeError, ValueError) as error:
         # TrainingArguments checks its values against each other and against the hardware (bf16 on a CPU, ...).
         raise RecipeError(f"training (TrainingArguments): {error}") from error
+    if launched > 1 and args.world_size != launched:
+        raise RecipeError(
+            f"launched as {launched} processes (WORLD_SIZE), but the Trainer set up {args.world_size}: each process "
+            "would train alone on the same data. On a machine without GPUs add --set training.use_cpu=true "
+            "(DDP over gloo); with GPUs, start as many processes as there are GPUs (torchrun --nproc_per_node N)."
+        )
+    return args
+
+
+def _distributed_options(options: dict[str, Any], recipe: Recipe, world_size: int) -> None:
+    """What a multi-process launch needs that the Trainer does not do by itself.
+
+    - Without a GPU (or other accelerator) the Trainer sets up no process group unless `use_cpu` is on: every
+      process would train alone. Turn it on (DDP over gloo), saying so.
+    - A streamed corpus: by default accelerate reads it on rank 0 alone and ships the collated batches (masks
+      included) to the others. Instead each rank reads its own shards (`IterableDataset.shard`, as
+      `datasets.distributed.split_dataset_by_node` does) and collates its own batches.
+    """
+    accelerator = getattr(torch, "accelerator", None)
+    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    if not has_accelerator and "use_cpu" not in options:
+        logger.info("%d processes and no GPU: training with DDP over gloo on the CPU (training.use_cpu)", world_size)
+        options["use_cpu"] = True
+    if recipe.streaming:
+        config = options.get("accelerator_config") or {}
+        if isinstance(config, dict):
+            options["accelerator_config"] = {"dispatch_batches": False, **config}
 
 
 # --------------------------------------------------------------------------------------------------- run folders
@@ -803,9 +916,11 @@ def train(
     """
     recipe.validate()
     output_dir = recipe.output_dir
-    prepare_output_dir(recipe, resume, overwrite_output_dir)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # the process group does not exist yet
+    # Only the main process changes the run folder; the others check it (and read the run record it writes).
+    prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=not main_process)
     staging = Path(output_dir) / STAGING_DIR
-    if staging.exists():
+    if staging.exists() and main_process:
         logger.warning("removing %s, left by a save that did not finish", staging)
         shutil.rmtree(staging)
     resume_from = resolve_resume(resume, output_dir, recipe)
@@ -817,14 +932,17 @@ def train(
     positions, vocab_size = _model_limits(config)
     lengths = effective_lengths(recipe, positions)
 
+    from .prepare import find_prepared, load_prepared
+
+    prepared = find_prepared(recipe.corpus) if recipe.stage == 1 and train_dataset is None else None
+    if prepared is not None and recipe.tokenizer == "train":
+        raise RecipeError(
+            f"--corpus {prepared} is already tokenized: pass the tokenizer it was prepared with (--tokenizer), not "
+            "'train'"
+        )
     texts_for_tokenizer = None
     if recipe.tokenizer == "train" and not resume_from:
-        corpus = load_corpus_texts(recipe) if recipe.corpus else None
-        texts_for_tokenizer = (
-            list(corpus["text"])
-            if corpus is not None
-            else [f"{row['query']} {row['positive']}" for row in load_pair_data(recipe)]
-        )
+        texts_for_tokenizer = tokenizer_training_texts(recipe)
     if resume_from and recipe.tokenizer == "train":
         tokenizer = AutoTokenizer.from_pretrained(resume_from)  # the vocabulary the checkpoint was trained with
     else:
@@ -844,21 +962,18 @@ def train(
     )
     contrastive_loss = None
     if recipe.stage == 1 and train_dataset is not None:
-        missing = {"input_ids", "word_ids"} - set(train_dataset.column_names or [])
-        if missing:
-            raise RecipeError(f"train_dataset must come from data.tokenize_corpus; it lacks {sorted(missing)}")
+        if "input_ids" not in set(train_dataset.column_names or []):
+            raise RecipeError("train_dataset must come from data.tokenize_corpus or prepare; it lacks input_ids")
         dataset = train_dataset
         collator = retromae_collator
         weights = ObjectiveWeights(
             retromae=recipe.retromae_weight, contrastive=0.0, bag_of_words=recipe.bag_of_words_weight
         )
     elif recipe.stage == 1:
-        with args.main_process_first(desc="tokenizing the corpus"):
-            from .data import tokenize_corpus
-
-            dataset = tokenize_corpus(
-                load_corpus_texts(recipe), tokenizer, max_length=retromae_collator.max_length, packing=recipe.packing
-            )
+        if prepared is not None:  # tokenized once beforehand: every rank memory-maps the shards at once
+            dataset = load_prepared(prepared, tokenizer, max_length=lengths["max_length"], packing=recipe.packing)
+        else:
+            dataset = _tokenized_corpus(recipe, tokenizer, args, retromae_collator.max_length)
         collator = retromae_collator
         weights = ObjectiveWeights(
             retromae=recipe.retromae_weight, contrastive=0.0, bag_of_words=recipe.bag_of_words_weight
@@ -896,11 +1011,7 @@ def train(
         )
 
     run_path = Path(output_dir)
-    run_record = _read_run_record(run_path) if resume_from else None
-    if run_record is None:
-        run_record = new_run_record(recipe)
-        run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / RUN_RECORD).write_text(json.dumps(run_record, indent=2, default=str), encoding="utf-8")
+    run_record = _shared_run_record(run_path, recipe, bool(resume_from), args)
 
     log_path = run_path / "training_log.jsonl"
     trainer = (trainer_class or RetroMAETrainer)(
@@ -1027,6 +1138,54 @@ def evaluate_after_training(final: str | os.PathLike, tasks: list[str], output_d
             resolved.append(task)
     evaluate(str(final), resolved, output_dir=output_dir, overwrite=True)
     return output_dir / "summary.json"
+
+
+def _tokenized_corpus(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, args: TrainingArguments, max_length: int):
+    """The stage-1 corpus tokenized here: once into the `datasets` cache (the main process first, the others then
+    read the cache), or, streamed, lazily in shards that each rank and DataLoader worker read on their own."""
+    from .data import tokenize_corpus
+
+    if not recipe.streaming:
+        with args.main_process_first(desc="tokenizing the corpus"):
+            return tokenize_corpus(load_corpus_texts(recipe), tokenizer, max_length=max_length, packing=recipe.packing)
+    readers = args.world_size * max(1, args.dataloader_num_workers)
+    dataset = tokenize_corpus(
+        load_corpus_texts(recipe, shards=readers), tokenizer, max_length=max_length, packing=recipe.packing
+    )
+    shards = getattr(dataset, "num_shards", 1)
+    if shards < readers:
+        logger.warning(
+            "the streamed corpus has %d shard(s) for %d ranks x %d DataLoader workers: some read the whole stream "
+            "and keep a share of it. More files (or plain .txt / JSON Lines files, split in byte ranges) avoid that",
+            shards,
+            args.world_size,
+            max(1, args.dataloader_num_workers),
+        )
+    else:
+        logger.info("streaming %d shards: each of %d rank(s) and its workers read their own", shards, args.world_size)
+    return dataset
+
+
+def _shared_run_record(run_path: Path, recipe: Recipe, resumed: bool, args: TrainingArguments) -> dict[str, Any]:
+    """The run record (run id, recipe): read or created and written by the main process alone, then sent to the
+    others, so that every rank, every checkpoint and the run folder name one run and `--resume` finds them."""
+    record = None
+    if args.process_index == 0:
+        record = _read_run_record(run_path) if resumed else None
+        if record is None:
+            record = new_run_record(recipe)
+            run_path.mkdir(parents=True, exist_ok=True)
+            path = run_path / RUN_RECORD
+            staged = path.with_name(f".{RUN_RECORD}.tmp")
+            staged.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+            os.replace(staged, path)
+    if args.world_size > 1:
+        import torch.distributed as dist
+
+        box = [record]
+        dist.broadcast_object_list(box, src=0)
+        record = box[0]
+    return record
 
 
 def _check_first_batch(dataset, collator, recipe: Recipe) -> None:

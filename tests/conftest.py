@@ -41,9 +41,10 @@ def load_benchmark(name: str):
     return module
 
 
-def run_torchrun(script: str, *args: str, cwd: Path, timeout: int) -> None:
+def run_torchrun(script: str, *args: str, cwd: Path, timeout: int, expect_success: bool = True) -> str:
     """Run `tests/<script>` in two processes under torchrun (gloo, CPU, loopback); fail the test with the end of its
-    output if it fails or outlives `timeout` seconds. Skips where torch has no gloo backend."""
+    output if it fails (unless `expect_success` is False: a run that is killed on purpose) or outlives `timeout`
+    seconds. Returns the output. Skips where torch has no gloo backend."""
     import signal
     import socket
     import subprocess
@@ -73,7 +74,9 @@ def run_torchrun(script: str, *args: str, cwd: Path, timeout: int) -> None:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         pytest.fail(f"torchrun did not finish in {timeout} s:\n{output[-6000:]}")
-    assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
+    if expect_success:
+        assert process.returncode == 0, f"torchrun failed ({process.returncode}):\n{output[-6000:]}"
+    return output
 
 
 def run_cli(argv: list[str], capfd) -> tuple[int, str]:

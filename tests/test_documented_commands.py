@@ -109,7 +109,7 @@ def make_sandbox(folder: Path, tokenizer) -> Path:
     sts = ["sentence1\tsentence2\tscore"] + [f"{lines[i]}\t{lines[i + 1]}\t{i % 5}" for i in range(20)]
     (folder / "data" / "sts" / "sts-test.tsv").write_text("\n".join(sts) + "\n")
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+                        intermediate_size=64, max_position_embeddings=512)  # fmt: skip
     torch.manual_seed(0)
     state = BertForMaskedLM(config).state_dict()
     state.pop("cls.predictions.decoder.weight")  # tied to the word embeddings

@@ -47,6 +47,7 @@ from .configuration_retromae import RetroMAEConfig
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
+DEFAULT_LOSS_CHUNK_SIZE = 4096  # tokens per chunk of vocabulary logits (`RetroMAEConfig.loss_chunk_size`)
 # Written into every saved config, so that any Auto class loads any RetroMAE checkpoint as remote code.
 AUTO_MAP = {
     "AutoConfig": "configuration_retromae.RetroMAEConfig",
@@ -989,7 +990,7 @@ def chunked_cross_entropy(
     hidden_states: torch.Tensor,
     labels: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor],
-    chunk_size: int | None = 4096,
+    chunk_size: int | None = DEFAULT_LOSS_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Mean cross-entropy of `head(hidden_states)` (vocabulary logits) against `labels`, chunk of tokens by chunk.
 

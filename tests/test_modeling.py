@@ -708,3 +708,20 @@ def test_fused_cross_entropy_gives_the_unchunked_losses_and_gradients(architectu
     model.config.fused_cross_entropy = True
     fused = losses_and_gradients(model, batch)
     assert_same_step(unchunked, fused, batch["encoder_attention_mask"].bool())
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_head_features_then_the_output_projection_is_the_head(architecture_setup):
+    """The fused path's split of each architecture's head (runs on CPU, without any fused kernel)."""
+    from retromae_hf.modeling_retromae import head_features
+
+    _, _, config = architecture_setup
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    hidden = torch.randn(10, config.hidden_size)
+    projection = model.get_output_embeddings()
+    assert isinstance(projection, torch.nn.Linear)
+    with torch.no_grad():
+        features = head_features(model.mlm_logits, projection, hidden)
+        assert features.shape == (10, config.hidden_size)
+        torch.testing.assert_close(projection(features), model.mlm_logits(hidden), atol=1e-5, rtol=1e-5)

@@ -91,18 +91,28 @@ def batch_bytes(batch) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in batch.values())
 
 
-def collation_seconds(tokenizer, examples, length: int, form: str, repeats: int) -> float:
-    """Best of `repeats` collations of the same documents (fresh masks each time: `set_epoch`)."""
+def collation_seconds(tokenizer, batches: dict[int, list], repeats: int) -> dict[tuple[int, str], float]:
+    """Best time of `repeats` collations per (length, form), fresh masks each time (`set_epoch`).
+
+    Rounds go over every length and form in turn, so that a busy spell of a shared machine slows all of them
+    alike instead of one length's measurements; the best of the rounds is the least disturbed one.
+    """
     from retromae_hf import RetroMAECollator
 
-    collator = RetroMAECollator(tokenizer, max_length=length, decoder_mask=form, seed=0)
-    collator(examples)  # warm-up
-    best = float("inf")
+    collators = {
+        (length, form): RetroMAECollator(tokenizer, max_length=length, decoder_mask=form, seed=0)
+        for length in batches
+        for form in ("dense", "compact")
+    }
+    best = dict.fromkeys(collators, float("inf"))
+    for (length, _), collator in collators.items():
+        collator(batches[length])  # warm-up
     for epoch in range(1, repeats + 1):
-        collator.set_epoch(epoch)
-        start = time.perf_counter()
-        collator(examples)
-        best = min(best, time.perf_counter() - start)
+        for key, collator in collators.items():
+            collator.set_epoch(epoch)
+            start = time.perf_counter()
+            collator(batches[key[0]])
+            best[key] = min(best[key], time.perf_counter() - start)
     return best
 
 
@@ -232,16 +242,14 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     tokenizer, ids, words = load_tokens(max(lengths) * args.batch_size)
+    batches = {length: documents(tokenizer, ids, words, length, args.batch_size) for length in lengths}
+    seconds = collation_seconds(tokenizer, batches, repeats)
     rows = []
     for length in lengths:
-        examples = documents(tokenizer, ids, words, length, args.batch_size)
         row = {"length": length, "tokens": length * args.batch_size}
         for form in ("dense", "compact"):
-            batch = collate(tokenizer, examples, length, form)
-            row[f"{form}_bytes"] = batch_bytes(batch)
-            del batch
-            seconds = collation_seconds(tokenizer, examples, length, form, repeats)
-            row[f"{form}_us_per_token"] = seconds / row["tokens"] * 1e6
+            row[f"{form}_bytes"] = batch_bytes(collate(tokenizer, batches[length], length, form))
+            row[f"{form}_us_per_token"] = seconds[length, form] / row["tokens"] * 1e6
         logger.info(
             "L=%d collated: dense %.1f MiB, %.2f us/token; compact %.1f MiB, %.2f us/token",
             length,
@@ -250,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
             row["compact_bytes"] / 2**20,
             row["compact_us_per_token"],
         )
-        if not args.no_steps:
-            for variant in VARIANTS:
-                found = measure_step(variant, length, args.batch_size, steps)
-                row[variant] = found
-                logger.info("L=%d %s step: %s", length, variant, found)
         rows.append(row)
+    if not args.no_steps:
+        for row in rows:
+            for variant in VARIANTS:
+                row[variant] = measure_step(variant, row["length"], args.batch_size, steps)
+                logger.info("L=%d %s step: %s", row["length"], variant, row[variant])
 
     first = rows[0]
     print(f"\nbatch {args.batch_size} x L, tiny ModernBERT (hidden 64, 2 layers, vocab {VOCAB_SIZE}), one thread\n")

@@ -1,7 +1,9 @@
 """RetroMAE's masking: whole-word masks for the encoder, position-specific attention masks for the decoder.
 
-`RetroMAECollator` turns texts (or tokenized examples) into exactly the six keys `RetroMAEForPreTraining.forward`
-takes. It follows the official collator's rules, vectorised in torch over the batch:
+`RetroMAECollator` turns texts (or tokenized examples) into the keys `RetroMAEForPreTraining.forward` takes: the six
+`FORWARD_KEYS` (dense decoder mask, the official layout), or, with `decoder_mask="compact"` (what training uses),
+the same with `decoder_attention_mask` replaced by `decoder_mask_pool` + `decoder_mask_pick` (O(P x L) per
+sequence instead of L x L). It follows the official collator's rules, vectorised in torch over the batch:
 
 - **Encoder**: whole words are chosen in random order until `max(1, round(n * encoder_mask_ratio))` tokens are
   selected (`n` counts the special tokens, as the official code does); selected tokens become [MASK] 80% of the
@@ -18,7 +20,8 @@ Word selection replays the official greedy rule exactly (random word order; a wo
 budget is skipped and shorter later words still get their turn); only the random number streams differ.
 
 The rules are module-level functions on padded `[B, L]` tensors (`mask_budget`, `sample_whole_word_masks`,
-`mask_encoder_tokens`, `sample_decoder_attention`, `reconstruction_labels`, `SpellingWordBoundaries`), so that
+`mask_encoder_tokens`, `sample_decoder_mask_pool`, `expand_decoder_mask`, `sample_decoder_attention`,
+`reconstruction_labels`, `SpellingWordBoundaries`), so that
 code which receives already tokenized batches (the sentence-transformers loss) applies exactly the same rules, on
 whatever device the batch lives.
 """
@@ -552,7 +555,7 @@ class RetroMAECollator:
 
     def _plain_decoder_inputs(
         self, input_ids: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hidden = sample_whole_word_masks(word_ids, mask_budget(lengths, self.decoder_mask_ratio), 1, self.generator)
         hidden = hidden.squeeze(1)
         decoder_input_ids = input_ids.masked_fill(hidden, self.tokenizer.mask_token_id)

@@ -725,3 +725,18 @@ def test_head_features_then_the_output_projection_is_the_head(architecture_setup
         features = head_features(model.mlm_logits, projection, hidden)
         assert features.shape == (10, config.hidden_size)
         torch.testing.assert_close(projection(features), model.mlm_logits(hidden), atol=1e-5, rtol=1e-5)
+
+
+def test_compact_mask_under_gradient_checkpointing(trained_tokenizer):
+    """The decoder layer's own checkpoint (the Trainer's gradient_checkpointing) around the per-block ones."""
+    tokenizer = trained_tokenizer(*ARCHITECTURES["bert"])
+    config = RetroMAEConfig(encoder=tiny_encoder_config("bert", tokenizer), decoder_attention_block_size=8)
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).train()
+    batch = compact_collated(tokenizer)
+    reference = losses_and_gradients(model, batch)
+    if hasattr(model, "activation_checkpointing_enable"):  # the name in recent transformers 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # earlier transformers 5 (e.g. 5.17)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert_same_step(reference, losses_and_gradients(model, batch), batch["encoder_attention_mask"].bool())

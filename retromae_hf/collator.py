@@ -520,6 +520,11 @@ class RetroMAECollator:
                 word_ids, lengths, self.decoder_mask_ratio, self.decoder_pool_size, self.generator
             )
             if compact:
+                # Pool members are padded (never picked) to min(L, pool size), so that batches of one length have
+                # one shape, as `accelerate` needs when it concatenates the batches of several processes.
+                width = min(seq_len, self.decoder_pool_size)
+                if pool.shape[1] < width:
+                    pool = torch.cat([pool, pool.new_zeros(batch, width - pool.shape[1], seq_len)], dim=1)
                 pick_dtype = torch.int16 if pool.shape[1] <= torch.iinfo(torch.int16).max else torch.int32
                 decoder_masks = {"decoder_mask_pool": pool, "decoder_mask_pick": pick.to(pick_dtype)}
             else:

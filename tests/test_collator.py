@@ -409,11 +409,26 @@ def test_compact_decoder_mask_expands_to_the_dense_mask_bit_for_bit(wordpiece_to
         real = compact["encoder_attention_mask"].bool()
         batch, seq_len = pick.shape
         assert pool.dtype == torch.bool and pick.dtype == torch.int16
-        assert pool.shape == (batch, min(pool_size, int(real.sum(1).max())), seq_len)
+        assert pool.shape == (batch, min(pool_size, seq_len), seq_len)
         assert (pick.long() < real.sum(1).clamp(max=pool_size)[:, None]).all()  # each row's own pool only
         assert torch.equal(expand_decoder_mask(pool, pick, real), dense["decoder_attention_mask"])
         blocks = [model_expand(pool, pick, real, start, start + 5) for start in range(0, seq_len, 5)]
         assert torch.equal(torch.cat(blocks, dim=1).to(torch.uint8), dense["decoder_attention_mask"])
+
+
+def test_compact_pool_has_one_shape_per_length(wordpiece_tokenizer):
+    """With `pad_to_multiple_of`, batches of one padded length may hold shorter sequences: the pool is padded to
+    min(L, pool size) members (never picked), so every batch of that length has one shape and the expansion
+    still equals the dense mask."""
+    from retromae_hf.collator import expand_decoder_mask
+
+    options = dict(max_length=64, pad_to_multiple_of=64, decoder_pool_size=256, seed=1)
+    dense = RetroMAECollator(wordpiece_tokenizer, **options)(TEXTS[2:3])
+    compact = RetroMAECollator(wordpiece_tokenizer, decoder_mask="compact", **options)(TEXTS[2:3])
+    real = compact["encoder_attention_mask"].bool()
+    assert int(real.sum()) < 64 and compact["decoder_mask_pool"].shape == (1, 64, 64)
+    assert torch.equal(expand_decoder_mask(compact["decoder_mask_pool"], compact["decoder_mask_pick"], real),
+                       dense["decoder_attention_mask"])  # fmt: skip
 
 
 def test_compact_decoder_mask_is_what_the_sentence_transformers_loss_draws(wordpiece_tokenizer):

@@ -1,7 +1,9 @@
 """RetroMAE's masking: whole-word masks for the encoder, position-specific attention masks for the decoder.
 
-`RetroMAECollator` turns texts (or tokenized examples) into exactly the six keys `RetroMAEForPreTraining.forward`
-takes. It follows the official collator's rules, vectorised in torch over the batch:
+`RetroMAECollator` turns texts (or tokenized examples) into the keys `RetroMAEForPreTraining.forward` takes: the six
+`FORWARD_KEYS` (dense decoder mask, the official layout), or, with `decoder_mask="compact"` (what training uses),
+the same with `decoder_attention_mask` replaced by `decoder_mask_pool` + `decoder_mask_pick` (O(P x L) per
+sequence instead of L x L). It follows the official collator's rules, vectorised in torch over the batch:
 
 - **Encoder**: whole words are chosen in random order until `max(1, round(n * encoder_mask_ratio))` tokens are
   selected (`n` counts the special tokens, as the official code does); selected tokens become [MASK] 80% of the
@@ -18,7 +20,8 @@ Word selection replays the official greedy rule exactly (random word order; a wo
 budget is skipped and shorter later words still get their turn); only the random number streams differ.
 
 The rules are module-level functions on padded `[B, L]` tensors (`mask_budget`, `sample_whole_word_masks`,
-`mask_encoder_tokens`, `sample_decoder_attention`, `reconstruction_labels`, `SpellingWordBoundaries`), so that
+`mask_encoder_tokens`, `sample_decoder_mask_pool`, `expand_decoder_mask`, `sample_decoder_attention`,
+`reconstruction_labels`, `SpellingWordBoundaries`), so that
 code which receives already tokenized batches (the sentence-transformers loss) applies exactly the same rules, on
 whatever device the batch lives.
 """
@@ -43,6 +46,16 @@ FORWARD_KEYS = (
     "decoder_attention_mask",
     "decoder_labels",
 )
+# The compact decoder mask (`RetroMAECollator(decoder_mask="compact")`), beside or instead of the dense
+# `decoder_attention_mask`: `decoder_mask_pool` `[B, P, L]` bool (True: pool member p hides token j) and
+# `decoder_mask_pick` `[B, L]` int16/int32 (the pool member of each query row). Padding comes from
+# `encoder_attention_mask` (both streams share it), self-hiding from the position itself.
+COMPACT_DECODER_MASK_KEYS = ("decoder_mask_pool", "decoder_mask_pick")
+DECODER_MASKS = ("dense", "compact")
+# Every RetroMAE key a batch may carry, and those it must carry whatever the mask's form (the model itself says
+# when a batch has no decoder mask at all).
+RETROMAE_KEYS = FORWARD_KEYS + COMPACT_DECODER_MASK_KEYS
+RETROMAE_REQUIRED_KEYS = tuple(key for key in FORWARD_KEYS if key != "decoder_attention_mask")
 _WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE and SentencePiece mark the *start* of a word
 
 
@@ -152,6 +165,51 @@ def mask_encoder_tokens(
     return torch.where(to_random, random_tokens, masked), labels
 
 
+def sample_decoder_mask_pool(
+    word_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    ratio: float,
+    pool_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compact form of enhanced decoding's masks: a pool of whole-word masks per sequence and each row's pick.
+
+    Args:
+        word_ids: `[B, L]` word of each token, -1 for special tokens and padding (in no mask).
+        lengths: `[B]` real tokens per row, special tokens included.
+        ratio: the decoder mask ratio (`mask_budget` of each row).
+        pool_size: cap on the pool; a row draws `min(n, pool_size)` masks.
+        generator: a generator on `word_ids`' device, or None for that device's global RNG.
+
+    Returns:
+        `(pool, pick)`: `pool` `[B, P, L]` bool, `pool[b, p, j]` True when mask `p` of row `b` hides token `j`
+        (`P = min(max n, pool_size)`; members past a row's own pool size are drawn but never picked); `pick`
+        `[B, L]` long, the pool member each query row uses, uniform among its sequence's own pool. This is
+        O(B x P x L): what crosses the process boundary instead of a `[B, L, L]` matrix. The draws are exactly
+        those `sample_decoder_attention` makes, in the same order.
+    """
+    batch, seq_len = word_ids.shape
+    pool_sizes = lengths.to(word_ids.device).clamp(max=pool_size)
+    pool = sample_whole_word_masks(word_ids, mask_budget(lengths, ratio), int(pool_sizes.max()), generator)
+    pick = (torch.rand(batch, seq_len, generator=generator, device=word_ids.device) * pool_sizes[:, None]).long()
+    return pool, pick
+
+
+def expand_decoder_mask(pool: torch.Tensor, pick: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The dense `[B, L, L]` 0/1 mask (uint8, `[b, i, j] = 1`: row `i` sees `j`) of a compact `(pool, pick)`.
+
+    Row `i` hides its picked pool member's tokens and itself; padding is never attended and padded rows see
+    nothing. For tests and inspection only: the model expands the compact form itself, one block of rows at a
+    time, and never holds this matrix for long inputs.
+    """
+    seq_len = pick.shape[1]
+    hidden = pool.gather(1, pick.long()[:, :, None].expand(-1, -1, seq_len))  # [B, L(query), L(key)]
+    hidden |= torch.eye(seq_len, dtype=torch.bool, device=pool.device)[None]
+    real = real.bool()
+    visible = ~hidden & real[:, :, None] & real[:, None, :]
+    return visible.to(torch.uint8)
+
+
 def sample_decoder_attention(
     word_ids: torch.Tensor,
     lengths: torch.Tensor,
@@ -164,17 +222,11 @@ def sample_decoder_attention(
 
     Each sequence draws a pool of `min(n, pool_size)` whole-word masks with `ratio`; every query row picks one of
     its own sequence's pool uniformly and also hides itself. Special tokens are in no mask (so [CLS] is visible
-    to every row but its own); padding is never attended and padded rows see nothing.
+    to every row but its own); padding is never attended and padded rows see nothing. The dense form of
+    `sample_decoder_mask_pool` (same draws): grows with L x L, so long inputs should travel compact.
     """
-    batch, seq_len = word_ids.shape
-    pool_sizes = lengths.clamp(max=pool_size)
-    pool = sample_whole_word_masks(word_ids, mask_budget(lengths, ratio), int(pool_sizes.max()), generator)
-    # pool: [B, P, L]. Each query row picks a pool member uniformly among its own sequence's pool.
-    pick = (torch.rand(batch, seq_len, generator=generator, device=word_ids.device) * pool_sizes[:, None]).long()
-    hidden = pool.gather(1, pick[:, :, None].expand(-1, -1, seq_len))  # [B, L(query), L(key)]
-    hidden |= torch.eye(seq_len, dtype=torch.bool, device=word_ids.device)[None]
-    visible = ~hidden & real[:, :, None] & real[:, None, :]
-    return visible.to(torch.uint8)
+    pool, pick = sample_decoder_mask_pool(word_ids, lengths, ratio, pool_size, generator)
+    return expand_decoder_mask(pool, pick, real)
 
 
 def reconstruction_labels(input_ids: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -317,7 +369,14 @@ class RetroMAECollator:
         generator: alternatively, a torch generator to draw from (the global RNG when neither is given).
         decoding: `"enhanced"` (the paper) or `"plain"` (its ablation): the decoder then gets the sentence with
             whole words masked at `decoder_mask_ratio` replaced by [MASK], labels only there, and a padding-only
-            `[B, L, L]` attention mask.
+            `[B, L, L]` attention mask (none with `decoder_mask="compact"`: the model masks padding from
+            `encoder_attention_mask`).
+        decoder_mask: how enhanced decoding's position-specific masks travel. `"dense"` (default, the official
+            layout): `decoder_attention_mask` `[B, L, L]` uint8, which grows with the square of the length.
+            `"compact"` (what training uses): `decoder_mask_pool` `[B, P, L]` bool and `decoder_mask_pick`
+            `[B, L]` int16 (int32 past 32,767 pool members) instead, O(P x L) per sequence; the model expands
+            them block of query rows by block on its own device. Same random draws: expanded
+            (`expand_decoder_mask(pool, pick, encoder_attention_mask)`), they equal the dense mask bit for bit.
 
     Each example may be a string, a mapping with a `text` key, or a mapping with `input_ids` (special tokens
     included) and optionally `word_ids` (-1 for special tokens); without `word_ids` the words are recovered from
@@ -337,9 +396,12 @@ class RetroMAECollator:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         decoding: str = "enhanced",
+        decoder_mask: str = "dense",
     ):
         if decoding not in ("enhanced", "plain"):
             raise ValueError(f"decoding must be 'enhanced' or 'plain', got {decoding!r}")
+        if decoder_mask not in DECODER_MASKS:
+            raise ValueError(f"decoder_mask must be 'dense' or 'compact', got {decoder_mask!r}")
         _check_whole_number("max_length", max_length)
         _check_whole_number("decoder_pool_size", decoder_pool_size, minimum=1)
         if pad_to_multiple_of is not None:
@@ -362,6 +424,7 @@ class RetroMAECollator:
         self.randomness = _BatchRandomness(seed, generator)
         self.generator: torch.Generator | None = None  # the current batch's source, set per call
         self.decoding = decoding
+        self.decoder_mask = decoder_mask
         self._warned_truncation = False
         self._boundaries: SpellingWordBoundaries | None = None  # built from the vocabulary on first use
 
@@ -443,22 +506,36 @@ class RetroMAECollator:
         real = positions[None, :] < lengths[:, None]  # [B, L]
 
         encoder_input_ids, encoder_labels = self._mask_encoder(input_ids, word_ids, lengths)
+        compact = self.decoder_mask == "compact"
+        decoder_masks: dict[str, torch.Tensor] = {}
         if self.decoding == "plain":
             decoder_input_ids, decoder_labels, decoder_attention_mask = self._plain_decoder_inputs(
                 input_ids, word_ids, lengths, real
             )
+            if not compact:
+                decoder_masks["decoder_attention_mask"] = decoder_attention_mask
         else:
             decoder_input_ids = input_ids
-            decoder_attention_mask = sample_decoder_attention(
-                word_ids, lengths, real, self.decoder_mask_ratio, self.decoder_pool_size, self.generator
+            pool, pick = sample_decoder_mask_pool(
+                word_ids, lengths, self.decoder_mask_ratio, self.decoder_pool_size, self.generator
             )
+            if compact:
+                # Pool members are padded (never picked) to min(L, pool size), so that batches of one length have
+                # one shape, as `accelerate` needs when it concatenates the batches of several processes.
+                width = min(seq_len, self.decoder_pool_size)
+                if pool.shape[1] < width:
+                    pool = torch.cat([pool, pool.new_zeros(batch, width - pool.shape[1], seq_len)], dim=1)
+                pick_dtype = torch.int16 if pool.shape[1] <= torch.iinfo(torch.int16).max else torch.int32
+                decoder_masks = {"decoder_mask_pool": pool, "decoder_mask_pick": pick.to(pick_dtype)}
+            else:
+                decoder_masks["decoder_attention_mask"] = expand_decoder_mask(pool, pick, real)
             decoder_labels = reconstruction_labels(input_ids, real)
         return {
             "encoder_input_ids": encoder_input_ids,
             "encoder_attention_mask": real.long(),
             "encoder_labels": encoder_labels,
             "decoder_input_ids": decoder_input_ids,
-            "decoder_attention_mask": decoder_attention_mask,
+            **decoder_masks,
             "decoder_labels": decoder_labels,
         }
 
@@ -483,12 +560,12 @@ class RetroMAECollator:
 
     def _plain_decoder_inputs(
         self, input_ids: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         hidden = sample_whole_word_masks(word_ids, mask_budget(lengths, self.decoder_mask_ratio), 1, self.generator)
         hidden = hidden.squeeze(1)
         decoder_input_ids = input_ids.masked_fill(hidden, self.tokenizer.mask_token_id)
         decoder_labels = input_ids.masked_fill(~hidden, IGNORE_INDEX)
-        attention = (real[:, :, None] & real[:, None, :]).to(torch.uint8)
+        attention = None if self.decoder_mask == "compact" else (real[:, :, None] & real[:, None, :]).to(torch.uint8)
         return decoder_input_ids, decoder_labels, attention
 
 
@@ -580,13 +657,18 @@ class ContrastiveCollator:
 
 
 __all__ = [
+    "COMPACT_DECODER_MASK_KEYS",
     "FORWARD_KEYS",
+    "RETROMAE_KEYS",
+    "RETROMAE_REQUIRED_KEYS",
     "ContrastiveCollator",
     "RetroMAECollator",
     "SpellingWordBoundaries",
+    "expand_decoder_mask",
     "mask_budget",
     "mask_encoder_tokens",
     "reconstruction_labels",
     "sample_decoder_attention",
+    "sample_decoder_mask_pool",
     "sample_whole_word_masks",
 ]

@@ -89,6 +89,15 @@ class RetroMAEConfig(PreTrainedConfig):
               encoder such as ModernBERT). It belongs to the decoder, so it is discarded with it at export;
             - `"auto"` (default): `"encoder"` when the encoder has an absolute position table, else `"learned"`;
               resolved when the pre-training model is built, which writes the choice back into this config.
+        loss_chunk_size: tokens per chunk of the vocabulary projection and cross-entropy of both losses (default
+            4096): at most one chunk of `[tokens, vocab]` logits is alive, and each chunk is recomputed in backward.
+            `0` or `None`: one unchunked projection (the layout before chunking; identical values).
+        fused_cross_entropy: on CUDA, compute both losses with a fused linear-cross-entropy kernel when
+            `liger-kernel` or `cut-cross-entropy` is installed (`pip install retromae-hf[fused]`); otherwise, and
+            on other devices, the chunked path is used.
+        decoder_attention_block_size: query rows per block when the decoder expands a compact mask
+            (`decoder_mask_pool` / `decoder_mask_pick`): at most `[batch, block, L]` of mask and scores exist at once,
+            and blocks are recomputed in backward when there are several.
         decoder_num_attention_heads, decoder_intermediate_size, decoder_hidden_act, decoder_hidden_dropout_prob,
         decoder_attention_probs_dropout_prob, decoder_layer_norm_eps, decoder_initializer_range: the decoder
             layers' settings; `None` takes the encoder's value (read once, when the config is built).
@@ -125,6 +134,9 @@ class RetroMAEConfig(PreTrainedConfig):
     decoder_attention_probs_dropout_prob: float | int | None = None
     decoder_layer_norm_eps: float | None = None
     decoder_initializer_range: float | None = None
+    loss_chunk_size: int | None = 4096
+    fused_cross_entropy: bool = False
+    decoder_attention_block_size: int = 512
 
     def __post_init__(self, **kwargs):
         legacy = {name: kwargs.pop(name) for name in BERT_FIELDS if name in kwargs}
@@ -148,6 +160,12 @@ class RetroMAEConfig(PreTrainedConfig):
             raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.decoder_positions not in DECODER_POSITIONS:
             raise ValueError(f"decoder_positions must be one of {DECODER_POSITIONS}, got {self.decoder_positions!r}")
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size must be >= 0 (0 or None: unchunked), got {self.loss_chunk_size}")
+        if self.decoder_attention_block_size < 1:
+            raise ValueError(
+                f"decoder_attention_block_size must be at least 1, got {self.decoder_attention_block_size}"
+            )
         if self.num_decoder_layers < 1:
             raise ValueError(f"num_decoder_layers must be at least 1, got {self.num_decoder_layers}")
         super().__post_init__(**kwargs)

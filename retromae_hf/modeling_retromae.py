@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import (
     MODEL_FOR_MASKED_LM_MAPPING,
     MODEL_MAPPING,
@@ -46,6 +47,7 @@ from .configuration_retromae import RetroMAEConfig
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
+DEFAULT_LOSS_CHUNK_SIZE = 4096  # tokens per chunk of vocabulary logits (`RetroMAEConfig.loss_chunk_size`)
 # Written into every saved config, so that any Auto class loads any RetroMAE checkpoint as remote code.
 AUTO_MAP = {
     "AutoConfig": "configuration_retromae.RetroMAEConfig",
@@ -286,6 +288,78 @@ def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     return (1.0 - mask.to(dtype)) * torch.finfo(dtype).min
 
 
+def expand_decoder_mask(
+    pool: torch.Tensor, pick: torch.Tensor, real: torch.Tensor, start: int = 0, end: int | None = None
+) -> torch.Tensor:
+    """Rows `start:end` of the position-specific mask held compactly: `[B, end - start, L]` bool, True = visible.
+
+    Args:
+        pool: `[B, P, L]` bool, True where pool member `p` of a row hides token `j` (`decoder_mask_pool`).
+        pick: `[B, L]` integer, the pool member of each query row (`decoder_mask_pick`).
+        real: `[B, L]` bool, True for real tokens (the attention mask of both streams).
+        start, end: the block of query rows to build (all rows by default).
+
+    Row `i` hides its pool member's tokens and itself; padding is never attended and padded rows see nothing:
+    exactly the dense `[B, L, L]` mask of the collator (`RetroMAECollator(decoder_mask="dense")`).
+    """
+    seq_len = pick.shape[1]
+    end = seq_len if end is None else min(end, seq_len)
+    rows = pick[:, start:end].long()
+    hidden = pool.gather(1, rows[:, :, None].expand(-1, -1, pool.shape[-1]))  # [B, rows, L]
+    keys = torch.arange(pool.shape[-1], device=pool.device)
+    hidden |= keys[None, None, :] == torch.arange(start, end, device=pool.device)[None, :, None]
+    real = real.bool()
+    return ~hidden & real[:, start:end, None] & real[:, None, :]
+
+
+class CompactDecoderMask:
+    """The decoder's position-specific mask in its compact form, expanded one block of query rows at a time.
+
+    What the collator sends with `decoder_mask="compact"` (a pool of whole-word masks per sequence and each
+    row's pick, O(P x L)), plus the padding. The decoder's attention asks for one block of query rows at a time
+    (`additive(start, end)`), so neither a `[B, L, L]` mask nor `[B, heads, L, L]` scores ever exist for long
+    inputs.
+    """
+
+    def __init__(
+        self,
+        pool: torch.Tensor,
+        pick: torch.Tensor,
+        real: torch.Tensor,
+        block_size: int = 512,
+        dtype: torch.dtype = torch.float32,
+    ):
+        if pool.dim() != 3 or pick.dim() != 2 or pool.shape[0] != pick.shape[0] or pool.shape[2] != pick.shape[1]:
+            raise ValueError(
+                f"decoder_mask_pool must be [batch, pool, seq] and decoder_mask_pick [batch, seq] of the same batch "
+                f"and length; got {tuple(pool.shape)} and {tuple(pick.shape)}"
+            )
+        if tuple(real.shape) != tuple(pick.shape):
+            raise ValueError(
+                f"the padding mask {tuple(real.shape)} does not match decoder_mask_pick {tuple(pick.shape)}"
+            )
+        self.pool = pool.bool()
+        self.pick = pick
+        self.real = real.bool()
+        self.block_size = block_size
+        self.dtype = dtype
+
+    @property
+    def seq_len(self) -> int:
+        return self.pick.shape[1]
+
+    def with_dtype(self, dtype: torch.dtype) -> "CompactDecoderMask":
+        return CompactDecoderMask(self.pool, self.pick, self.real, self.block_size, dtype)
+
+    def visible(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """`[B, end - start, L]` bool: which keys each query row of the block sees."""
+        return expand_decoder_mask(self.pool, self.pick, self.real, start, end)
+
+    def additive(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """`[B, 1, end - start, L]` additive bias for the block, as `additive_attention_mask` makes it."""
+        return additive_attention_mask(self.visible(start, end), self.dtype)
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -323,7 +397,7 @@ class RetroMAEAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None,
+        attention_mask: "torch.Tensor | CompactDecoderMask | None",
         key_value_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if key_value_states is None:
@@ -338,17 +412,49 @@ class RetroMAEAttention(nn.Module):
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation or "eager", eager_attention_forward
         )
-        output, _ = attention(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            scaling=self.scaling,
-            dropout=self.dropout if self.training else 0.0,
-            is_causal=False,
-        )
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(attention_mask, CompactDecoderMask):
+            output = self._blockwise(attention, query, key, value, attention_mask, dropout)
+        else:
+            output, _ = attention(
+                self, query, key, value, attention_mask, scaling=self.scaling, dropout=dropout, is_causal=False
+            )
         return output.reshape(batch, q_len, -1)
+
+    def _blockwise(
+        self,
+        attention: Callable,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: CompactDecoderMask,
+        dropout: float,
+    ) -> torch.Tensor:
+        """Attention of each block of query rows against all keys, with that block's rows of the compact mask.
+
+        Rows are independent in attention, so the blocks' outputs are the rows of the full computation. With
+        several blocks and gradients on, each block is checkpointed: its mask and scores are rebuilt in backward
+        instead of being kept, so memory holds one block's `[B, heads, block, L]` at a time.
+        """
+        q_len = query.shape[2]
+        block = mask.block_size
+        recompute = torch.is_grad_enabled() and q_len > block
+
+        def run(query_block: torch.Tensor, key: torch.Tensor, value: torch.Tensor, start: int) -> torch.Tensor:
+            bias = mask.additive(start, start + query_block.shape[2])
+            out, _ = attention(
+                self, query_block, key, value, bias, scaling=self.scaling, dropout=dropout, is_causal=False
+            )
+            return out
+
+        outputs = []
+        for start in range(0, q_len, block):
+            query_block = query[:, :, start : start + block]
+            if recompute:
+                outputs.append(checkpoint(run, query_block, key, value, start, use_reentrant=False))
+            else:
+                outputs.append(run(query_block, key, value, start))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
 
 class RetroMAEResidualOutput(nn.Module):
@@ -478,7 +584,7 @@ class RetroMAEDecoder(nn.Module):
         sentence_embedding: torch.Tensor,
         content_embeddings: torch.Tensor,
         query_position_embeddings: torch.Tensor | None,
-        attention_mask: torch.Tensor,
+        attention_mask: "torch.Tensor | CompactDecoderMask",
         query_stream: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruct every position from the sentence vector; returns `[B, L, H]` (before any MLM head).
@@ -491,7 +597,8 @@ class RetroMAEDecoder(nn.Module):
             query_position_embeddings: `[1 | B, L, H]` positions of the query stream `sentence_embedding + p`;
                 `None` uses the decoder's learned table.
             attention_mask: `[B, L, L]` 0/1, `[b, i, j] = 1` when query position `i` may see content position
-                `j` (the position-specific mask; for `decoding="plain"` a padding mask over the masked copy).
+                `j` (the position-specific mask; for `decoding="plain"` a padding mask over the masked copy, or a
+                `[B, L]` key padding mask), or a `CompactDecoderMask` (pool + picks, expanded block by block).
             query_stream: optional `[B, L, H]` query stream built by the caller (the `"embeddings"` rule runs
                 the encoder's embedding block); replaces `sentence_embedding + p`.
         """
@@ -503,6 +610,8 @@ class RetroMAEDecoder(nn.Module):
             tail = tail + learned[:, 1:]
         content = torch.cat([cls_hidden, tail], dim=1)
         if self.config.decoding == "plain":  # ablation: ordinary self-attention over the masked sentence
+            if isinstance(attention_mask, CompactDecoderMask):
+                raise ValueError("decoding='plain' takes a padding mask, not a compact position-specific mask")
             mask = additive_attention_mask(attention_mask, content.dtype)
             hidden = content
             for layer in self.layers:
@@ -513,7 +622,10 @@ class RetroMAEDecoder(nn.Module):
             if positions is None:
                 positions = self.learned_positions(seq_len)  # raises: no table and no positions given
             query_stream = positions + cls_hidden
-        mask = additive_attention_mask(attention_mask, query_stream.dtype)
+        if isinstance(attention_mask, CompactDecoderMask):
+            mask = attention_mask.with_dtype(query_stream.dtype)
+        else:
+            mask = additive_attention_mask(attention_mask, query_stream.dtype)
         for layer in self.layers:
             query_stream = layer(query_stream, mask, content)
         return query_stream
@@ -721,6 +833,8 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         decoder_labels: torch.Tensor | None = None,
+        decoder_mask_pool: torch.Tensor | None = None,
+        decoder_mask_pick: torch.Tensor | None = None,
         query_input_ids: torch.Tensor | None = None,
         query_attention_mask: torch.Tensor | None = None,
         passage_input_ids: torch.Tensor | None = None,
@@ -735,7 +849,13 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             encoder_attention_mask: `[B, L]` 1 for real tokens, 0 for padding.
             encoder_labels: `[B, L]` original ids at masked positions, -100 elsewhere.
             decoder_input_ids: `[B, L]` the *unmasked* ids; masking happens in the attention matrix.
-            decoder_attention_mask: `[B, L, L]` 0/1, `[b, i, j] = 1` when query position `i` may see key `j`.
+            decoder_attention_mask: `[B, L, L]` 0/1, `[b, i, j] = 1` when query position `i` may see key `j` (the
+                official layout; grows with L x L). Or, instead, the compact form:
+            decoder_mask_pool: `[B, P, L]` bool, True where pool member `p` hides token `j`, and
+            decoder_mask_pick: `[B, L]` integer, each query row's pool member (`RetroMAECollator(
+                decoder_mask="compact")`); padding comes from `encoder_attention_mask`. Expanded here, block of
+                `config.decoder_attention_block_size` query rows by block. With `decoding="plain"` neither is
+                needed: the decoder then masks padding from `encoder_attention_mask`.
             decoder_labels: `[B, L]` ids to reconstruct, -100 where no loss is taken.
             query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask: optional stage-2
                 inputs, encoded in the same forward (so DDP/FSDP see one forward per step) into
@@ -760,9 +880,14 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             if encoder_labels is not None:
                 output["encoder_loss"] = self._masked_lm_loss(encoder_hidden, encoder_targets)
             if decoder_input_ids is not None:
-                if decoder_attention_mask is None:
-                    raise ValueError("decoder_input_ids needs its [batch, seq, seq] decoder_attention_mask")
-                decoder_hidden = self.decode(encoder_hidden[:, 0], decoder_input_ids, decoder_attention_mask)
+                decoder_mask = self._decoder_mask(
+                    decoder_input_ids,
+                    encoder_attention_mask,
+                    decoder_attention_mask,
+                    decoder_mask_pool,
+                    decoder_mask_pick,
+                )
+                decoder_hidden = self.decode(encoder_hidden[:, 0], decoder_input_ids, decoder_mask)
                 output["decoder_last_hidden_state"] = decoder_hidden
                 if decoder_labels is not None:
                     output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_targets)
@@ -781,8 +906,37 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         result = RetroMAEForPreTrainingOutput(loss=sum(losses) if losses else None, **output)
         return result if return_dict else result.to_tuple()
 
+    def _decoder_mask(
+        self,
+        decoder_input_ids: torch.Tensor,
+        padding: torch.Tensor | None,
+        dense: torch.Tensor | None,
+        pool: torch.Tensor | None,
+        pick: torch.Tensor | None,
+    ) -> "torch.Tensor | CompactDecoderMask":
+        """The decoder's mask from whichever form the batch carries: dense `[B, L, L]`, compact, or (plain
+        decoding) none at all."""
+        if dense is not None:
+            if pool is not None or pick is not None:
+                raise ValueError("pass decoder_attention_mask or decoder_mask_pool + decoder_mask_pick, not both")
+            return dense
+        real = padding.bool() if padding is not None else torch.ones_like(decoder_input_ids, dtype=torch.bool)
+        if pool is not None and pick is not None:
+            return CompactDecoderMask(pool, pick, real, self.config.decoder_attention_block_size)
+        if pool is not None or pick is not None:
+            raise ValueError("the compact decoder mask needs both decoder_mask_pool and decoder_mask_pick")
+        if self.config.decoding == "plain":
+            return real  # a key padding mask: plain decoding has no position-specific mask
+        raise ValueError(
+            "decoder_input_ids needs its mask: decoder_attention_mask [batch, seq, seq], or decoder_mask_pool "
+            "[batch, pool, seq] with decoder_mask_pick [batch, seq] (RetroMAECollator(decoder_mask='compact'))"
+        )
+
     def decode(
-        self, sentence_embedding: torch.Tensor, decoder_input_ids: torch.Tensor, decoder_attention_mask: torch.Tensor
+        self,
+        sentence_embedding: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        decoder_attention_mask: "torch.Tensor | CompactDecoderMask",
     ) -> torch.Tensor:
         """Run the decoder from the encoder's `[B, H]` sentence vector; returns `[B, L, H]`."""
         embeddings = self.get_encoder().embeddings
@@ -809,7 +963,119 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             return hidden_states.sum() * 0.0
         # Project only the labelled positions: the vocabulary projection is the costliest matmul of the step.
         selected = hidden_states.flatten(0, 1).index_select(0, index)
-        return F.cross_entropy(self.mlm_logits(selected).float(), labels)
+        if self.config.fused_cross_entropy and selected.is_cuda:
+            fused = self._fused_loss(selected, labels)
+            if fused is not None:
+                return fused
+        return chunked_cross_entropy(selected, labels, self.mlm_logits, self.config.loss_chunk_size)
+
+    def _fused_loss(self, selected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The loss through a fused linear-cross-entropy kernel, or None when none is installed or the head's
+        last step is not a plain linear projection (the chunked path then runs)."""
+        kernel = fused_linear_cross_entropy_kernel()
+        projection = self.get_output_embeddings()
+        if kernel is None or not isinstance(projection, nn.Linear):
+            if not getattr(self, "_warned_fused", False):
+                logger.warning(
+                    "fused_cross_entropy: no fused kernel (install liger-kernel or cut-cross-entropy) or the head does "
+                    "not end in a linear projection; using the chunked cross-entropy"
+                )
+                self._warned_fused = True
+            return None
+        features = head_features(self.mlm_logits, projection, selected)
+        return kernel(features, projection.weight, labels, projection.bias)
+
+
+def chunked_cross_entropy(
+    hidden_states: torch.Tensor,
+    labels: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int | None = DEFAULT_LOSS_CHUNK_SIZE,
+) -> torch.Tensor:
+    """Mean cross-entropy of `head(hidden_states)` (vocabulary logits) against `labels`, chunk of tokens by chunk.
+
+    Args:
+        hidden_states: `[N, H]` the positions that carry a label (no -100 among `labels`).
+        labels: `[N]` target ids.
+        head: maps `[n, H]` to `[n, V]` logits (the masked-LM head, reused as it is).
+        chunk_size: tokens per chunk; `0` / `None` (or N at most one chunk) projects everything at once, as before.
+
+    Each chunk's logits live only while its loss is computed: the chunk is checkpointed, so backward recomputes
+    its logits from `hidden_states[chunk]` instead of keeping `[N, V]` for the whole batch. Values equal the
+    unchunked computation up to float summation order.
+    """
+    total = labels.numel()
+    if not chunk_size or total <= chunk_size:
+        return F.cross_entropy(head(hidden_states).float(), labels)
+
+    def chunk_loss(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(states).float(), targets, reduction="sum")
+
+    recompute = torch.is_grad_enabled()
+    loss = None
+    for start in range(0, total, chunk_size):
+        states, targets = hidden_states[start : start + chunk_size], labels[start : start + chunk_size]
+        part = (
+            checkpoint(chunk_loss, states, targets, use_reentrant=False) if recompute else chunk_loss(states, targets)
+        )
+        loss = part if loss is None else loss + part
+    return loss / total
+
+
+class _HeadFeatures(Exception):
+    """Carries the input of the head's final projection out of the head (see `head_features`)."""
+
+    def __init__(self, features: torch.Tensor):
+        super().__init__("head features")
+        self.features = features
+
+
+def head_features(
+    head: Callable[[torch.Tensor], torch.Tensor], projection: nn.Module, hidden_states: torch.Tensor
+) -> torch.Tensor:
+    """What the masked-LM head feeds its final vocabulary projection, without computing the projection.
+
+    Architectures arrange their heads differently (BERT `transform` + `decoder`, RoBERTa `dense`/`layer_norm` +
+    `decoder`, ModernBERT `head` + `decoder`); running the head and stopping at the projection's input works for
+    all of them without knowing their layout.
+    """
+
+    def stop(module: nn.Module, args: tuple) -> None:
+        raise _HeadFeatures(args[0])
+
+    handle = projection.register_forward_pre_hook(stop)
+    try:
+        head(hidden_states)
+    except _HeadFeatures as found:
+        return found.features
+    finally:
+        handle.remove()
+    raise RuntimeError("the masked-LM head never applied its output projection")
+
+
+def fused_linear_cross_entropy_kernel() -> Callable | None:
+    """`(features, weight, labels, bias) -> mean loss` from liger-kernel or cut-cross-entropy, or None."""
+    try:
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    except ImportError:
+        pass
+    else:
+
+        def liger(features, weight, labels, bias):
+            return liger_fused_linear_cross_entropy(features, weight, labels, bias=bias, reduction="mean")
+
+        return liger
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+    except ImportError:
+        return None
+
+    def cut(features, weight, labels, bias):
+        if bias is None:
+            return linear_cross_entropy(features, weight, labels, reduction="mean")
+        return linear_cross_entropy(features, weight, labels, bias=bias, reduction="mean")
+
+    return cut
 
 
 def _labelled_positions(labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -822,6 +1088,7 @@ def _labelled_positions(labels: torch.Tensor | None) -> tuple[torch.Tensor, torc
 
 
 __all__ = [
+    "CompactDecoderMask",
     "RetroMAEDecoder",
     "RetroMAEForPreTraining",
     "RetroMAEForPreTrainingOutput",
@@ -830,4 +1097,6 @@ __all__ = [
     "RetroMAEPreTrainedModel",
     "UnsupportedEncoderError",
     "check_encoder_supported",
+    "chunked_cross_entropy",
+    "expand_decoder_mask",
 ]

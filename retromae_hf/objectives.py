@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from .collator import FORWARD_KEYS
+from .collator import RETROMAE_KEYS, RETROMAE_REQUIRED_KEYS
 from .modeling_retromae import RetroMAEForPreTraining
 
 logger = logging.getLogger(__name__)
@@ -349,8 +349,9 @@ def stage_loss(
     use_bow = weights.bag_of_words != 0
     inputs: dict[str, torch.Tensor] = {}
     if use_retromae:
-        _require(batch, FORWARD_KEYS, "RetroMAE")
-        inputs.update({key: batch[key] for key in FORWARD_KEYS})
+        _require(batch, RETROMAE_REQUIRED_KEYS, "RetroMAE")
+        # The decoder mask travels dense (`decoder_attention_mask`) or compact (`decoder_mask_pool` + `_pick`).
+        inputs.update({key: batch[key] for key in RETROMAE_KEYS if batch.get(key) is not None})
     if use_bow:
         _require(batch, BAG_OF_WORDS_KEYS, "bag-of-words")
         if bow is None:

@@ -62,7 +62,6 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from transformers import TrainerCallback
 
@@ -75,10 +74,12 @@ from .collator import (
 )
 from .configuration_retromae import RetroMAEConfig
 from .modeling_retromae import (
+    DEFAULT_LOSS_CHUNK_SIZE,
     RetroMAEDecoder,
     absolute_position_table,
     build_masked_lm,
     check_encoder_supported,
+    chunked_cross_entropy,
     init_decoder_weights,
     mlm_head_chain,
 )
@@ -347,8 +348,9 @@ class MaskedLMLoss(nn.Module):
         targets = labels[selected]
         if targets.numel() == 0:
             return hidden_states.sum() * 0.0
-        logits = self.head(hidden_states[selected])
-        return F.cross_entropy(logits.float(), targets)
+        # Over chunks of tokens, recomputed in backward: one chunk's [tokens, vocab] logits at a time.
+        chunk_size = getattr(getattr(self, "config", None), "loss_chunk_size", DEFAULT_LOSS_CHUNK_SIZE)
+        return chunked_cross_entropy(hidden_states[selected], targets, self.head, chunk_size)
 
     def _follow_model_mode(self, model: nn.Module) -> None:
         # The trainer switches the model between train and eval; the loss's own dropout follows it.

@@ -959,6 +959,7 @@ def train(
         decoder_mask_ratio=recipe.decoder_mask_ratio,
         max_length=lengths["max_length"],
         decoding=config.decoding,
+        decoder_mask="compact",  # O(P x L) per sequence; the model expands it block by block
     )
     contrastive_loss = None
     if recipe.stage == 1 and train_dataset is not None:

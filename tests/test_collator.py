@@ -386,3 +386,84 @@ def test_whole_words_and_special_tokens_with_real_subword_tokenizers(trained_tok
             batch["decoder_attention_mask"], padded_word_ids(word_rows, lengths.max()), lengths
         )
     assert multi_piece_selected > 0  # whole-word selection was exercised on words of several pieces
+
+
+# --------------------------------------------------------------------------------------------------- compact masks
+def test_compact_decoder_mask_expands_to_the_dense_mask_bit_for_bit(wordpiece_tokenizer):
+    """Same seed and batch: the compact form, expanded (by the collator's helper and by the model's, block by
+    block), is the dense `[B, L, L]` mask; every other key is identical."""
+    from retromae_hf.collator import COMPACT_DECODER_MASK_KEYS, expand_decoder_mask
+    from retromae_hf.modeling_retromae import expand_decoder_mask as model_expand
+
+    lines = [*corpus_lines(12), "Short."]  # rows of different lengths: padding in the batch
+    for pool_size in (256, 3):  # 3: rows pick among fewer members than their length
+        dense = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoder_pool_size=pool_size, seed=3)(lines)
+        compact = RetroMAECollator(
+            wordpiece_tokenizer, max_length=64, decoder_pool_size=pool_size, seed=3, decoder_mask="compact"
+        )(lines)
+        assert "decoder_attention_mask" not in compact
+        assert set(compact) == (set(FORWARD_KEYS) - {"decoder_attention_mask"}) | set(COMPACT_DECODER_MASK_KEYS)
+        for key in set(FORWARD_KEYS) - {"decoder_attention_mask"}:
+            assert torch.equal(dense[key], compact[key]), key
+        pool, pick = compact["decoder_mask_pool"], compact["decoder_mask_pick"]
+        real = compact["encoder_attention_mask"].bool()
+        batch, seq_len = pick.shape
+        assert pool.dtype == torch.bool and pick.dtype == torch.int16
+        assert pool.shape == (batch, min(pool_size, seq_len), seq_len)
+        assert (pick.long() < real.sum(1).clamp(max=pool_size)[:, None]).all()  # each row's own pool only
+        assert torch.equal(expand_decoder_mask(pool, pick, real), dense["decoder_attention_mask"])
+        blocks = [model_expand(pool, pick, real, start, start + 5) for start in range(0, seq_len, 5)]
+        assert torch.equal(torch.cat(blocks, dim=1).to(torch.uint8), dense["decoder_attention_mask"])
+
+
+def test_compact_pool_has_one_shape_per_length(wordpiece_tokenizer):
+    """With `pad_to_multiple_of`, batches of one padded length may hold shorter sequences: the pool is padded to
+    min(L, pool size) members (never picked), so every batch of that length has one shape and the expansion
+    still equals the dense mask."""
+    from retromae_hf.collator import expand_decoder_mask
+
+    options = dict(max_length=64, pad_to_multiple_of=64, decoder_pool_size=256, seed=1)
+    dense = RetroMAECollator(wordpiece_tokenizer, **options)(TEXTS[2:3])
+    compact = RetroMAECollator(wordpiece_tokenizer, decoder_mask="compact", **options)(TEXTS[2:3])
+    real = compact["encoder_attention_mask"].bool()
+    assert int(real.sum()) < 64 and compact["decoder_mask_pool"].shape == (1, 64, 64)
+    assert torch.equal(expand_decoder_mask(compact["decoder_mask_pool"], compact["decoder_mask_pick"], real),
+                       dense["decoder_attention_mask"])  # fmt: skip
+
+
+def test_compact_decoder_mask_is_what_the_sentence_transformers_loss_draws(wordpiece_tokenizer):
+    """`sample_decoder_attention` (the dense helper the loss calls) is the expansion of `sample_decoder_mask_pool`
+    with the same generator state."""
+    from retromae_hf.collator import expand_decoder_mask, sample_decoder_attention, sample_decoder_mask_pool
+
+    lines = corpus_lines(6)
+    word_ids = padded_word_ids(words_of(wordpiece_tokenizer, lines, 48), 48)
+    lengths = (word_ids >= 0).sum(1) + 2
+    real = torch.arange(48)[None] < lengths[:, None]
+    dense = sample_decoder_attention(word_ids, lengths, real, 0.5, 256, torch.Generator().manual_seed(9))
+    pool, pick = sample_decoder_mask_pool(word_ids, lengths, 0.5, 256, torch.Generator().manual_seed(9))
+    assert torch.equal(expand_decoder_mask(pool, pick, real), dense)
+    assert_decoder_mask_structure(dense, word_ids, lengths)
+
+
+def test_compact_plain_decoding_sends_no_mask_and_the_same_loss(wordpiece_tokenizer, tiny_config):
+    from retromae_hf import RetroMAEForPreTraining
+
+    lines = [*corpus_lines(8), "Short."]
+    dense = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
+    compact = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0, decoder_mask="compact")(
+        lines
+    )
+    assert set(compact) == set(FORWARD_KEYS) - {"decoder_attention_mask"}
+    tiny_config.decoding = "plain"
+    torch.manual_seed(0)
+    model = RetroMAEForPreTraining(tiny_config).eval()
+    with torch.no_grad():
+        expected, got = model(**dense), model(**compact)
+    torch.testing.assert_close(got.decoder_loss, expected.decoder_loss, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.encoder_loss, expected.encoder_loss, atol=0, rtol=0)
+
+
+def test_decoder_mask_option_is_checked(wordpiece_tokenizer):
+    with pytest.raises(ValueError, match="decoder_mask must be 'dense' or 'compact'"):
+        RetroMAECollator(wordpiece_tokenizer, decoder_mask="packed")

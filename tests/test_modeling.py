@@ -559,3 +559,184 @@ def test_unpadded_batches_run_the_encoder_without_a_mask(architecture, trained_t
     padded[1, 8:] = 0
     model.encode(ids, padded)
     assert len(masks) == 2 and all(mask is not None for mask in masks)
+
+
+# --------------------------------------------------------------------------------------------------- long inputs
+def compact_collated(tokenizer, seed=0):
+    collator = RetroMAECollator(
+        tokenizer, max_length=MAX_LENGTH, generator=torch.Generator().manual_seed(seed), decoder_mask="compact"
+    )
+    return collator(SENTENCES)
+
+
+def losses_and_gradients(model, batch):
+    model.zero_grad()
+    output = model(**batch)
+    output.loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return output, grads
+
+
+def assert_same_step(first, second, real, atol=1e-5):
+    (out_a, grads_a), (out_b, grads_b) = first, second
+    for key in ("loss", "encoder_loss", "decoder_loss"):
+        torch.testing.assert_close(out_a[key], out_b[key], atol=atol, rtol=0)
+    torch.testing.assert_close(
+        out_a.decoder_last_hidden_state[real], out_b.decoder_last_hidden_state[real], atol=atol, rtol=0
+    )
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=atol, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_compact_decoder_mask_gives_the_dense_losses_and_gradients(architecture_setup, implementation):
+    """The decoder expands the compact mask block of query rows by block (several blocks here, each recomputed in
+    backward): loss, decoder output and every gradient equal those of the dense `[B, L, L]` mask."""
+    _, tokenizer, config = architecture_setup
+    config.num_decoder_layers = 2
+    config.decoder_attention_block_size = 5
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).train()  # the tiny configs have no dropout
+    model.set_attn_implementation(implementation)
+    dense, compact = collated(tokenizer), compact_collated(tokenizer)
+    assert "decoder_attention_mask" not in compact and compact["decoder_mask_pool"].dtype == torch.bool
+    real = dense["encoder_attention_mask"].bool()
+    assert dense["encoder_input_ids"].shape[1] > 2 * config.decoder_attention_block_size
+    assert_same_step(losses_and_gradients(model, dense), losses_and_gradients(model, compact), real)
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_chunked_cross_entropy_gives_the_unchunked_losses_and_gradients(architecture_setup):
+    """Both losses over chunks of 7 tokens (each recomputed in backward) equal one unchunked projection, through
+    each architecture's own head (BERT transform + decoder with bias, RoBERTa lm_head, ModernBERT head + decoder)."""
+    _, tokenizer, config = architecture_setup
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).train()
+    batch = collated(tokenizer)
+    assert (batch["encoder_labels"] != -100).sum() > 2 * 7 and (batch["decoder_labels"] != -100).sum() > 2 * 7
+    model.config.loss_chunk_size = 0
+    unchunked = losses_and_gradients(model, batch)
+    model.config.loss_chunk_size = 7
+    chunked = losses_and_gradients(model, batch)
+    assert_same_step(unchunked, chunked, batch["encoder_attention_mask"].bool())
+
+
+def saved_shapes(run):
+    """Shapes of the tensors autograd keeps for backward while `run()` builds its graph."""
+    shapes = []
+
+    def pack(tensor):
+        shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return shapes
+
+
+def test_chunked_loss_keeps_no_full_logits_for_backward():
+    from retromae_hf.modeling_retromae import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    tokens, vocab, chunk = 50, 97, 8
+    head = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, vocab))
+    hidden = torch.randn(tokens, 16, requires_grad=True)
+    labels = torch.randint(vocab, (tokens,))
+    full = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, 0))
+    assert any(len(s) == 2 and s[-1] == vocab and s[0] == tokens for s in full)  # the check can see them
+    chunked = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, chunk))
+    assert not any(s and s[-1] == vocab and s[0] > chunk for s in chunked), chunked
+
+
+def test_compact_mask_keeps_no_length_squared_tensor_for_backward(trained_tokenizer):
+    from retromae_hf.modeling_retromae import CompactDecoderMask
+
+    tokenizer = trained_tokenizer(*ARCHITECTURES["bert"])
+    config = RetroMAEConfig(encoder=tiny_encoder_config("bert", tokenizer), decoder_attention_block_size=8)
+    model = RetroMAEForPreTraining(config).train()
+    model.set_attn_implementation("eager")  # eager keeps its [B, heads, rows, L] weights: the worst case
+    dense, compact = collated(tokenizer), compact_collated(tokenizer)
+    seq_len = dense["decoder_input_ids"].shape[1]
+    sentence = torch.randn(len(SENTENCES), config.hidden_size, requires_grad=True)
+    ids, real = dense["decoder_input_ids"], dense["encoder_attention_mask"].bool()
+
+    def long_in_rows_and_keys(shapes):
+        return [s for s in shapes if len(s) >= 2 and s[-1] == seq_len and s[-2] > 8]
+
+    assert long_in_rows_and_keys(saved_shapes(lambda: model.decode(sentence, ids, dense["decoder_attention_mask"])))
+    mask = CompactDecoderMask(compact["decoder_mask_pool"], compact["decoder_mask_pick"], real, 8)
+    assert not long_in_rows_and_keys(saved_shapes(lambda: model.decode(sentence, ids, mask)))
+
+
+def test_compact_mask_inputs_are_checked(tiny_config):
+    model = RetroMAEForPreTraining(tiny_config)
+    batch = random_batch(tiny_config)
+    pool = torch.zeros(3, 2, 12, dtype=torch.bool)
+    pick = torch.zeros(3, 12, dtype=torch.int16)
+    with pytest.raises(ValueError, match="not both"):
+        model(**batch, decoder_mask_pool=pool, decoder_mask_pick=pick)
+    del batch["decoder_attention_mask"]
+    with pytest.raises(ValueError, match="needs both"):
+        model(**batch, decoder_mask_pool=pool)
+    with pytest.raises(ValueError, match="needs its mask"):
+        model(**batch)
+    with pytest.raises(ValueError, match=r"decoder_mask_pool must be \[batch, pool, seq\]"):
+        model(**batch, decoder_mask_pool=pool[:, :, :5], decoder_mask_pick=pick)
+    assert torch.isfinite(model(**batch, decoder_mask_pool=pool, decoder_mask_pick=pick).loss)
+
+
+def _fused_kernel_or_skip():
+    from retromae_hf.modeling_retromae import fused_linear_cross_entropy_kernel
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA: the fused linear-cross-entropy kernels (liger-kernel, cut-cross-entropy) run on GPUs")
+    if fused_linear_cross_entropy_kernel() is None:
+        pytest.skip("needs liger-kernel or cut-cross-entropy (pip install retromae-hf[fused])")
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_fused_cross_entropy_gives_the_unchunked_losses_and_gradients(architecture_setup):
+    _fused_kernel_or_skip()
+    _, tokenizer, config = architecture_setup
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).train().cuda()
+    batch = {key: value.cuda() for key, value in collated(tokenizer).items()}
+    model.config.loss_chunk_size = 0
+    unchunked = losses_and_gradients(model, batch)
+    model.config.fused_cross_entropy = True
+    fused = losses_and_gradients(model, batch)
+    assert_same_step(unchunked, fused, batch["encoder_attention_mask"].bool())
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_head_features_then_the_output_projection_is_the_head(architecture_setup):
+    """The fused path's split of each architecture's head (runs on CPU, without any fused kernel)."""
+    from retromae_hf.modeling_retromae import head_features
+
+    _, _, config = architecture_setup
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    hidden = torch.randn(10, config.hidden_size)
+    projection = model.get_output_embeddings()
+    assert isinstance(projection, torch.nn.Linear)
+    with torch.no_grad():
+        features = head_features(model.mlm_logits, projection, hidden)
+        assert features.shape == (10, config.hidden_size)
+        torch.testing.assert_close(projection(features), model.mlm_logits(hidden), atol=1e-5, rtol=1e-5)
+
+
+def test_compact_mask_under_gradient_checkpointing(trained_tokenizer):
+    """The decoder layer's own checkpoint (the Trainer's gradient_checkpointing) around the per-block ones."""
+    tokenizer = trained_tokenizer(*ARCHITECTURES["bert"])
+    config = RetroMAEConfig(encoder=tiny_encoder_config("bert", tokenizer), decoder_attention_block_size=8)
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).train()
+    batch = compact_collated(tokenizer)
+    reference = losses_and_gradients(model, batch)
+    if hasattr(model, "activation_checkpointing_enable"):  # the name in recent transformers 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # earlier transformers 5 (e.g. 5.17)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert_same_step(reference, losses_and_gradients(model, batch), batch["encoder_attention_mask"].bool())

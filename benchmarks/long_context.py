@@ -1,0 +1,323 @@
+"""Long inputs, side by side: the dense decoder mask and unchunked losses ("before") against the compact mask and
+chunked losses ("after"), and both against the architecture's own masked-LM step.
+
+For each length L (batch of `--batch-size` documents of exactly L tokens, from the shared Gutenberg text, tokenized
+with the bert-base-uncased WordPiece vocabulary of ../shared/models/all-MiniLM-L6-v2):
+
+- **batch bytes**: what `RetroMAECollator` hands over, `decoder_mask="dense"` (`[B, L, L]` uint8) vs
+  `"compact"` (`[B, P, L]` bool pool + `[B, L]` picks), all keys counted;
+- **collation time per token**, one thread, both forms (best of `--repeats`), and its ratio to the shortest length;
+- **peak memory and step time** of one training step (forward + backward, no optimizer) of a tiny ModernBERT
+  (hidden 64, 2 layers, 4 heads, vocabulary 50,368 as ModernBERT's tokenizer) at L: `ModernBertForMaskedLM` on
+  the encoder's masked input, RetroMAE "before" (dense mask, `loss_chunk_size=0`, the code path before the compact
+  mask and chunked losses) and RetroMAE "after" (compact mask, chunked losses: the defaults training uses). Each is
+  measured in a fresh subprocess (one thread): peak RSS from `resource.getrusage` (the process's lifetime
+  maximum, which covers torch's allocations, unlike tracemalloc), the step's growth over the RSS just before it,
+  and the best time of the later steps (the first one warms up; the machine is shared, so the best is the
+  least disturbed).
+
+Run: `python benchmarks/long_context.py` (all lengths, ~15 min on 2 CPU cores), or
+`python benchmarks/long_context.py --quick --lengths 512,2048` for a short check. The "done when" checks of the
+long-context issue are printed for the longest length. Numbers: docs/benchmarks.md, "Long documents".
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RETROMAE_SHARED", REPO.parent / "shared"))
+TOKENIZER = SHARED / "models" / "all-MiniLM-L6-v2"
+TEXT = SHARED / "data" / "corpus" / "gutenberg_en.txt"
+VOCAB_SIZE = 50368  # ModernBERT's tokenizer; the WordPiece ids used here (< 30,522) are all inside it
+VARIANTS = ("mlm", "before", "after")
+logger = logging.getLogger("long_context")
+
+
+def _need_shared() -> None:
+    missing = [str(path) for path in (TOKENIZER, TEXT) if not path.exists()]
+    if missing:
+        raise SystemExit(f"long_context.py needs the project's shared data beside the checkout; missing: {missing}")
+
+
+def load_tokens(max_tokens: int):
+    """(tokenizer, token ids, word ids) of the start of the Gutenberg text, at least `max_tokens` long."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(TOKENIZER))
+    tokenizer.model_max_length = 10**9  # whole text at once; documents are cut below
+    characters = max_tokens * 6
+    with open(TEXT, encoding="utf-8") as handle:
+        text = handle.read(characters)
+    encoded = tokenizer(text, add_special_tokens=False)
+    if len(encoded["input_ids"]) < max_tokens:
+        raise SystemExit(f"{TEXT} is too short for {max_tokens} tokens")
+    return tokenizer, encoded["input_ids"], encoded.word_ids()
+
+
+def documents(tokenizer, ids, words, length: int, batch: int) -> list[dict]:
+    """`batch` pre-tokenized documents of exactly `length` tokens ([CLS] body [SEP]), as `tokenize_corpus` makes."""
+    body = length - 2
+    out = []
+    for row in range(batch):
+        start = row * body
+        piece, piece_words = ids[start : start + body], words[start : start + body]
+        first = piece_words[0]
+        out.append(
+            {
+                "input_ids": [tokenizer.cls_token_id, *piece, tokenizer.sep_token_id],
+                "word_ids": [-1, *[w - first for w in piece_words], -1],
+            }
+        )
+    return out
+
+
+def collate(tokenizer, examples, length: int, form: str):
+    from retromae_hf import RetroMAECollator
+
+    return RetroMAECollator(tokenizer, max_length=length, decoder_mask=form, seed=0)(examples)
+
+
+def batch_bytes(batch) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in batch.values())
+
+
+def collation_seconds(tokenizer, batches: dict[int, list], repeats: int) -> dict[tuple[int, str], float]:
+    """Best time of `repeats` collations per (length, form), fresh masks each time (`set_epoch`).
+
+    Rounds go over every length and form in turn, so that a busy spell of a shared machine slows all of them
+    alike instead of one length's measurements; the best of the rounds is the least disturbed one.
+    """
+    from retromae_hf import RetroMAECollator
+
+    collators = {
+        (length, form): RetroMAECollator(tokenizer, max_length=length, decoder_mask=form, seed=0)
+        for length in batches
+        for form in ("dense", "compact")
+    }
+    best = dict.fromkeys(collators, float("inf"))
+    for (length, _), collator in collators.items():
+        collator(batches[length])  # warm-up
+    for epoch in range(1, repeats + 1):
+        for key, collator in collators.items():
+            collator.set_epoch(epoch)
+            start = time.perf_counter()
+            collator(batches[key[0]])
+            best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ one step
+def tiny_modernbert(length: int):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(
+        "modernbert",
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=max(length, 512),
+        pad_token_id=0,
+        cls_token_id=101,
+        sep_token_id=102,
+        bos_token_id=101,
+        eos_token_id=102,
+    )
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def run_step(variant: str, length: int, batch_size: int, steps: int) -> dict:
+    """One variant's training steps in this (fresh) process: peak RSS, growth over the pre-step RSS, step time."""
+    import torch
+
+    torch.set_num_threads(1)
+    tokenizer, ids, words = load_tokens(length * batch_size)
+    examples = documents(tokenizer, ids, words, length, batch_size)
+    batch = collate(tokenizer, examples, length, "dense" if variant == "before" else "compact")
+    del ids, words
+    torch.manual_seed(0)
+    config = tiny_modernbert(length)
+    if variant == "mlm":
+        from transformers import AutoModelForMaskedLM
+
+        model = AutoModelForMaskedLM.from_config(config).train()
+
+        def step():
+            loss = model(
+                input_ids=batch["encoder_input_ids"],
+                attention_mask=batch["encoder_attention_mask"],
+                labels=batch["encoder_labels"],
+            ).loss
+            loss.backward()
+    else:
+        from retromae_hf import RetroMAEConfig, RetroMAEForPreTraining
+
+        retromae_config = RetroMAEConfig(encoder=config, loss_chunk_size=0 if variant == "before" else 4096)
+        model = RetroMAEForPreTraining(retromae_config).train()
+
+        def step():
+            model(**batch).loss.backward()
+
+    gc.collect()
+    before = _rss_mib()
+    times = []
+    peak_after_first = None
+    for _ in range(steps):
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        if peak_after_first is None:
+            peak_after_first = _peak_mib()
+    return {
+        "variant": variant,
+        "length": length,
+        "peak_mib": round(peak_after_first, 1),
+        "step_growth_mib": round(peak_after_first - before, 1),
+        "step_s": round(min(times[1:] or times), 3),
+    }
+
+
+def measure_step(variant: str, length: int, batch_size: int, steps: int) -> dict:
+    """`run_step` in a fresh subprocess, so that each peak is that variant's alone."""
+    command = [sys.executable, __file__, "--step", variant, "--lengths", str(length)]
+    command += ["--batch-size", str(batch_size), "--steps", str(steps)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        return {"variant": variant, "length": length, "error": result.stderr.strip().splitlines()[-1:]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _fmt_mib(value: float) -> str:
+    return f"{value:,.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="512,1024,2048,4096,8192", help="comma-separated sequence lengths")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="one timed collation and one step per measurement")
+    parser.add_argument("--no-steps", action="store_true", help="batch bytes and collation time only")
+    parser.add_argument("--repeats", type=int, default=5, help="collations per form and length (best is kept)")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="training steps per subprocess (the best after the first is reported)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the measurements to this file")
+    parser.add_argument("--step", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one subprocess measurement
+    args = parser.parse_args(argv)
+    lengths = [int(value) for value in args.lengths.split(",") if value]
+    _need_shared()
+    if args.step:
+        print(json.dumps(run_step(args.step, lengths[0], args.batch_size, args.steps)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    repeats, steps = (1, 1) if args.quick else (args.repeats, args.steps)
+
+    import torch
+
+    torch.set_num_threads(1)
+    tokenizer, ids, words = load_tokens(max(lengths) * args.batch_size)
+    batches = {length: documents(tokenizer, ids, words, length, args.batch_size) for length in lengths}
+    seconds = collation_seconds(tokenizer, batches, repeats)
+    rows = []
+    for length in lengths:
+        row = {"length": length, "tokens": length * args.batch_size}
+        for form in ("dense", "compact"):
+            row[f"{form}_bytes"] = batch_bytes(collate(tokenizer, batches[length], length, form))
+            row[f"{form}_us_per_token"] = seconds[length, form] / row["tokens"] * 1e6
+        logger.info(
+            "L=%d collated: dense %.1f MiB, %.2f us/token; compact %.1f MiB, %.2f us/token",
+            length,
+            row["dense_bytes"] / 2**20,
+            row["dense_us_per_token"],
+            row["compact_bytes"] / 2**20,
+            row["compact_us_per_token"],
+        )
+        rows.append(row)
+    if not args.no_steps:
+        for row in rows:
+            for variant in VARIANTS:
+                row[variant] = measure_step(variant, row["length"], args.batch_size, steps)
+                logger.info("L=%d %s step: %s", row["length"], variant, row[variant])
+
+    first = rows[0]
+    print(f"\nbatch {args.batch_size} x L, tiny ModernBERT (hidden 64, 2 layers, vocab {VOCAB_SIZE}), one thread\n")
+    header = (
+        "| L | batch MiB dense | batch MiB compact | collation us/token dense (vs first L) | compact (vs first L) |"
+    )
+    print(header)
+    print("|---|---|---|---|---|")
+    for row in rows:
+        dense_ratio = row["dense_us_per_token"] / first["dense_us_per_token"]
+        compact_ratio = row["compact_us_per_token"] / first["compact_us_per_token"]
+        print(
+            f"| {row['length']:,} | {_fmt_mib(row['dense_bytes'] / 2**20)} | {_fmt_mib(row['compact_bytes'] / 2**20)} "
+            f"| {row['dense_us_per_token']:.2f} ({dense_ratio:.2f}x) | {row['compact_us_per_token']:.2f} "
+            f"({compact_ratio:.2f}x) |"
+        )
+    if not args.no_steps:
+        print(
+            "\n| L | peak MiB MLM | before | after | after / MLM | step growth MiB MLM | before | after "
+            "| step s MLM | before | after |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            cells = [f"{row['length']:,}"]
+            parts = [row[variant] for variant in VARIANTS]
+            if any("error" in part for part in parts):
+                cells.append("failed: " + "; ".join(f"{p['variant']}: {p.get('error')}" for p in parts if "error" in p))
+            else:
+                cells += [_fmt_mib(p["peak_mib"]) for p in parts]
+                cells.append(f"{parts[2]['peak_mib'] / parts[0]['peak_mib']:.2f}x")
+                cells += [_fmt_mib(p["step_growth_mib"]) for p in parts]
+                cells += [f"{p['step_s']:.2f}" for p in parts]
+            print("| " + " | ".join(cells) + " |")
+
+    last = rows[-1]
+    print(f"\nchecks at {args.batch_size} x {last['length']:,} tokens:")
+    compact_mib = last["compact_bytes"] / 2**20
+    print(f"- collator batch (compact) {compact_mib:.1f} MiB <= 24 MiB: {'yes' if compact_mib <= 24 else 'NO'}")
+    if last is not first:
+        ratio = last["compact_us_per_token"] / first["compact_us_per_token"]
+        print(
+            f"- collation per token at {last['length']:,} vs {first['length']:,}: {ratio:.2f}x <= 1.6x: "
+            f"{'yes' if ratio <= 1.6 else 'NO'}"
+        )
+    if not args.no_steps and "error" not in last["after"] and "error" not in last["mlm"]:
+        after, mlm = last["after"]["peak_mib"], last["mlm"]["peak_mib"]
+        print(
+            f"- RetroMAE step peak {after:,.0f} MiB <= ModernBertForMaskedLM {mlm:,.0f} MiB: "
+            f"{'yes' if after <= mlm else 'NO'}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"batch_size": args.batch_size, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

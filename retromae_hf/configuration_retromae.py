@@ -90,7 +90,8 @@ class RetroMAEConfig(PreTrainedConfig):
             - `"auto"` (default): `"encoder"` when the encoder has an absolute position table, else `"learned"`;
               resolved when the pre-training model is built, which writes the choice back into this config.
         loss_chunk_size: tokens per chunk of the vocabulary projection and cross-entropy of both losses (default
-            4096): at most one chunk of `[tokens, vocab]` logits is alive, and each chunk is recomputed in backward.
+            4096): at most one chunk of `[tokens, vocab]` logits is alive; the gradients of the final projection are
+            taken chunk by chunk in forward (`LinearCrossEntropy`), so nothing is projected twice.
             `0` or `None`: one unchunked projection (the layout before chunking; identical values).
         fused_cross_entropy: on CUDA, compute both losses with a fused linear-cross-entropy kernel when
             `liger-kernel` or `cut-cross-entropy` is installed (`pip install retromae-hf[fused]`); otherwise, and

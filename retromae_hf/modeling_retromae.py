@@ -967,7 +967,9 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             fused = self._fused_loss(selected, labels)
             if fused is not None:
                 return fused
-        return chunked_cross_entropy(selected, labels, self.mlm_logits, self.config.loss_chunk_size)
+        return chunked_cross_entropy(
+            selected, labels, self.mlm_logits, self.config.loss_chunk_size, self.get_output_embeddings()
+        )
 
     def _fused_loss(self, selected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
         """The loss through a fused linear-cross-entropy kernel, or None when none is installed or the head's
@@ -991,6 +993,7 @@ def chunked_cross_entropy(
     labels: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int | None = DEFAULT_LOSS_CHUNK_SIZE,
+    projection: nn.Module | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of `head(hidden_states)` (vocabulary logits) against `labels`, chunk of tokens by chunk.
 
@@ -999,14 +1002,20 @@ def chunked_cross_entropy(
         labels: `[N]` target ids.
         head: maps `[n, H]` to `[n, V]` logits (the masked-LM head, reused as it is).
         chunk_size: tokens per chunk; `0` / `None` (or N at most one chunk) projects everything at once, as before.
+        projection: the head's final vocabulary projection (`nn.Linear`), when known.
 
-    Each chunk's logits live only while its loss is computed: the chunk is checkpointed, so backward recomputes
-    its logits from `hidden_states[chunk]` instead of keeping `[N, V]` for the whole batch. Values equal the
-    unchunked computation up to float summation order.
+    With `projection`, the head runs up to its projection for all N tokens (`[N, H]`), and the projection and the
+    loss run chunk by chunk in `LinearCrossEntropy`, which computes the gradients while it has each chunk's
+    logits: no `[N, V]` tensor and no second projection in backward, so it costs what the unchunked loss costs.
+    Without it, each chunk is checkpointed and backward recomputes its logits (one more projection). Values equal
+    the unchunked computation up to float summation order.
     """
     total = labels.numel()
     if not chunk_size or total <= chunk_size:
         return F.cross_entropy(head(hidden_states).float(), labels)
+    if isinstance(projection, nn.Linear):
+        features = head_features(head, projection, hidden_states)
+        return LinearCrossEntropy.apply(features, projection.weight, projection.bias, labels, chunk_size)
 
     def chunk_loss(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(states).float(), targets, reduction="sum")
@@ -1020,6 +1029,58 @@ def chunked_cross_entropy(
         )
         loss = part if loss is None else loss + part
     return loss / total
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `features @ weight.T + bias` against `labels`, over chunks of `chunk_size` tokens.
+
+    The gradients with respect to features, weight and bias are computed in forward, chunk by chunk, while each
+    chunk's `[chunk, V]` logits exist (softmax minus one-hot, divided by N); backward only scales them by the
+    incoming gradient. Memory: one chunk of logits plus one weight-sized gradient, never `[N, V]`; compute: the
+    three matrix products of an ordinary projection's forward and backward, none repeated.
+    """
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, labels, chunk_size):
+        total = labels.numel()
+        needs = ctx.needs_input_grad
+        grad_features = torch.empty_like(features) if needs[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if needs[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if bias is not None and needs[2] else None
+        loss = torch.zeros((), dtype=torch.float32, device=features.device)
+        for start in range(0, total, chunk_size):
+            chunk, targets = features[start : start + chunk_size], labels[start : start + chunk_size]
+            logits = F.linear(chunk, weight, bias).float()
+            log_norm = torch.logsumexp(logits, dim=-1)
+            loss += (log_norm - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+            if grad_features is None and grad_weight is None and grad_bias is None:
+                continue
+            # d(sum of losses)/d(logits) = softmax - one_hot; divided by N for the mean.
+            grad_logits = logits.sub_(log_norm[:, None]).exp_()
+            grad_logits[torch.arange(len(targets), device=targets.device), targets] -= 1.0
+            grad_logits /= total
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(0)
+            grad_logits = grad_logits.to(weight.dtype)
+            if grad_features is not None:
+                grad_features[start : start + chunk_size] = (grad_logits @ weight).to(features.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad_logits.t() @ chunk.to(weight.dtype)).float()
+        ctx.save_for_backward(
+            *(t if t is not None else torch.empty(0) for t in (grad_features, grad_weight, grad_bias))
+        )
+        ctx.present = (grad_features is not None, grad_weight is not None, grad_bias is not None)
+        ctx.dtypes = (features.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return loss / total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        saved = ctx.saved_tensors
+        grads = [
+            (grad * grad_output).to(dtype) if present else None
+            for grad, present, dtype in zip(saved, ctx.present, ctx.dtypes, strict=True)
+        ]
+        return grads[0], grads[1], grads[2], None, None
 
 
 class _HeadFeatures(Exception):
@@ -1097,6 +1158,7 @@ __all__ = [
     "RetroMAEPreTrainedModel",
     "UnsupportedEncoderError",
     "check_encoder_supported",
+    "LinearCrossEntropy",
     "chunked_cross_entropy",
     "expand_decoder_mask",
 ]

@@ -348,9 +348,11 @@ class MaskedLMLoss(nn.Module):
         targets = labels[selected]
         if targets.numel() == 0:
             return hidden_states.sum() * 0.0
-        # Over chunks of tokens, recomputed in backward: one chunk's [tokens, vocab] logits at a time.
+        # Over chunks of tokens: one chunk's [tokens, vocab] logits at a time, gradients taken in forward.
         chunk_size = getattr(getattr(self, "config", None), "loss_chunk_size", DEFAULT_LOSS_CHUNK_SIZE)
-        return chunked_cross_entropy(hidden_states[selected], targets, self.head, chunk_size)
+        # The vocabulary projection is the head's widest linear layer (tied to the word embeddings).
+        projection = max((m for m in self.head.modules() if isinstance(m, nn.Linear)), key=lambda m: m.out_features)
+        return chunked_cross_entropy(hidden_states[selected], targets, self.head, chunk_size, projection)
 
     def _follow_model_mode(self, model: nn.Module) -> None:
         # The trainer switches the model between train and eval; the loss's own dropout follows it.

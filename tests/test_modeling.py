@@ -740,3 +740,46 @@ def test_compact_mask_under_gradient_checkpointing(trained_tokenizer):
     else:  # earlier transformers 5 (e.g. 5.17)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert_same_step(reference, losses_and_gradients(model, batch), batch["encoder_attention_mask"].bool())
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_cross_entropy_gradients_taken_in_forward_equal_autograd(with_bias):
+    """`LinearCrossEntropy` (gradients computed chunk by chunk in forward) equals one projection + cross-entropy,
+    for the loss and the gradients of features, weight and bias, also when scaled by an outer factor."""
+    from retromae_hf.modeling_retromae import LinearCrossEntropy
+
+    torch.manual_seed(0)
+    tokens, width, vocab = 37, 16, 53
+    features = torch.randn(tokens, width, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(vocab, width, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(vocab, dtype=torch.float64, requires_grad=True) if with_bias else None
+    labels = torch.randint(vocab, (tokens,))
+    leaves = [t for t in (features, weight, bias) if t is not None]
+
+    expected = 3.0 * torch.nn.functional.cross_entropy(torch.nn.functional.linear(features, weight, bias), labels)
+    expected_grads = torch.autograd.grad(expected, leaves)
+    got = 3.0 * LinearCrossEntropy.apply(features, weight, bias, labels, 8)
+    got_grads = torch.autograd.grad(got, leaves)
+    torch.testing.assert_close(got.to(expected.dtype), expected, atol=1e-6, rtol=1e-6)
+    for a, b in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_loss_with_projection_never_projects_in_backward():
+    """With the projection known, backward multiplies stored gradients: no [chunk, V] tensor is kept for it."""
+    from retromae_hf.modeling_retromae import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    tokens, vocab, chunk = 50, 97, 8
+    head = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, vocab))
+    hidden = torch.randn(tokens, 16, requires_grad=True)
+    labels = torch.randint(vocab, (tokens,))
+    reference = torch.nn.functional.cross_entropy(head(hidden), labels)
+    reference_grads = torch.autograd.grad(reference, [hidden, *head.parameters()])
+    shapes = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, chunk, head[2]))
+    assert not any(len(s) == 2 and s[-1] == vocab and s[0] != vocab for s in shapes), shapes
+    loss = chunked_cross_entropy(hidden, labels, head, chunk, head[2])
+    grads = torch.autograd.grad(loss, [hidden, *head.parameters()])
+    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads, reference_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -114,7 +114,11 @@ def _add_convert(subparsers) -> None:
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer to save beside the model (default: the source folder's, if any)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output_dir only if it holds an earlier output of `retromae-hf convert` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_convert)
 
 
@@ -133,7 +137,7 @@ def _run_convert(args: argparse.Namespace) -> None:
         raise MissingInputError(f"no BERT config at {bert_config}; pass --bert-config path/to/config.json")
     tokenizer_source = args.tokenizer or (source_dir if (source_dir / "tokenizer_config.json").is_file() else None)
     inputs = [args.source, bert_config, tokenizer_source]
-    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before the (slow) conversion
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert")  # before the (slow) conversion
 
     from .convert import from_official
     from .errors import remote_resource
@@ -147,7 +151,7 @@ def _run_convert(args: argparse.Namespace) -> None:
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     else:
         logger.warning("no tokenizer saved beside the model: pass --tokenizer to add one")
-    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
+    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert") as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
@@ -175,7 +179,7 @@ def _upgrade_checkpoint(source: Path, args: argparse.Namespace) -> None:
 
     tokenizer_source = args.tokenizer or (source if (source / "tokenizer_config.json").is_file() else None)
     inputs = [source, tokenizer_source]
-    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before loading the checkpoint
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert")  # before loading the checkpoint
 
     from . import RetroMAEForPreTraining
 
@@ -186,7 +190,7 @@ def _upgrade_checkpoint(source: Path, args: argparse.Namespace) -> None:
 
         with remote_resource("tokenizer", str(tokenizer_source), "--tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
-    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
+    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert") as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
@@ -206,7 +210,11 @@ def _add_demo(subparsers) -> None:
         "--output-dir", type=Path, default=Path("runs/demo"), help="where to save the tiny model (default: %(default)s)"
     )
     parser.add_argument("--steps", type=positive_int, default=30, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir only if it holds an earlier output of `retromae-hf demo` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -279,8 +287,9 @@ def _add_train(subparsers) -> None:
     parser.add_argument(
         "--overwrite-output-dir",
         action="store_true",
-        help="start over in an output_dir that holds an earlier run: deletes its checkpoint-*, final/, "
-        "training_log.jsonl and evaluation*/ (other files are kept)",
+        help="start over in an output_dir that holds an earlier run: deletes only what train made there "
+        "(checkpoint-*, final/, training_log.jsonl, evaluation*/); other files are kept, as export's and "
+        "evaluate's --overwrite replace only their own earlier output",
     )
     parser.add_argument(
         "--max-steps",
@@ -371,7 +380,11 @@ def _add_export(subparsers) -> None:
     parser.add_argument(
         "--max-seq-length", type=positive_int, default=None, help="truncation length (default: the model's)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output_dir only if it holds an earlier output of `retromae-hf export` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_export)
 
 
@@ -414,7 +427,11 @@ def _add_evaluate(subparsers) -> None:
     )
     parser.add_argument("--split", default="test", help="qrels / STS split to evaluate (default: %(default)s)")
     parser.add_argument("--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir only if it holds an earlier output of `retromae-hf evaluate` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 

@@ -28,12 +28,14 @@ from urllib.parse import urlparse
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DiskFullError",
     "MissingInputError",
     "NetworkError",
     "OutputExistsError",
     "UserError",
     "as_user_error",
     "hub_unreachable_reason",
+    "is_disk_full",
     "is_network_error",
     "looks_like_local_path",
     "remote_resource",
@@ -50,6 +52,36 @@ class MissingInputError(UserError, FileNotFoundError):
 
 class OutputExistsError(UserError, FileExistsError):
     """A command would replace or write into something it did not create, or into one of its own inputs."""
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while writing: names the folder, what was being written and what to free."""
+
+
+#: How a full disk shows up: errno ENOSPC/EDQUOT, or torch's zip writer, which reports only its own words.
+_DISK_FULL_PHRASES = (
+    "no space left on device",
+    "disk quota exceeded",
+    "inline_container.cc",
+    "pytorchstreamwriter failed writing",
+    "file write failed",
+    "unexpected pos",
+)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says a write failed because the disk (or the quota) is full."""
+    import errno
+
+    for item in _chain(error):
+        if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(item).lower()
+        if any(phrase in text for phrase in _DISK_FULL_PHRASES[:2]):
+            return True
+        if "inline_container.cc" in text and any(p in text for p in _DISK_FULL_PHRASES[3:]):
+            return True
+    return False
 
 
 class NetworkError(UserError, ConnectionError):
@@ -246,6 +278,12 @@ def as_user_error(error: BaseException) -> UserError | None:
     if isinstance(error, UserError):
         return error
     names = {cls.__name__ for cls in type(error).__mro__}
+    if is_disk_full(error):
+        return DiskFullError(
+            f"no space left on the device ({' '.join(str(error).split())[:300]}). Free space where the command "
+            "writes (old runs, checkpoints, caches such as ~/.cache/huggingface), or choose a destination on "
+            "another disk, then run it again."
+        )
     if "SafetensorError" in names:
         return UserError(f"not a valid safetensors file: {error}. The file is damaged or of another format.")
     if isinstance(error, MemoryError) or "OutOfMemoryError" in names:

@@ -773,8 +773,9 @@ def evaluate(
         save_predictions: Let mteb also write what it scored to ``output_dir/predictions/<task>_predictions.json``
             (retrieval: the top-ranked documents of every query with their similarities; STS: the similarity of
             every pair), for `per_query_scores`. A SciFact file is about 10 MB.
-        overwrite: Replace an existing `output_dir` that holds anything (otherwise refused). The results are
-            written beside it and renamed into place (`retromae_hf.outputs.staged_output`).
+        overwrite: Replace an existing `output_dir` written by an earlier evaluation (it holds the marker
+            `.retromae-output.json`); anything else there is refused. The results are written beside it and
+            renamed into place (`retromae_hf.outputs.staged_output`).
 
     Returns:
         The summary, also written to ``output_dir/summary.json``. Its schema (stable; the Hub model card reads it)::
@@ -818,7 +819,7 @@ def evaluate(
     inputs = [str(model)] if isinstance(model, str | Path) else []
     inputs += [str(task) for task in tasks if isinstance(task, str | Path)]
     with staged_output(
-        output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)"
+        output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)", command="evaluate"
     ) as staging:
         summary = _evaluate_into(
             staging, model, tasks, batch_size, max_length, split, similarity, show_progress_bar, save_predictions

@@ -97,7 +97,8 @@ def export_sentence_transformer(
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
         max_seq_length: the export's truncation length (default: the encoder's longest input, e.g. 512 for
             BERT and XLM-R, capped by the tokenizer's `model_max_length`).
-        overwrite: replace an existing `output_dir`.
+        overwrite: replace an existing `output_dir` that an earlier export wrote (it holds the marker
+            `.retromae-output.json`); anything else there is refused.
 
     Returns:
         The output folder.
@@ -117,7 +118,7 @@ def export_sentence_transformer(
         raise ValueError(f"max_seq_length must be a positive whole number, got {max_seq_length!r}")
     inputs = [model_or_path, tokenizer] if isinstance(model_or_path, str | os.PathLike) else [tokenizer]
     inputs = [item for item in inputs if isinstance(item, str | os.PathLike)]
-    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder")  # before loading anything
+    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder", command="export")  # before loading anything
     model, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
     longest = model.max_sequence_length()
     if max_seq_length is not None and longest and max_seq_length > longest:
@@ -128,7 +129,9 @@ def export_sentence_transformer(
     output_dir = Path(output_dir)
     with (
         tempfile.TemporaryDirectory(prefix="retromae-export-") as scratch,
-        staged_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder") as staging,
+        staged_output(
+            output_dir, overwrite=overwrite, inputs=inputs, what="export folder", command="export"
+        ) as staging,
     ):
         plain = Path(scratch) / "encoder"
         encoder.save_pretrained(plain)

@@ -36,7 +36,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
-from .errors import OutputExistsError, remote_resource
+from .errors import OutputExistsError, is_disk_full, remote_resource
+from .locks import RunLock
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
 from .outputs import check_inputs, staged_output
@@ -494,6 +495,21 @@ class RetroMAETrainer(Trainer):
         self._staging_dir = os.path.join(run_dir, STAGING_DIR)
         try:
             super()._save_checkpoint(model, trial)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            # The half-written checkpoint would keep the disk full: remove it; the earlier checkpoints stay.
+            from .outputs import disk_full_error, folder_size
+
+            staging = os.path.join(run_dir, STAGING_DIR)
+            written = folder_size(staging)
+            shutil.rmtree(staging, ignore_errors=True)
+            kept = ", ".join(path.name for path in reversed(_checkpoints(Path(run_dir)))) or "none yet"
+            raise disk_full_error(
+                error, run_dir, what=f"the run folder (saving {name})", written=written,
+                extra=f"; the earlier checkpoints are intact ({kept}): continue with --resume once there is room, "
+                "or keep fewer checkpoints (--set training.save_total_limit=1)",
+            ) from error  # fmt: skip
         finally:
             self._staging_dir = None
         self.accelerator.wait_for_everyone()
@@ -802,6 +818,19 @@ def train(
     it lets several runs share one tokenization. `recipe.corpus` is still recorded in the saved recipe.
     """
     recipe.validate()
+    # Refused before the folder is locked (or created), so a mistake leaves no trace; checked again under the lock.
+    prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
+    with RunLock(recipe.output_dir, what="output_dir (--output-dir)"):  # one run per folder, for the whole run
+        return _train_holding_the_folder(recipe, resume, trainer_class, overwrite_output_dir, train_dataset)
+
+
+def _train_holding_the_folder(
+    recipe: Recipe,
+    resume: str | bool | None,
+    trainer_class: type["RetroMAETrainer"] | None,
+    overwrite_output_dir: bool,
+    train_dataset,
+) -> Path:
     output_dir = recipe.output_dir
     prepare_output_dir(recipe, resume, overwrite_output_dir)
     staging = Path(output_dir) / STAGING_DIR

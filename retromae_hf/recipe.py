@@ -15,6 +15,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -47,6 +48,7 @@ RESUME_INDEPENDENT_KEYS = frozenset(
     {
         "output_dir",
         "evaluation",
+        "allow_small_vocabulary",
         "training.output_dir",
         "training.logging_dir",
         "training.logging_steps",
@@ -105,6 +107,11 @@ class Recipe:
         "stage-1 texts: files (txt/jsonl/csv/tsv/parquet), folders, Hub dataset names, or mappings "
         "{path, config, split, text_column}; 'python-docstrings' for Python's own docstrings",
         default_factory=list,
+    )
+    allow_small_vocabulary: bool = _help(
+        "accept a tokenizer with fewer than 100 tokens or a tenth of the model's vocabulary (normally the sign of "
+        "a wrong tokenizer)",
+        default=False,
     )
     text_column: str = _help("column holding the text in tabular corpora", default="text")
     packing: bool = _help("pack consecutive lines into blocks of max_length (official preprocessing)", default=True)
@@ -172,8 +179,13 @@ class Recipe:
                 f"tokenizer 'train' makes a new vocabulary, which only a model trained from scratch can use; "
                 f"model is {self.model!r}. Drop --tokenizer to use the model's own tokenizer."
             )
+        for name in ("encoder_mask_ratio", "decoder_mask_ratio", "retromae_weight", "contrastive_weight",
+                     "bag_of_words_weight", "temperature"):  # fmt: skip
+            if not math.isfinite(getattr(self, name)):
+                raise RecipeError(f"{_key(name)} must be a finite number, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise RecipeError(f"{_key('temperature')} must be > 0, got {self.temperature}")
+        check_training_values(self.training)
         if not isinstance(self.model_config, dict):
             raise RecipeError(f"model_config must be a mapping of RetroMAEConfig fields, got {self.model_config!r}")
 
@@ -450,6 +462,69 @@ def check_training_keys(training: dict[str, Any], where: str | typing.Callable[[
     }
 
 
+#: Ranges of the TrainingArguments values transformers accepts silently or refuses only once the model is loaded:
+#: (key, lowest allowed, whether the lowest is allowed, what it means). Checked before anything is read.
+_TRAINING_RANGES: tuple[tuple[str, float, bool, str], ...] = (
+    ("per_device_train_batch_size", 1, True, "examples per device and step"),
+    ("per_device_eval_batch_size", 1, True, "examples per device and evaluation step"),
+    ("gradient_accumulation_steps", 1, True, "batches per optimizer step"),
+    ("num_train_epochs", 0, False, "passes over the data"),
+    ("learning_rate", 0, True, "the optimizer's step size"),
+    ("weight_decay", 0, True, "the optimizer's weight decay"),
+    ("max_grad_norm", 0, True, "gradient clipping norm (0: none)"),
+    ("adam_epsilon", 0, False, "Adam's epsilon"),
+    ("warmup_steps", 0, True, "warm-up steps (or a share of the steps when below 1)"),
+    ("warmup_ratio", 0, True, "share of the steps used to warm up"),
+    ("logging_steps", 0, False, "steps between log records"),
+    ("save_steps", 0, False, "steps between checkpoints"),
+    ("eval_steps", 0, False, "steps between evaluations"),
+    ("save_total_limit", 1, True, "checkpoints kept"),
+    ("seed", 0, True, "the random seed"),
+    ("dataloader_num_workers", 0, True, "DataLoader worker processes"),
+)
+
+
+def _training_key(key: str) -> str:
+    flag = ", --max-steps" if key == "max_steps" else ""
+    return f"training.{key} (--set training.{key}=VALUE{flag})"
+
+
+def check_training_values(training: dict[str, Any]) -> None:
+    """Refuse `TrainingArguments` values that would fail late or silently do something else.
+
+    `max_steps` must be a positive number of steps or -1 (transformers' "train `num_train_epochs` epochs"): any
+    other negative value used to train full epochs without a word. Sizes must be positive, rates finite and not
+    negative (a NaN learning rate trains nothing).
+
+    Raises:
+        RecipeError: naming the key, the value, the allowed range and how to set it.
+    """
+    if not isinstance(training, dict):
+        return
+    steps = training.get("max_steps")
+    if steps is not None and not isinstance(steps, bool) and isinstance(steps, int | float) and steps != -1 and steps < 1:
+        raise RecipeError(
+            f"{_training_key('max_steps')} must be a positive number of optimizer steps, or -1 to train "
+            f"num_train_epochs epochs; got {steps}"
+        )
+    for key, lowest, inclusive, meaning in _TRAINING_RANGES:
+        value = training.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise RecipeError(f"{_training_key(key)} ({meaning}) must be a finite number, got {value}")
+        if value < lowest or (value == lowest and not inclusive):
+            bound = f">= {lowest}" if inclusive else f"> {lowest}"
+            raise RecipeError(f"{_training_key(key)} ({meaning}) must be {bound}, got {value}")
+    ratio = training.get("warmup_ratio")
+    if isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio > 1:
+        raise RecipeError(f"{_training_key('warmup_ratio')} must be between 0 and 1, got {ratio}")
+    for key in ("adam_beta1", "adam_beta2"):
+        value = training.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value < 1:
+            raise RecipeError(f"{_training_key(key)} must be in [0, 1), got {value}")
+
+
 def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "recipe") -> Recipe:
     """Merge command-line overrides (dotted keys) into a raw recipe mapping and check every key and type.
 
@@ -484,6 +559,9 @@ def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, s
         else:
             merged[key] = _convert(value, _HINTS[key], key, where(key))
     recipe = Recipe(**merged)
+    # Which keys the user set (recipe file or command line), unlike defaults: a length the user asked for is
+    # checked against the model, a default one adapted to it (`training.effective_lengths`).
+    recipe.explicit_keys = frozenset(merged)
     try:
         recipe.validate()
     except RecipeError as error:
@@ -510,6 +588,7 @@ __all__ = [
     "available_recipes",
     "build_recipe",
     "check_training_keys",
+    "check_training_values",
     "coerce",
     "parse_override",
     "read_recipe_file",

@@ -88,6 +88,7 @@ def load_tokenizer(recipe: Recipe, texts: list[str] | None = None) -> PreTrained
         return train_wordpiece_tokenizer(texts, vocab_size=vocab_size)
     name = recipe.tokenizer or recipe.model
     flag = "--tokenizer" if recipe.tokenizer else "--model"
+    check_tokenizer_files(recipe)
     with remote_resource("tokenizer", name, flag):
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
@@ -101,6 +102,40 @@ def load_tokenizer(recipe: Recipe, texts: list[str] | None = None) -> PreTrained
     if not tokenizer.is_fast:
         raise RecipeError(f"tokenizer {name!r} is not a fast tokenizer; whole-word masking needs word_ids()")
     return tokenizer
+
+
+#: Files of which a folder holding a tokenizer has at least one (fast tokenizers, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def check_tokenizer_files(recipe: Recipe) -> None:
+    """A local model or tokenizer folder without tokenizer files would load as a near-empty tokenizer that maps
+    every word to [UNK], and train "successfully" on nothing: refuse it, naming both ways to fix it."""
+    if recipe.tokenizer == "train" or (recipe.tokenizer is None and recipe.model == "scratch"):
+        return
+    name = recipe.tokenizer or recipe.model
+    folder = Path(name).expanduser()
+    if not folder.is_dir() or any((folder / file).is_file() for file in TOKENIZER_FILES):
+        return
+    if recipe.tokenizer is None:
+        raise RecipeError(
+            f"model {name!r} (--model) holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...): "
+            "training would see every word as [UNK]. Pass the tokenizer the model was trained with "
+            "(--tokenizer NAME_OR_FOLDER), or save it into the model folder "
+            f"(AutoTokenizer.from_pretrained(...).save_pretrained({str(folder)!r}))."
+        )
+    raise RecipeError(
+        f"tokenizer {name!r} (--tokenizer) is a folder without tokenizer files (none of "
+        f"{', '.join(TOKENIZER_FILES[:3])}, ...). Pass a folder written by tokenizer.save_pretrained, or a Hub name."
+    )
 
 
 def read_model_config(recipe: Recipe) -> RetroMAEConfig:
@@ -224,24 +259,30 @@ def _model_limits(config: RetroMAEConfig) -> tuple[int | None, int]:
 
 
 def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
-    """The sequence lengths a run uses: each recipe length, clamped to the model's longest input with a warning.
+    """The sequence lengths a run uses, checked against the model's longest input (`max_sequence_length()`).
 
-    The same rule for both stages: a length beyond the model's `max_sequence_length()` is cut to it, and the
-    warning names the flag, so nothing fails at the first training step.
+    A length the user set (in the recipe or on the command line) beyond the model's positions is refused, naming
+    the limit: cutting it silently would train on something else than asked. A length left at its default is cut
+    to the model's with an info line (the default 512 does not fit a small model of 128 positions).
+
+    Raises:
+        RecipeError: naming the key, its flag, the model's limit and where extending positions is explained.
     """
     keys = ["max_length"] + (["query_max_length", "passage_max_length"] if recipe.stage == 2 else [])
+    explicit = getattr(recipe, "explicit_keys", None)
     lengths = {}
     for key in keys:
         value = getattr(recipe, key)
         if positions is not None and value > positions:
-            logger.warning(
-                "%s %d (--%s) is longer than the model's %d positions (its longest input): using %d",
-                key,
-                value,
-                key.replace("_", "-"),
-                positions,
-                positions,
-            )
+            flag = "--" + key.replace("_", "-")
+            if explicit is None or key in explicit:
+                raise RecipeError(
+                    f"{key} {value} ({flag}) is longer than the model's {positions} positions (its longest input, "
+                    f"model {recipe.model!r}). Use {flag} {positions} or less, or a model with a longer position "
+                    "table (extending the table of a trained model: see docs/encoders.md)."
+                )
+            logger.info("%s: the default %d is longer than the model's %d positions: using %d (%s)", key, value,
+                        positions, positions, flag)  # fmt: skip
             value = positions
         lengths[key] = value
     return lengths
@@ -249,7 +290,17 @@ def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
 
 def check_vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int, recipe: Recipe) -> None:
     """A tokenizer with ids beyond the model's embedding table would fail deep inside the first step."""
-    if recipe.model == "scratch" or len(tokenizer) <= vocab_size:
+    if recipe.model == "scratch":
+        return
+    smallest = max(100, vocab_size // 10)
+    if len(tokenizer) < smallest and not recipe.allow_small_vocabulary:
+        raise RecipeError(
+            f"the tokenizer ({recipe.tokenizer or recipe.model}) has only {len(tokenizer)} tokens for a model "
+            f"({recipe.model}) with {vocab_size} embeddings (fewer than {smallest}): it is almost surely not the "
+            "model's tokenizer, and most words would become [UNK]. Use the model's own tokenizer (--tokenizer "
+            "NAME_OR_FOLDER, or drop --tokenizer), or pass --allow-small-vocabulary if this is intended."
+        )
+    if len(tokenizer) <= vocab_size:
         return
     raise RecipeError(
         f"the tokenizer ({recipe.tokenizer or recipe.model}) has {len(tokenizer)} tokens but the model "
@@ -569,11 +620,36 @@ def training_arguments(recipe: Recipe, output_dir: str) -> TrainingArguments:
     if recipe.streaming and "max_steps" not in recipe.training:
         raise RecipeError("streaming corpora have no length: set training.max_steps (--max-steps)")
     options = {**defaults, **recipe.training, "output_dir": output_dir}
+    _fall_back_from_bf16(recipe, options)
     try:
         return TrainingArguments(**options)
     except (TypeError, ValueError) as error:
         # TrainingArguments checks its values against each other and against the hardware (bf16 on a CPU, ...).
         raise RecipeError(f"training (TrainingArguments): {error}") from error
+
+
+def _fall_back_from_bf16(recipe: Recipe, options: dict[str, Any]) -> None:
+    """bf16 asked for on a machine without a bf16 GPU (the shipped GPU recipes on a laptop): train in float32.
+
+    transformers would refuse with "Your setup doesn't support bf16/gpu"; a recipe written for a GPU should still
+    run (slowly) on a CPU, so retromae-hf falls back, says so once, and names the override that makes it explicit.
+    The recipe records float32, so the run record and the final recipe.yaml say what was trained.
+    """
+    wanted = [key for key in ("bf16", "bf16_full_eval") if options.get(key)]
+    if not wanted or options.get("use_cpu"):
+        return
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    if is_torch_bf16_gpu_available() or is_torch_xla_available():
+        return
+    logger.warning(
+        "training.%s is on in the recipe, but this machine has no GPU with bf16 support: training in float32 "
+        "instead. Pass --set training.bf16=false to say so (and silence this warning), or run on a GPU.",
+        wanted[0],
+    )
+    for key in wanted:
+        options[key] = False
+        recipe.training[key] = False
 
 
 # --------------------------------------------------------------------------------------------------- run folders

@@ -337,6 +337,14 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.max_steps is not None:
         overrides["training.max_steps"] = args.max_steps
 
+    # Every value of every stage, and every destination, is checked before the training code (torch's Trainer,
+    # datasets, the model) is imported: a mistake costs a second or two, not the imports and the data.
+    from .outputs import check_writable
+    from .recipe import plan_stages
+
+    for recipe in plan_stages(args.recipe, overrides, stage=args.stage, resume=args.resume):
+        check_writable(recipe.output_dir, what="output_dir (--output-dir)")
+
     from .training import run_recipe
 
     results = run_recipe(

@@ -6,7 +6,8 @@ run" check and interleave their checkpoints and logs. `RunLock` takes an exclusi
 (its pid, host and start time, kept in the sidecar `.retromae.lock.json`).
 
 The lock is the kernel's (`flock`), so a killed run (kill -9, a crash, a lost machine) releases it with its
-process; its sidecar, left behind, is recognised as stale (that process no longer runs on this host) and the new
+process; both files are removed when a run ends, so the folder keeps only what the run wrote. The sidecar a
+killed run leaves behind is recognised as stale (that process no longer runs on this host) and the new
 run takes the folder over with a warning. Under `torchrun` only the main process (global rank 0) locks: the other
 ranks of the same run must not refuse the folder their own run holds.
 
@@ -66,6 +67,17 @@ def _read_info(path: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def _same_file(lock, path: Path) -> bool:
+    """Whether the locked descriptor is still the file at `path` (not one a releasing holder just removed)."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if fd is None:
+        return True  # a lock without a descriptor (soft fallback): nothing to compare
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
+
+
 def _describe(info: dict | None) -> str:
     if not info:
         return "another process (it left no details)"
@@ -106,16 +118,23 @@ class RunLock:
         self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         info_path = self.folder / LOCK_INFO
-        lock = FileLock(str(self.folder / LOCK_FILE), timeout=0, thread_local=False)
-        try:
-            lock.acquire()
-        except Timeout:
-            holder = _describe(_read_info(info_path))
-            raise FolderLockedError(
-                f"{self.what} {self.folder} is in use by {holder}: two runs in one folder would mix their "
-                "checkpoints and logs, so nothing was changed. Wait for that run to finish (or stop it), or choose "
-                "another --output-dir."
-            ) from None
+        lock_path = self.folder / LOCK_FILE
+        for _ in range(10):
+            lock = FileLock(str(lock_path), timeout=0, thread_local=False)
+            try:
+                lock.acquire()
+            except Timeout:
+                holder = _describe(_read_info(info_path))
+                raise FolderLockedError(
+                    f"{self.what} {self.folder} is in use by {holder}: two runs in one folder would mix their "
+                    "checkpoints and logs, so nothing was changed. Wait for that run to finish (or stop it), or "
+                    "choose another --output-dir."
+                ) from None
+            if _same_file(lock, lock_path):
+                break
+            lock.release()  # the holder removed the file between our open and our lock: lock the current one
+        else:
+            raise FolderLockedError(f"{self.what} {self.folder}: could not lock {lock_path}; try again.")
         stale = _read_info(info_path)
         if stale is not None:
             # We hold the kernel lock, so whoever wrote this is gone (or a process of another host on a shared
@@ -141,17 +160,15 @@ class RunLock:
         info_path = self.folder / LOCK_INFO
         with contextlib.suppress(OSError):
             info_path.unlink(missing_ok=True)
-        own = {LOCK_FILE, LOCK_INFO}
-        leftover = {path.name for path in self.folder.iterdir()} - own if self.folder.is_dir() else set()
-        if self._created and not leftover:
-            # A run that made the folder and wrote nothing: leave no trace. Unlinked while still locked, so a
-            # process that opened the file meanwhile holds a lock on a file no one else can open.
+        # The lock file goes too, so the folder holds only what the run wrote. Removed while still locked: a
+        # process that opened it meanwhile finds, once it holds the lock, that it is no longer the file at that
+        # path (`_same_file`) and locks the new one.
+        with contextlib.suppress(OSError):
             (self.folder / LOCK_FILE).unlink(missing_ok=True)
-            lock.release()
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()
-            return
         lock.release()
+        if self._created and self.folder.is_dir() and not any(self.folder.iterdir()):
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # a run that made the folder and wrote nothing leaves no trace
 
     def __enter__(self) -> RunLock:
         return self.acquire()

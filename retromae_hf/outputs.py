@@ -130,6 +130,7 @@ def check_output(
                 f"`retromae-hf {command}` (a folder holding {OUTPUT_MARKER} that it wrote), so nothing was changed. "
                 "Choose another destination, or move or delete that one yourself if it may go."
             )
+    check_writable(path, what=what)
     return path
 
 

@@ -28,6 +28,7 @@ import yaml
 from .errors import UserError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+FINAL_DIR = "final"  # a run's finished model, <output_dir>/final (a later stage's `model: previous`)
 PYTHON_DOCSTRINGS = "python-docstrings"  # offline text that ships with Python (see quickstart.py)
 
 #: TrainingArguments values retromae-hf sets when a recipe does not; every other field keeps transformers' default.
@@ -569,6 +570,69 @@ def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, s
     return recipe
 
 
+def plan_stages(
+    name_or_path: str | os.PathLike | None,
+    overrides: dict[str, Any] | None = None,
+    stage: int | None = None,
+    resume: str | bool | None = None,
+) -> list[Recipe]:
+    """The checked recipe of every stage a `train` command will run, in order (or only `stage`).
+
+    A stage whose `model` is `previous` starts from the final folder of the recipe's preceding stage; with several
+    stages, `output_dir` from the command line gets one sub-folder per stage. Every value of every selected stage
+    is converted and checked here, before torch, data or models are loaded, so a mistake in stage 2 does not
+    surface after stage 1 has trained.
+
+    Raises:
+        RecipeError: naming the key, stage or file at fault.
+    """
+    overrides = dict(overrides or {})
+    if name_or_path is None:
+        raw, source = {"stage": stage or 1}, Path("command line")
+    else:
+        raw, source = read_recipe_file(name_or_path)
+    stages = recipe_stages(raw, source)
+    selected = [i for i, spec in enumerate(stages) if stage is None or _stage_of(spec, source) == stage]
+    if not selected:
+        found = sorted({_stage_of(spec, source) for spec in stages})
+        raise RecipeError(f"{source} has no stage {stage} (it has stage(s) {found}); check --stage")
+    if resume and len(selected) > 1:
+        raise RecipeError("--resume applies to one stage: add --stage")
+    multi = len(stages) > 1
+
+    def overrides_for(spec: dict[str, Any]) -> dict[str, Any]:
+        stage_overrides = dict(overrides)
+        if multi and "output_dir" in stage_overrides:  # one run folder, one sub-folder per stage
+            stage_overrides["output_dir"] = str(Path(overrides["output_dir"]) / f"stage{spec.get('stage', 1)}")
+        return stage_overrides
+
+    planned = []
+    for i in selected:
+        spec = stages[i]
+        stage_overrides = overrides_for(spec)
+        if spec.get("model") == "previous" and "model" not in stage_overrides:
+            if i == 0:
+                raise RecipeError(f"{source}: the first stage cannot start from model 'previous'")
+            previous = build_recipe(stages[i - 1], overrides_for(stages[i - 1]), source=str(source))
+            previous_final = Path(previous.output_dir) / FINAL_DIR
+            spec = {**spec, "model": str(previous_final)}
+            if i - 1 not in selected and not previous_final.is_dir():
+                raise RecipeError(
+                    f"stage {spec.get('stage')} starts from {previous_final}, which does not exist yet: run the "
+                    "previous stage first (drop --stage)"
+                )
+        planned.append(build_recipe(spec, stage_overrides, source=str(source)))
+    return planned
+
+
+def _stage_of(spec: dict[str, Any], source: Path) -> int:
+    value = spec.get("stage", 1)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{source}: stage must be 1 or 2, got {value!r}") from None
+
+
 def _with_suggestion(key: str) -> str:
     import difflib
 
@@ -591,6 +655,7 @@ __all__ = [
     "check_training_values",
     "coerce",
     "parse_override",
+    "plan_stages",
     "read_recipe_file",
     "recipe_differences",
     "recipe_stages",

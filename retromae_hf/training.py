@@ -40,7 +40,7 @@ from .errors import OutputExistsError, is_disk_full, remote_resource
 from .locks import RunLock
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
-from .outputs import check_inputs, staged_output
+from .outputs import check_inputs, check_writable, staged_output
 from .recipe import (  # noqa: F401 - re-exported: recipes were defined here before they had their own module
     PYTHON_DOCSTRINGS,
     RECIPE_FIELDS,
@@ -51,6 +51,7 @@ from .recipe import (  # noqa: F401 - re-exported: recipes were defined here bef
     available_recipes,
     build_recipe,
     parse_override,
+    plan_stages,
     read_recipe_file,
     recipe_differences,
     recipe_stages,
@@ -896,6 +897,7 @@ def train(
     recipe.validate()
     # Refused before the folder is locked (or created), so a mistake leaves no trace; checked again under the lock.
     prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
+    check_writable(recipe.output_dir, what="output_dir (--output-dir)")
     with RunLock(recipe.output_dir, what="output_dir (--output-dir)"):  # one run per folder, for the whole run
         return _train_holding_the_folder(recipe, resume, trainer_class, overwrite_output_dir, train_dataset)
 
@@ -1063,54 +1065,10 @@ def run_recipe(
     selected stage's recipe and output folder is checked before the first one starts, so a mistake in stage 2
     does not surface after stage 1 has trained.
     """
-    overrides = dict(overrides or {})
-    if name_or_path is None:
-        raw, source = {"stage": stage or 1}, Path("command line")
-    else:
-        raw, source = read_recipe_file(name_or_path)
-    stages = recipe_stages(raw, source)
-    selected = [i for i, spec in enumerate(stages) if stage is None or _stage_of(spec, source) == stage]
-    if not selected:
-        found = sorted({_stage_of(spec, source) for spec in stages})
-        raise RecipeError(f"{source} has no stage {stage} (it has stage(s) {found}); check --stage")
-    if resume and len(selected) > 1:
-        raise RecipeError("--resume applies to one stage: add --stage")
-    multi = len(stages) > 1
-
-    def overrides_for(spec: dict[str, Any]) -> dict[str, Any]:
-        stage_overrides = dict(overrides)
-        if multi and "output_dir" in stage_overrides:  # one run folder, one sub-folder per stage
-            stage_overrides["output_dir"] = str(Path(overrides["output_dir"]) / f"stage{spec.get('stage', 1)}")
-        return stage_overrides
-
-    planned = []
-    for i in selected:
-        spec = stages[i]
-        stage_overrides = overrides_for(spec)
-        previous_final = None
-        if spec.get("model") == "previous" and "model" not in stage_overrides:
-            if i == 0:
-                raise RecipeError(f"{source}: the first stage cannot start from model 'previous'")
-            previous = build_recipe(stages[i - 1], overrides_for(stages[i - 1]), source=str(source))
-            previous_final = Path(previous.output_dir) / FINAL_DIR
-            spec = {**spec, "model": str(previous_final)}
-            if i - 1 not in selected and not previous_final.is_dir():
-                raise RecipeError(
-                    f"stage {spec.get('stage')} starts from {previous_final}, which does not exist yet: run the "
-                    "previous stage first (drop --stage)"
-                )
-        recipe = build_recipe(spec, stage_overrides, source=str(source))
+    planned = plan_stages(name_or_path, overrides, stage=stage, resume=resume)
+    for recipe in planned:
         prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
-        planned.append(recipe)
     return [(recipe, train(recipe, resume=resume, overwrite_output_dir=overwrite_output_dir)) for recipe in planned]
-
-
-def _stage_of(spec: dict[str, Any], source: Path) -> int:
-    value = spec.get("stage", 1)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise RecipeError(f"{source}: stage must be 1 or 2, got {value!r}") from None
 
 
 def evaluate_after_training(final: str | os.PathLike, tasks: list[str], output_dir: str | os.PathLike) -> Path:

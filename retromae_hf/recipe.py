@@ -254,7 +254,10 @@ def read_recipe_file(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], P
             )
         path = shipped
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text) or {}
+        if isinstance(raw, dict):
+            raw = _keep_written_text(raw, yaml.load(text, Loader=yaml.BaseLoader) or {})
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
@@ -262,6 +265,55 @@ def read_recipe_file(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], P
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
     return raw, path
+
+
+def _wants_text(annotation: Any) -> bool:
+    """Whether a recipe field holds text: `str`, `str | None`, `list[str]`."""
+    if annotation is str:
+        return True
+    return any(_wants_text(arg) for arg in typing.get_args(annotation))
+
+
+#: Recipe keys whose values are text (names, paths, columns), and the data-source lists whose items are.
+_TEXT_KEYS = frozenset(name for name, hint in _HINTS.items() if _wants_text(hint))
+_SOURCE_KEYS = frozenset({"corpus", "pairs"})
+
+
+def _is_retyped(value: Any) -> bool:
+    """A scalar that YAML turned from text into something else (`no` -> False, `2023` -> 2023, a date)."""
+    import datetime
+
+    return isinstance(value, bool | int | float | datetime.date)
+
+
+def _as_written(value: Any, written: Any) -> Any:
+    """`value` with each scalar YAML retyped replaced by its text as written (`written`, read without types)."""
+    if _is_retyped(value) and isinstance(written, str):
+        return written
+    if isinstance(value, list) and isinstance(written, list) and len(value) == len(written):
+        return [_as_written(item, text) for item, text in zip(value, written, strict=True)]
+    if isinstance(value, dict) and isinstance(written, dict):
+        return {key: _as_written(item, written.get(str(key))) for key, item in value.items()}
+    return value
+
+
+def _keep_written_text(raw: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+    """Text fields as the user wrote them: YAML 1.1 reads `tokenizer: no` as False, `text_column: 123` as a number
+    and `config: 2023-01` as a date, but these keys want the text itself (and so do the options of data sources).
+    Other keys keep YAML's types, which `build_recipe` converts and checks."""
+    if not isinstance(written, dict):
+        return raw
+    kept = dict(raw)
+    for key, value in raw.items():
+        if key in _TEXT_KEYS or key in _SOURCE_KEYS:
+            kept[key] = _as_written(value, written.get(key))
+        elif key == "stages" and isinstance(value, list) and isinstance(written.get(key), list):
+            texts = written[key]
+            kept[key] = [
+                _keep_written_text(stage, text) if isinstance(stage, dict) and i < len(texts) else stage
+                for i, (stage, text) in enumerate(zip(value, texts + [None] * (len(value) - len(texts)), strict=True))
+            ]
+    return kept
 
 
 def recipe_stages(raw: dict[str, Any], source: Path) -> list[dict[str, Any]]:
@@ -293,7 +345,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as error:
         raise RecipeError(f"--set {text}: the value is not valid YAML ({error})") from error
-    return key.strip().split("."), parsed
+    keys = key.strip().split(".")
+    if len(keys) == 1 and (keys[0] in _TEXT_KEYS or keys[0] in _SOURCE_KEYS):
+        parsed = _as_written(parsed, yaml.load(value, Loader=yaml.BaseLoader))  # --set tokenizer=no: the text
+    return keys, parsed
 
 
 # --------------------------------------------------------------------------------------------------- type conversion

@@ -126,6 +126,11 @@ def _file_spec(path: Path) -> _FileSpec:
     return (str(path.resolve()), detected[0], detected[1], stat.st_size, stat.st_mtime_ns)
 
 
+def _holds_weights(folder: Path) -> bool:
+    patterns = ("*.safetensors", "pytorch_model*.bin", "modules.json")
+    return any(next(folder.glob(pattern), None) is not None for pattern in patterns)
+
+
 def _resolve_sources(sources: Sources) -> list[tuple[str, Any]]:
     """Group sources into `("files", [spec, ...])` runs and `("hub", name)` entries, keeping their order."""
     items: list[PathLike] = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
@@ -136,6 +141,11 @@ def _resolve_sources(sources: Sources) -> list[tuple[str, Any]]:
         if not isinstance(item, str | os.PathLike):
             raise DataError(f"a data source must be a path or a Hub dataset name, got {type(item).__name__}")
         path = Path(item).expanduser()
+        if path.is_dir() and (path / "config.json").is_file() and _holds_weights(path):
+            raise DataError(
+                f"{path} is a model folder (config.json and weights), not a corpus: pass text data (.txt, .jsonl, "
+                ".csv, ... files, a folder of them, or a Hub dataset name). A model goes to --model."
+            )
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and _file_format(p) is not None)
             if not files:

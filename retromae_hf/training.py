@@ -124,6 +124,11 @@ def check_tokenizer_files(recipe: Recipe) -> None:
         return
     name = recipe.tokenizer or recipe.model
     folder = Path(name).expanduser()
+    if recipe.tokenizer and folder.is_file():
+        raise RecipeError(
+            f"tokenizer {name!r} (--tokenizer) is a file; pass the folder that holds it (with tokenizer.json or "
+            "tokenizer_config.json, as save_pretrained writes it), or a Hub name."
+        )
     if not folder.is_dir() or any((folder / file).is_file() for file in TOKENIZER_FILES):
         return
     if recipe.tokenizer is None:
@@ -150,6 +155,12 @@ def read_model_config(recipe: Recipe) -> RetroMAEConfig:
     _check_model_config_keys(overrides)
     if recipe.model == "scratch":
         return _retromae_config(overrides, recipe.model)
+    if Path(recipe.model).expanduser().is_file():
+        raise RecipeError(
+            f"model {recipe.model!r} (--model) is a file; --model takes a model folder (config.json with its "
+            "weights, as save_pretrained writes it), a Hub name, or 'scratch'. A bare state dict is converted "
+            "first: retromae-hf convert FILE FOLDER."
+        )
     with remote_resource("model", recipe.model, "--model"):
         try:
             config = AutoConfig.from_pretrained(recipe.model)
@@ -157,14 +168,61 @@ def read_model_config(recipe: Recipe) -> RetroMAEConfig:
             if not Path(recipe.model).is_dir():
                 raise
             raise RecipeError(
-                f"model {recipe.model!r} (--model): the folder holds no model configuration that transformers can "
-                f"read ({error}). Pass a RetroMAE checkpoint, a masked-LM model folder, a Hub name, or 'scratch'."
+                f"model {recipe.model!r} (--model): {_no_config_reason(Path(recipe.model), error)} Pass a RetroMAE "
+                "checkpoint, a masked-LM model folder, a Hub name, or 'scratch'."
             ) from error
     if config.model_type == RetroMAEConfig.model_type:
         decoder = _decoder_overrides(overrides, config.encoder, recipe.model)
         return _retromae_config({**config.to_dict(), **decoder}, recipe.model)
     decoder = _decoder_overrides(overrides, config, recipe.model)
-    return _retromae_config({**decoder, "encoder": config}, recipe.model)
+    composite = _retromae_config({**decoder, "encoder": config}, recipe.model)
+    _report_fresh_head(recipe.model, config)
+    return composite
+
+
+def _report_fresh_head(model: str, config) -> None:
+    """Say in one line when a checkpoint has no masked-LM head (a sentence-transformers folder, a bare encoder).
+
+    Such a model is accepted: its encoder weights are used and the head that predicts tokens starts fresh, like
+    the decoder (transformers alone would only say that the checkpoint "seems corrupted"). See docs/encoders.md.
+    """
+    architectures = [name for name in (getattr(config, "architectures", None) or []) if isinstance(name, str)]
+    if any(name.endswith(("ForMaskedLM", "ForPreTraining")) for name in architectures):
+        return
+    folder = Path(model)
+    kind = "a sentence-transformers folder (modules.json)" if (folder / "modules.json").is_file() else "an encoder"
+    saved = architectures[0] if architectures else config.model_type
+    logger.warning(
+        "model %s (--model) is %s without a masked-LM head (saved as %s): its encoder weights are used; the "
+        "masked-LM head and the decoder start fresh",
+        model,
+        kind,
+        saved,
+    )
+
+
+def _no_config_reason(folder: Path, error: BaseException) -> str:
+    """Why a folder given as a model has no readable configuration, in the user's terms (not a JSON error)."""
+    config = folder / "config.json"
+    modules = folder / "modules.json"
+    if not config.is_file() and modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            inner = next(entry.get("path") for entry in entries if "Transformer" in entry.get("type", ""))
+        except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+            inner = None
+        if inner:
+            return f"it is a sentence-transformers folder whose transformer is in {folder / inner}: pass that folder."
+        return "it is a sentence-transformers folder without a config.json at its top."
+    if not config.is_file():
+        return "the folder holds no config.json, so it is not a model folder."
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as bad:
+        return f"its config.json is not valid JSON ({bad})."
+    except OSError as bad:
+        return f"its config.json cannot be read ({bad})."
+    return f"its config.json is not a model configuration transformers can read ({' '.join(str(error).split())})."
 
 
 def _retromae_config(fields: dict[str, Any], model: str) -> RetroMAEConfig:

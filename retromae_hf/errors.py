@@ -135,19 +135,33 @@ def hub_unreachable_reason(endpoint: str | None = None) -> str | None:
     rest of the process, so that files already in the local cache are still found without further retries.
     """
     if _offline_flag():
-        return "offline mode is on (HF_HUB_OFFLINE=1)"
+        return _went_offline or "offline mode is on (HF_HUB_OFFLINE=1)"
     from huggingface_hub import constants
 
     reason = _probe_endpoint(endpoint or constants.ENDPOINT)
     if reason is not None:
-        _go_offline()
+        _go_offline(reason)
     return reason
 
 
-def _go_offline() -> None:
+#: Why this process switched offline mode on itself (a failed probe), so that messages do not blame a
+#: HF_HUB_OFFLINE=1 the user never set.
+_went_offline: str | None = None
+
+
+def offline_fix() -> str:
+    """How to get the network back: "connect to the network", plus unsetting HF_HUB_OFFLINE only if the user set it."""
+    user_set = _offline_flag() and _went_offline is None
+    return "connect to the network" + (" (and unset HF_HUB_OFFLINE)" if user_set else "")
+
+
+def _go_offline(reason: str | None = None) -> None:
     import sys
 
     from huggingface_hub import constants
+
+    global _went_offline
+    _went_offline = _went_offline or reason or "the Hugging Face Hub could not be reached"
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants.HF_HUB_OFFLINE = True
@@ -211,20 +225,31 @@ def _is_missing_on_hub(error: BaseException) -> bool:
     return False
 
 
-def hub_access_hint(name: str, flag: str | None = None, repo_type: str = "model") -> str:
-    """How to provide `name` without the network: a local folder, or a download where there is network."""
+def hub_access_hint(name: str, flag: str | None = None, repo_type: str = "model", local_ok: bool = True) -> str:
+    """How to provide `name` without the network: a local folder, or a download where there is network.
+
+    `local_ok=False` for commands that take no local folder (`pull`): then only the network helps."""
+    if not local_ok:
+        return (
+            f"{offline_fix().capitalize()} and run the command again. A model already on disk needs no pull: pass "
+            "its folder to export, evaluate or train."
+        )
     option = f" ({flag} path/to/folder)" if flag else ""
     kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
     return (
         f"Pass a local folder instead{option}, download it where there is network with "
-        f"`hf download {name}{kind} --local-dir <folder>` and pass that folder, or connect to the network "
-        "(and unset HF_HUB_OFFLINE)."
+        f"`hf download {name}{kind} --local-dir <folder>` and pass that folder, or {offline_fix()}."
     )
 
 
 @contextlib.contextmanager
 def remote_resource(
-    what: str, name: str, flag: str | None = None, repo_type: str = "model", endpoint: str | None = None
+    what: str,
+    name: str,
+    flag: str | None = None,
+    repo_type: str = "model",
+    endpoint: str | None = None,
+    local_ok: bool = True,
 ) -> Iterator[None]:
     """Around loading `name`, which is a local path or a Hub id; turns the ways that fails into `UserError`s.
 
@@ -254,7 +279,7 @@ def remote_resource(
             why = reason or "the Hugging Face Hub could not be reached"
             raise NetworkError(
                 f"{where} is not a local folder, and it is not in the local Hugging Face cache: {why}. "
-                + hub_access_hint(name, flag, repo_type)
+                + hub_access_hint(name, flag, repo_type, local_ok=local_ok)
             ) from error
         if http_status(error) in (401, 403):
             raise UserError(
@@ -293,8 +318,7 @@ def as_user_error(error: BaseException) -> UserError | None:
         )
     if is_network_error(error):
         return NetworkError(
-            f"the Hugging Face Hub could not be reached: {error}. Use local files and folders, or connect to "
-            "the network (and unset HF_HUB_OFFLINE)."
+            f"the Hugging Face Hub could not be reached: {error}. Use local files and folders, or {offline_fix()}."
         )
     status = http_status(error)
     if status in (401, 403):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NetworkError, UserError, hub_unreachable_reason, is_network_error
+from .errors import NetworkError, UserError, hub_unreachable_reason, is_network_error, offline_fix
 
 if TYPE_CHECKING:
     from mteb import AbsTask
@@ -882,7 +882,7 @@ def _evaluate_into(
             f"MTEB task(s) {', '.join(named) or 'given'} load their data from the Hugging Face Hub, which cannot be "
             f"reached ({hub_unreachable_reason() or error}). Evaluate local data instead (a BEIR folder or an STS "
             "file, see `retromae-hf evaluate --help`), run once with network so the datasets cache holds the data, "
-            "or connect to the network (and unset HF_HUB_OFFLINE)."
+            f"or {offline_fix()}."
         ) from error
     finally:
         st_model.max_seq_length, st_model.similarity_fn_name = saved

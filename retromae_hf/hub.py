@@ -541,7 +541,7 @@ def pull_from_hub(
         raise ValueError(f"kind must be 'auto', 'base', 'pretraining' or 'sentence-transformers', got {kind!r}")
     from .errors import remote_resource
 
-    with remote_resource("repository", repo_id, endpoint=endpoint):
+    with remote_resource("repository", repo_id, endpoint=endpoint, local_ok=False):  # pull takes no folder
         local_dir = Path(
             snapshot_download(
                 repo_id,

@@ -50,6 +50,7 @@ RESUME_INDEPENDENT_KEYS = frozenset(
         "output_dir",
         "evaluation",
         "allow_small_vocabulary",
+        "torch_threads",
         "training.output_dir",
         "training.logging_dir",
         "training.logging_steps",
@@ -140,6 +141,11 @@ class Recipe:
     similarity: str = _help("InfoNCE similarity", choices=("dot", "cosine"), default="dot")
     gather_across_devices: bool = _help("use the other devices' passages as negatives", default=True)
     output_dir: str = _help("run folder: checkpoints, training_log.jsonl, and final/", default="runs/retromae")
+    torch_threads: int | None = _help(
+        "threads torch uses for the model and for collating batches in the main process (default: torch's, one "
+        "per core); 1 is much faster for tiny models and on a machine shared with other jobs",
+        default=None,
+    )
     training: dict[str, Any] = _help("transformers.TrainingArguments fields", flag=False, default_factory=dict)
     evaluation: list[str] = _help(
         "tasks for `retromae-hf evaluate` after training (local paths or MTEB names)", default_factory=list
@@ -184,6 +190,8 @@ class Recipe:
                      "bag_of_words_weight", "temperature"):  # fmt: skip
             if not math.isfinite(getattr(self, name)):
                 raise RecipeError(f"{_key(name)} must be a finite number, got {getattr(self, name)}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise RecipeError(f"{_key('torch_threads')} must be >= 1 (or unset for torch's default), got {self.torch_threads}")
         if self.temperature <= 0:
             raise RecipeError(f"{_key('temperature')} must be > 0, got {self.temperature}")
         check_training_values(self.training)
@@ -271,7 +279,10 @@ def _wants_text(annotation: Any) -> bool:
     """Whether a recipe field holds text: `str`, `str | None`, `list[str]`."""
     if annotation is str:
         return True
-    return any(_wants_text(arg) for arg in typing.get_args(annotation))
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        return any(_wants_text(arg) for arg in typing.get_args(annotation))
+    return False
 
 
 #: Recipe keys whose values are text (names, paths, columns), and the data-source lists whose items are.

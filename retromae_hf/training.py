@@ -161,6 +161,7 @@ def read_model_config(recipe: Recipe) -> RetroMAEConfig:
             "weights, as save_pretrained writes it), a Hub name, or 'scratch'. A bare state dict is converted "
             "first: retromae-hf convert FILE FOLDER."
         )
+    _check_weight_files(Path(recipe.model).expanduser())
     with remote_resource("model", recipe.model, "--model"):
         try:
             config = AutoConfig.from_pretrained(recipe.model)
@@ -199,6 +200,25 @@ def _report_fresh_head(model: str, config) -> None:
         kind,
         saved,
     )
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Read the header of every safetensors file of a local model folder (no weights): a cut or damaged file is
+    named now, not as a bare "incomplete metadata" after the data has been read."""
+    if not folder.is_dir():
+        return
+    from safetensors import safe_open
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # SafetensorError, OSError: the same to the user
+            raise RecipeError(
+                f"model {str(folder)!r} (--model): {weights} is damaged or incomplete ({' '.join(str(error).split())}"
+                "). It was probably cut short while being copied, downloaded or saved: copy or download it again, "
+                "or use an earlier checkpoint."
+            ) from error
 
 
 def _no_config_reason(folder: Path, error: BaseException) -> str:
@@ -748,6 +768,15 @@ def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: boo
     found = run_artefacts(folder)
     if found and not resume and not overwrite:
         names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
+        if not _checkpoints(folder) and not (folder / FINAL_DIR).is_dir():
+            # Stopped before its first checkpoint was complete (killed mid-save): --resume has nothing to start
+            # from, so do not offer it.
+            raise OutputExistsError(
+                f"{what} {folder} holds the start of a training run that stopped before its first checkpoint was "
+                f"complete ({names}); there is nothing to resume, and nothing was changed. Start over with "
+                "--overwrite-output-dir (deletes only those run files; other files are kept), or choose another "
+                "--output-dir."
+            )
         raise OutputExistsError(
             f"{what} {folder} already holds a training run ({names}); nothing was changed. To continue that run, "
             "add --resume. To start over, add --overwrite-output-dir (deletes checkpoint-*, final/, "
@@ -875,6 +904,12 @@ def resolve_resume(resume: str | bool | None, output_dir: str, recipe: Recipe | 
 
     candidates = _checkpoints(folder) if folder.is_dir() else []
     if not candidates:
+        if run_artefacts(folder):
+            raise RecipeError(
+                f"--resume: the run in {output_dir} stopped before its first checkpoint was complete, so there is "
+                "nothing to resume. Start it over: replace --resume with --overwrite-output-dir (deletes only that "
+                "run's files)."
+            )
         raise RecipeError(
             f"--resume: no checkpoint-* folder in {output_dir}, so there is nothing to resume. Drop --resume."
         )
@@ -969,6 +1004,11 @@ def _train_holding_the_folder(
 ) -> Path:
     output_dir = recipe.output_dir
     prepare_output_dir(recipe, resume, overwrite_output_dir)
+    if recipe.torch_threads:
+        # Intra-op threads spin while they wait: on a busy machine, or for a tiny model whose operations are too
+        # small to share, they cost far more than they give (benchmarks/threads.py).
+        torch.set_num_threads(recipe.torch_threads)
+        logger.info("torch uses %d thread(s) (torch_threads)", recipe.torch_threads)
     staging = Path(output_dir) / STAGING_DIR
     if staging.exists():
         logger.warning("removing %s, left by a save that did not finish", staging)
@@ -995,6 +1035,13 @@ def _train_holding_the_folder(
     else:
         tokenizer = load_tokenizer(recipe, texts_for_tokenizer)
     check_vocabulary(tokenizer, vocab_size, recipe)
+    if tokenizer.mask_token_id is None:
+        raise RecipeError(
+            f"the tokenizer ({recipe.tokenizer or recipe.model}) has no mask token, which masked auto-encoding "
+            "needs. Use a tokenizer that has one (BERT's [MASK], RoBERTa's <mask>), or add one and save it: "
+            "tokenizer.add_special_tokens({'mask_token': '[MASK]'}); tokenizer.save_pretrained(FOLDER), then pass "
+            "--tokenizer FOLDER (with --model scratch, or a model whose vocabulary has room for it)."
+        )
     if args.gradient_checkpointing:
         args.gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
 

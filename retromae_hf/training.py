@@ -1009,11 +1009,11 @@ def _train_holding_the_folder(
         # small to share, they cost far more than they give (benchmarks/threads.py).
         torch.set_num_threads(recipe.torch_threads)
         logger.info("torch uses %d thread(s) (torch_threads)", recipe.torch_threads)
+    resume_from = resolve_resume(resume, output_dir, recipe)
     staging = Path(output_dir) / STAGING_DIR
     if staging.exists():
         logger.warning("removing %s, left by a save that did not finish", staging)
         shutil.rmtree(staging)
-    resume_from = resolve_resume(resume, output_dir, recipe)
     if resume_from:
         _check_not_finished(Path(resume_from), Path(output_dir))
         logger.info("resuming from %s", resume_from)

@@ -59,6 +59,27 @@ def run_record(raw: dict, run_id: str) -> dict:
 TRAIN = ["train", "--stage", "1", "--model", "scratch", "--tokenizer", "tok", "--corpus", "corpus.txt"]
 
 
+def project_words(count: int) -> list[str]:
+    words = dict.fromkeys(word.lower() for line in project_lines() for word in re.findall(r"[A-Za-z]+", line))
+    return list(words)[:count]
+
+
+def save_word_level_tokenizer(folder, words: list[str], mask: bool) -> None:
+    """A fast word-level tokenizer with [CLS]/[SEP]/[PAD]/[UNK] (and [MASK] if `mask`) and the given words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + (["[MASK]"] if mask else [])
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    extra = {"mask_token": "[MASK]"} if mask else {}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", **extra
+    )
+    tokenizer.save_pretrained(folder)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, wordpiece_tokenizer):
     from safetensors.torch import save_file
@@ -113,6 +134,28 @@ def workspace(tmp_path_factory, wordpiece_tokenizer):
     fake_checkpoint(ws / "run" / "checkpoint-2", 2, record)
     fake_checkpoint(ws / "run" / "checkpoint-4", 4, record, damaged=True)
     (ws / "run" / "training_log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    # Round two (issue 17): the user's own files that careless commands must not touch, and inputs that used to
+    # train silently on garbage.
+    (ws / "ev-old").mkdir()  # an earlier `evaluate` output (its marker), which export must not replace
+    (ws / "ev-old" / ".retromae-output.json").write_text(json.dumps({"command": "evaluate"}))
+    (ws / "ev-old" / "summary.json").write_text("{}")
+    (ws / "mixed.jsonl").write_text(
+        json.dumps({"title": "no text here"}) + "\n" + "".join(json.dumps({"text": line}) + "\n" for line in project_lines(5))
+    )
+    (ws / "latin1.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    (ws / "cut-model").mkdir()
+    for name in ("config.json",):
+        (ws / "cut-model" / name).write_bytes((ws / "ckpt" / name).read_bytes())
+    weights = (ws / "ckpt" / "model.safetensors").read_bytes()
+    (ws / "cut-model" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    tokenizer.save_pretrained(ws / "cut-model")
+    save_word_level_tokenizer(ws / "tiny-tok", ["the", "a"], mask=True)
+    save_word_level_tokenizer(ws / "nomask-tok", project_words(300), mask=False)
+    # A run killed during its first checkpoint save: a run record, a log, a half-written staging folder.
+    (ws / "half-run" / ".staging" / "checkpoint-10").mkdir(parents=True)
+    (ws / "half-run" / ".staging" / "checkpoint-10" / "optimizer.pt").write_bytes(b"cut")
+    (ws / "half-run" / "retromae_run.json").write_text(json.dumps(run_record(base, "half-run")))
+    (ws / "half-run" / "training_log.jsonl").write_text('{"step": 5, "loss": 8.0}\n')
     # A run that reached its last step.
     done = run_record({**base, "output_dir": "done"}, "done-run")
     (ws / "done").mkdir()
@@ -188,9 +231,56 @@ CLI_CASES = [
     ("evaluate-bad-sts-score", ["evaluate", "ckpt", "--tasks", "scores.tsv", "--output-dir", "ev"], r"scores\.tsv, line 2: score 'high' is not a number"),
     ("evaluate-mteb-task-offline", ["evaluate", "ckpt", "--tasks", "SciFact", "--output-dir", "ev"],
      r"MTEB task\(s\) SciFact load their data from the Hugging Face Hub"),
-    ("pull-offline", ["pull", "some-org/some-model"], r"repository 'some-org/some-model' is not a local folder.*hf download"),
+    ("pull-offline", ["pull", "some-org/some-model"],
+     r"repository 'some-org/some-model' is not a local folder.*(?<!local folder instead).*needs no pull"),
     ("push-a-folder-that-is-no-model", ["push", "out", "some-org/some-model"], r"out is neither a RetroMAE checkpoint nor a sentence-transformers export"),
     ("unknown-command", ["frobnicate"], r"invalid choice: 'frobnicate'"),
+    # Round two (issue 17). --overwrite replaces only the same command's earlier output.
+    ("export-overwrite-a-users-file", ["export", "ckpt", "corpus.txt", "--overwrite"],
+     r"corpus\.txt is a file, not an earlier output folder\. --overwrite replaces only an earlier output of `retromae-hf export`"),
+    ("evaluate-overwrite-a-training-run", ["evaluate", "ckpt", "--tasks", "beir", "--output-dir", "run", "--overwrite"],
+     r"run holds a training run.*replaces only an earlier output of `retromae-hf evaluate`"),
+    ("export-overwrite-a-model", ["export", "ckpt", "small-vocab", "--overwrite"], r"small-vocab holds a model \(config\.json"),
+    ("export-overwrite-a-users-folder", ["export", "ckpt", "out", "--overwrite"], r"out holds files that this command did not write"),
+    ("export-overwrite-an-evaluation", ["export", "ckpt", "ev-old", "--overwrite"],
+     r"ev-old was written by `retromae-hf evaluate`, not by `retromae-hf export`"),
+    ("convert-overwrite-a-training-run", ["convert", "official", "run", "--overwrite"], r"run holds a training run"),
+    # Values refused by name before anything loads.
+    ("set-negative-max-steps", [*TRAIN, "--output-dir", "new", "--set", "training.max_steps=-5"],
+     r"training\.max_steps \(--set training\.max_steps=VALUE, --max-steps\) must be a positive number of optimizer steps, or -1"),
+    ("set-zero-batch-size", [*TRAIN, "--output-dir", "new", "--set", "training.per_device_train_batch_size=0"],
+     r"training\.per_device_train_batch_size .* must be >= 1, got 0"),
+    ("set-nan-learning-rate", [*TRAIN, "--output-dir", "new", "--set", "training.learning_rate=.nan"],
+     r"training\.learning_rate .* must be a finite number, got nan"),
+    ("set-negative-learning-rate", [*TRAIN, "--output-dir", "new", "--set", "training.learning_rate=-1e-4"],
+     r"training\.learning_rate .* must be >= 0"),
+    ("nan-temperature", [*TRAIN, "--output-dir", "new", "--temperature", "nan"], r"temperature \(--temperature\) must be a finite number"),
+    ("max-length-beyond-the-model", ["train", "--stage", "1", "--model", "ckpt", "--corpus", "corpus.txt", "--max-length",
+     "100000", "--output-dir", "new"], r"max_length 100000 \(--max-length\) is longer than the model's 32 positions.*docs/encoders\.md"),
+    # Silent garbage: tokenizers that do not fit the model.
+    ("model-folder-without-tokenizer", ["train", "--stage", "1", "--model", "small-vocab", "--corpus", "corpus.txt",
+     "--output-dir", "new"], r"model 'small-vocab' \(--model\) holds no tokenizer.*--tokenizer NAME_OR_FOLDER.*save_pretrained"),
+    ("tokenizer-far-too-small", ["train", "--stage", "1", "--model", "ckpt", "--tokenizer", "tiny-tok", "--corpus",
+     "corpus.txt", "--output-dir", "new"], r"has only 7 tokens for a model \(ckpt\) with \d+ embeddings.*--allow-small-vocabulary"),
+    ("tokenizer-without-mask-token", [*TRAIN[:6], "nomask-tok", *TRAIN[7:], "--output-dir", "new"],
+     r"has no mask token.*add_special_tokens\(\{'mask_token': '\[MASK\]'\}\)"),
+    # Vague messages made precise, each naming the fix.
+    ("file-as-model", ["train", "--stage", "1", "--model", "corpus.txt", "--corpus", "corpus.txt", "--output-dir", "new"],
+     r"model 'corpus\.txt' \(--model\) is a file; --model takes a model folder"),
+    ("model-folder-as-corpus", [*TRAIN[:-1], "ckpt", "--output-dir", "new"], r"ckpt is a model folder \(config\.json and weights\), not a corpus.*--model"),
+    ("jsonl-first-record-without-text", [*TRAIN[:-1], "mixed.jsonl", "--output-dir", "new"],
+     r"mixed\.jsonl, line 1: column 'text' not found; this record has columns \['title'\]\. Every record needs it"),
+    ("csv-without-text-column", [*TRAIN[:-1], "out/data/table.csv", "--output-dir", "new"],
+     r"column 'text' not found; the file has columns \['a', 'b'\]\. Name the column that holds the text with --text-column"),
+    ("latin1-corpus", [*TRAIN[:-1], "latin1.txt", "--output-dir", "new"], r"latin1\.txt, line 1: not valid UTF-8.*iconv -f latin1 -t utf-8"),
+    ("truncated-weights", ["train", "--stage", "1", "--model", "cut-model", "--corpus", "corpus.txt", "--output-dir", "new"],
+     r"cut-model/model\.safetensors is damaged or incomplete.*download it again"),
+    ("convert-a-text-file", ["convert", "corpus.txt", "conv", "--bert-config", "official/config.json"],
+     r"(?s)corpus\.txt cannot be read as a torch state dict.*Pass a \.safetensors file(?!.*weights_only)"),
+    ("rerun-after-kill-during-first-save", [*TRAIN, "--output-dir", "half-run"],
+     r"stopped before its first checkpoint was complete.*nothing to resume.*--overwrite-output-dir"),
+    ("resume-after-kill-during-first-save", [*TRAIN, "--output-dir", "half-run", "--resume"],
+     r"stopped before its first checkpoint was complete.*replace --resume with --overwrite-output-dir"),
 ]
 # fmt: on
 

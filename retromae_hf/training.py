@@ -728,7 +728,8 @@ def _fall_back_from_bf16(recipe: Recipe, options: dict[str, Any]) -> None:
     )
     for key in wanted:
         options[key] = False
-        recipe.training[key] = False
+        if key in recipe.training:
+            recipe.training[key] = False
 
 
 # --------------------------------------------------------------------------------------------------- run folders
@@ -1004,6 +1005,7 @@ def _train_holding_the_folder(
 ) -> Path:
     output_dir = recipe.output_dir
     prepare_output_dir(recipe, resume, overwrite_output_dir)
+    _fall_back_from_bf16(recipe, recipe.training)  # before the recipe is compared with a checkpoint's or recorded
     if recipe.torch_threads:
         # Intra-op threads spin while they wait: on a busy machine, or for a tiny model whose operations are too
         # small to share, they cost far more than they give (benchmarks/threads.py).

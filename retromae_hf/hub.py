@@ -71,6 +71,8 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     "rng_state*.pth",
     "training_args.bin",
     "*.lock",
+    ".retromae-output.json",  # which command wrote a local folder (outputs.OUTPUT_MARKER): local bookkeeping
+    ".retromae.lock.json",
 )
 #: Recipe keys whose values are replaced by `[redacted]` in cards and staged recipes.
 SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|auth", re.IGNORECASE)

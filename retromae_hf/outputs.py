@@ -113,14 +113,15 @@ def check_output(
     check_inputs(path, inputs, replacing=occupied, what=what)
     if occupied and not overwrite:
         kind = "a folder that is not empty" if path.is_dir() else "a file"
-        may = (
-            f"to replace it, if it is an earlier output of `retromae-hf {command}`"
-            if command
-            else "to replace it (its current content is then deleted)"
-        )
+        if command and _not_replaceable(path, command):
+            raise OutputExistsError(
+                f"{what} {destination} already exists and is {kind}; nothing was written. Choose another "
+                f"destination ({overwrite_hint} replaces only an earlier output of `retromae-hf {command}`, and "
+                f"{destination} {_not_replaceable(path, command)})."
+            )
         raise OutputExistsError(
             f"{what} {destination} already exists and is {kind}; nothing was written. Choose another "
-            f"destination, or pass {overwrite_hint} {may}."
+            f"destination, or pass {overwrite_hint} to replace it (its current content is then deleted)."
         )
     if occupied and command:
         problem = _not_replaceable(path, command)

@@ -381,7 +381,8 @@ TINY_RUN = [
 
 
 def logged_steps(run) -> list[int]:
-    return [json.loads(line)["step"] for line in (run / "training_log.jsonl").read_text().splitlines() if "loss" in line]
+    records = [json.loads(line) for line in (run / "training_log.jsonl").read_text().splitlines()]
+    return [record["step"] for record in records if "loss" in record]  # not the end-of-run summary (train_loss)
 
 
 def test_a_second_train_into_a_running_folder_refuses_and_the_first_completes(workspace, tmp_path, monkeypatch, capfd):
@@ -437,7 +438,7 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(workspace, tmp_path, monkeyp
     run = tmp_path / "killed-run"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from retromae_hf.locks import RunLock; "
-         "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)", str(run)],
+         "lock = RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)", str(run)],
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout.readline().strip() == "locked"

@@ -202,6 +202,9 @@ def tiny_train_argv(argv: list[str], sandbox: Path, evaluate: bool) -> list[str]
             extra += ["--set", f"model_config.{key}={value}"]
         extra += ["--set", "model_config.num_attention_heads=2"]
     stage = int(spec.get("stage", args.stage or 1))
+    if "--max-length" not in argv:
+        # Every tiny model here has 64 positions: a recipe's lengths, set for a real model, would be refused.
+        extra += ["--max-length", "64"] + (["--query-max-length", "32", "--passage-max-length", "64"] if stage == 2 else [])
     hub_corpus = not all(is_local_or_special(source) for source in spec.get("corpus", []))
     if stage == 1 and not args.recipe_corpus and hub_corpus:
         extra += ["--corpus", "corpus.txt"]

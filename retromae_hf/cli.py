@@ -397,6 +397,12 @@ def _add_export(subparsers) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    from .outputs import check_output
+
+    # The destination is checked before torch and sentence-transformers are imported (seconds on a cold start).
+    inputs = [args.checkpoint, args.tokenizer]
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, what="export folder", command="export")
+
     from .export import export_sentence_transformer
 
     out = export_sentence_transformer(
@@ -444,6 +450,14 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    from .outputs import check_output
+
+    # The destination is checked before torch and mteb are imported (seconds on a cold start).
+    check_output(
+        args.output_dir, overwrite=args.overwrite, inputs=[args.model, *args.tasks],
+        what="evaluation folder (--output-dir)", command="evaluate",
+    )  # fmt: skip
+
     from .evaluation import evaluate, summary_to_markdown
 
     summary = evaluate(

@@ -543,8 +543,9 @@ def test_read_only_destinations_are_refused_before_anything_is_read(workspace, m
     assert snapshot(workspace) == before
 
 
-def test_a_refused_train_does_not_load_the_training_code():
-    """Values are checked before the trainer, datasets and the model code are imported (seconds, not the run)."""
+def test_refusals_come_before_the_heavy_imports():
+    """train's values are checked before the trainer, datasets and the model code are imported (seconds, not the
+    run); export's and evaluate's destinations before torch is imported at all."""
     import subprocess
     import sys
 
@@ -562,6 +563,19 @@ def test_a_refused_train_does_not_load_the_training_code():
     )  # fmt: skip
     assert result.stdout.split() == ["2", "False", "False"], result.stderr[-2000:]
     assert "training.max_steps" in result.stderr
+    # export and evaluate check their destination before importing torch at all
+    code = (
+        "import sys; from retromae_hf.cli import main; "
+        "print(main(['export', 'runs/nothing', 'README.md', '--overwrite']), "
+        "main(['evaluate', 'runs/nothing', '--tasks', 'x', '--output-dir', 'README.md', '--overwrite']), "
+        "'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120,
+    )  # fmt: skip
+    assert result.stdout.split() == ["2", "2", "False"], result.stderr[-2000:]
+    assert result.stderr.count("README.md is a file") == 2
 
 
 def test_recipe_text_values_are_kept_as_written(workspace, tmp_path, monkeypatch, capfd):

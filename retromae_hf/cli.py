@@ -39,6 +39,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def max_steps(text: str) -> int:
+    """argparse type: optimizer steps, a whole number >= 1, or -1 (transformers' "train num_train_epochs epochs")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of steps >= 1, or -1 to train num_train_epochs epochs; got {text!r}"
+        ) from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of steps >= 1, or -1 to train num_train_epochs epochs; got {value}"
+        )
+    return value
+
+
 class _ParagraphFormatter(argparse.HelpFormatter):
     """Wraps each paragraph of a description on its own; keeps indented lines (examples) as written."""
 
@@ -293,9 +308,10 @@ def _add_train(subparsers) -> None:
     )
     parser.add_argument(
         "--max-steps",
-        type=positive_int,
+        type=max_steps,
         default=None,
-        help="optimizer steps to train (the same as --set training.max_steps=N)",
+        help="optimizer steps to train, or -1 to train num_train_epochs epochs (the same as --set "
+        "training.max_steps=N)",
     )
     parser.add_argument(
         "--set",

@@ -1004,7 +1004,6 @@ def _train_holding_the_folder(
     train_dataset,
 ) -> Path:
     output_dir = recipe.output_dir
-    prepare_output_dir(recipe, resume, overwrite_output_dir)
     _fall_back_from_bf16(recipe, recipe.training)  # before the recipe is compared with a checkpoint's or recorded
     if recipe.torch_threads:
         # Intra-op threads spin while they wait: on a busy machine, or for a tiny model whose operations are too
@@ -1044,6 +1043,9 @@ def _train_holding_the_folder(
             "tokenizer.add_special_tokens({'mask_token': '[MASK]'}); tokenizer.save_pretrained(FOLDER), then pass "
             "--tokenizer FOLDER (with --model scratch, or a model whose vocabulary has room for it)."
         )
+    # Only now, with the settings, the model's limits and the tokenizer checked, does --overwrite-output-dir delete
+    # the earlier run (checked again here: this process holds the folder's lock).
+    prepare_output_dir(recipe, resume, overwrite_output_dir)
     if args.gradient_checkpointing:
         args.gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
 

@@ -262,6 +262,8 @@ CLI_CASES = [
     # Silent garbage: tokenizers that do not fit the model.
     ("model-folder-without-tokenizer", ["train", "--stage", "1", "--model", "small-vocab", "--corpus", "corpus.txt",
      "--output-dir", "new"], r"model 'small-vocab' \(--model\) holds no tokenizer.*--tokenizer NAME_OR_FOLDER.*save_pretrained"),
+    ("overwrite-output-dir-with-a-mistake-keeps-the-run", ["train", "--stage", "1", "--model", "small-vocab", "--corpus",
+     "corpus.txt", "--output-dir", "run", "--overwrite-output-dir"], r"model 'small-vocab' \(--model\) holds no tokenizer"),
     ("tokenizer-far-too-small", ["train", "--stage", "1", "--model", "ckpt", "--tokenizer", "tiny-tok", "--corpus",
      "corpus.txt", "--output-dir", "new"], r"has only 7 tokens for a model \(ckpt\) with \d+ embeddings.*--allow-small-vocabulary"),
     ("tokenizer-without-mask-token", [*TRAIN[:6], "nomask-tok", *TRAIN[7:], "--output-dir", "new"],

@@ -47,6 +47,7 @@ __all__ = [
     "check_writable",
     "disk_full_error",
     "folder_size",
+    "human_size",
     "remove_stale_staging",
     "staged_output",
 ]
@@ -195,7 +196,8 @@ def folder_size(path: PathLike) -> int:
     return total
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
+    """`5.0 KB`, `1.2 GB`: a byte count for messages (decimal units, as disks are sold)."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if size < 1000 or unit == "TB":
             return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
@@ -212,10 +214,10 @@ def disk_full_error(
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        free = f"{_human(shutil.disk_usage(probe).free)} free now"
+        free = f"{human_size(shutil.disk_usage(probe).free)} free now"
     except OSError:
         free = "free space unknown"
-    amount = f" after {_human(written)} had been written" if written else ""
+    amount = f" after {human_size(written)} had been written" if written else ""
     return DiskFullError(
         f"no space left on the device of {what} {destination}: the write failed{amount} ({free}). The partial "
         f"result was removed{extra}. Free space there (old runs, checkpoints, caches such as ~/.cache/huggingface) "
@@ -249,7 +251,7 @@ def remove_stale_staging(destination: PathLike) -> list[Path]:
         if match and (match["host"] != host or pid_alive(int(match["pid"]))):
             continue  # another machine's, or a write still in progress
         logger.warning("removing %s, left by an interrupted write to %s (%s)", candidate, path,
-                       _human(folder_size(candidate)))  # fmt: skip
+                       human_size(folder_size(candidate)))  # fmt: skip
         shutil.rmtree(candidate, ignore_errors=True)
         removed.append(candidate)
     return removed

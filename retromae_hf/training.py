@@ -629,16 +629,18 @@ class RetroMAETrainer(Trainer):
             if not is_disk_full(error):
                 raise
             # The half-written checkpoint would keep the disk full: remove it; the earlier checkpoints stay.
-            from .outputs import disk_full_error, folder_size
+            from .outputs import disk_full_error, folder_size, human_size
 
             staging = os.path.join(run_dir, STAGING_DIR)
             written = folder_size(staging)
             shutil.rmtree(staging, ignore_errors=True)
             kept = ", ".join(path.name for path in reversed(_checkpoints(Path(run_dir)))) or "none yet"
+            # The weights plus Adam's two moments: what one checkpoint needs, roughly.
+            size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()) * 3
             raise disk_full_error(
-                error, run_dir, what=f"the run folder (saving {name})", written=written,
-                extra=f"; the earlier checkpoints are intact ({kept}): continue with --resume once there is room, "
-                "or keep fewer checkpoints (--set training.save_total_limit=1)",
+                error, run_dir, what=f"the run folder (saving {name}, about {human_size(size)} per checkpoint)",
+                written=written, extra=f"; the earlier checkpoints are intact ({kept}): continue with --resume once "
+                "there is room, or keep fewer checkpoints (--set training.save_total_limit=1)",
             ) from error  # fmt: skip
         finally:
             self._staging_dir = None

@@ -191,6 +191,8 @@ def _report_fresh_head(model: str, config) -> None:
     if any(name.endswith(("ForMaskedLM", "ForPreTraining")) for name in architectures):
         return
     folder = Path(model)
+    if not architectures and not (folder / "modules.json").is_file():
+        return  # a config that does not say what it was saved from: nothing to report with certainty
     kind = "a sentence-transformers folder (modules.json)" if (folder / "modules.json").is_file() else "an encoder"
     saved = architectures[0] if architectures else config.model_type
     logger.warning(

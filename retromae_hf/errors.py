@@ -34,6 +34,7 @@ __all__ = [
     "OutputExistsError",
     "UserError",
     "as_user_error",
+    "check_weight_files",
     "hub_unreachable_reason",
     "is_disk_full",
     "is_network_error",
@@ -292,6 +293,34 @@ def remote_resource(
                 "Check the spelling, or pass the path of a local folder."
             ) from error
         raise
+
+
+# --------------------------------------------------------------------------------------------------- local files
+def check_weight_files(folder: str | os.PathLike, what: str) -> None:
+    """Read the header of every safetensors file of a local model folder (no weights are read): a file cut short
+    while being copied, downloaded or saved is named now, instead of a bare "incomplete metadata" later.
+
+    Raises:
+        UserError: naming `what` (e.g. "model 'x' (--model)"), the file and how to get an intact one.
+    """
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # SafetensorError, OSError: the same to the user
+            raise UserError(
+                f"{what}: {file} is damaged or incomplete ({' '.join(str(error).split())}). It was probably cut "
+                "short while being copied, downloaded or saved: copy or download it again, or use an earlier "
+                "checkpoint."
+            ) from error
 
 
 # --------------------------------------------------------------------------------------------------- translation

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .configuration_retromae import RetroMAEConfig
-from .errors import MissingInputError, UserError, remote_resource
+from .errors import MissingInputError, UserError, check_weight_files, remote_resource
 from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel, RetroMAEPreTrainedModel
 from .outputs import staged_output
 
@@ -35,6 +35,7 @@ def _encoder_and_tokenizer(
         path = str(model_or_path)
         if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
             raise MissingInputError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
+        check_weight_files(path, f"checkpoint {path}")
         with remote_resource("checkpoint", path):
             config = AutoConfig.from_pretrained(path)
             if config.model_type != RetroMAEConfig.model_type:
@@ -162,6 +163,7 @@ def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
     path = str(model_or_path)
     kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     is_local = os.path.isdir(path)
+    check_weight_files(path, f"model {path}")
     if is_local and not os.path.isfile(os.path.join(path, "modules.json")):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise MissingInputError(f"{path} holds no model (no config.json, no modules.json)")

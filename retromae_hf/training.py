@@ -36,7 +36,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
-from .errors import OutputExistsError, is_disk_full, remote_resource
+from .errors import OutputExistsError, UserError, check_weight_files, is_disk_full, remote_resource
 from .locks import RunLock
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
@@ -161,7 +161,10 @@ def read_model_config(recipe: Recipe) -> RetroMAEConfig:
             "weights, as save_pretrained writes it), a Hub name, or 'scratch'. A bare state dict is converted "
             "first: retromae-hf convert FILE FOLDER."
         )
-    _check_weight_files(Path(recipe.model).expanduser())
+    try:
+        check_weight_files(recipe.model, f"model {recipe.model!r} (--model)")
+    except UserError as error:
+        raise RecipeError(str(error)) from error
     with remote_resource("model", recipe.model, "--model"):
         try:
             config = AutoConfig.from_pretrained(recipe.model)
@@ -202,25 +205,6 @@ def _report_fresh_head(model: str, config) -> None:
         kind,
         saved,
     )
-
-
-def _check_weight_files(folder: Path) -> None:
-    """Read the header of every safetensors file of a local model folder (no weights): a cut or damaged file is
-    named now, not as a bare "incomplete metadata" after the data has been read."""
-    if not folder.is_dir():
-        return
-    from safetensors import safe_open
-
-    for weights in sorted(folder.glob("*.safetensors")):
-        try:
-            with safe_open(str(weights), framework="pt") as handle:
-                handle.keys()
-        except Exception as error:  # SafetensorError, OSError: the same to the user
-            raise RecipeError(
-                f"model {str(folder)!r} (--model): {weights} is damaged or incomplete ({' '.join(str(error).split())}"
-                "). It was probably cut short while being copied, downloaded or saved: copy or download it again, "
-                "or use an earlier checkpoint."
-            ) from error
 
 
 def _no_config_reason(folder: Path, error: BaseException) -> str:

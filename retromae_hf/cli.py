@@ -39,6 +39,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def max_steps(text: str) -> int:
+    """argparse type: optimizer steps, a whole number >= 1, or -1 (transformers' "train num_train_epochs epochs")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of steps >= 1, or -1 to train num_train_epochs epochs; got {text!r}"
+        ) from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of steps >= 1, or -1 to train num_train_epochs epochs; got {value}"
+        )
+    return value
+
+
 class _ParagraphFormatter(argparse.HelpFormatter):
     """Wraps each paragraph of a description on its own; keeps indented lines (examples) as written."""
 
@@ -123,7 +138,11 @@ def _add_convert(subparsers) -> None:
         "the learned ones in turn, as Longformer did (docs/encoders.md). The source may then also be a masked-LM "
         "checkpoint folder or Hub name of any of the three (the decoder starts fresh)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output_dir only if it holds an earlier output of `retromae-hf convert` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_convert)
 
 
@@ -149,7 +168,7 @@ def _run_convert(args: argparse.Namespace) -> None:
         raise MissingInputError(f"no BERT config at {bert_config}; pass --bert-config path/to/config.json")
     tokenizer_source = args.tokenizer or (source_dir if (source_dir / "tokenizer_config.json").is_file() else None)
     inputs = [args.source, bert_config, tokenizer_source]
-    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before the (slow) conversion
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert")  # before the (slow) conversion
 
     from .convert import from_official
     from .errors import remote_resource
@@ -164,7 +183,7 @@ def _run_convert(args: argparse.Namespace) -> None:
     else:
         logger.warning("no tokenizer saved beside the model: pass --tokenizer to add one")
     _maybe_extend(model, tokenizer, args.max_positions)
-    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
+    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert") as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
@@ -192,7 +211,7 @@ def _upgrade_checkpoint(source: Path, args: argparse.Namespace) -> None:
 
     tokenizer_source = args.tokenizer or (source if (source / "tokenizer_config.json").is_file() else None)
     inputs = [source, tokenizer_source]
-    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs)  # before loading the checkpoint
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert")  # before loading the checkpoint
 
     from . import RetroMAEForPreTraining
 
@@ -204,7 +223,7 @@ def _upgrade_checkpoint(source: Path, args: argparse.Namespace) -> None:
         with remote_resource("tokenizer", str(tokenizer_source), "--tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
     _maybe_extend(model, tokenizer, args.max_positions)
-    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs) as staging:
+    with staged_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, command="convert") as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
@@ -235,7 +254,11 @@ def _add_demo(subparsers) -> None:
         "--output-dir", type=Path, default=Path("runs/demo"), help="where to save the tiny model (default: %(default)s)"
     )
     parser.add_argument("--steps", type=positive_int, default=30, help="optimizer steps (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir only if it holds an earlier output of `retromae-hf demo` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -308,14 +331,16 @@ def _add_train(subparsers) -> None:
     parser.add_argument(
         "--overwrite-output-dir",
         action="store_true",
-        help="start over in an output_dir that holds an earlier run: deletes its checkpoint-*, final/, "
-        "training_log.jsonl and evaluation*/ (other files are kept)",
+        help="start over in an output_dir that holds an earlier run: deletes only what train made there "
+        "(checkpoint-*, final/, training_log.jsonl, evaluation*/); other files are kept, as export's and "
+        "evaluate's --overwrite replace only their own earlier output",
     )
     parser.add_argument(
         "--max-steps",
-        type=positive_int,
+        type=max_steps,
         default=None,
-        help="optimizer steps to train (the same as --set training.max_steps=N)",
+        help="optimizer steps to train, or -1 to train num_train_epochs epochs (the same as --set "
+        "training.max_steps=N)",
     )
     parser.add_argument(
         "--set",
@@ -356,6 +381,14 @@ def _run_train(args: argparse.Namespace) -> None:
         overrides[".".join(keys)] = value
     if args.max_steps is not None:
         overrides["training.max_steps"] = args.max_steps
+
+    # Every value of every stage, and every destination, is checked before the training code (torch's Trainer,
+    # datasets, the model) is imported: a mistake costs a second or two, not the imports and the data.
+    from .outputs import check_writable
+    from .recipe import plan_stages
+
+    for recipe in plan_stages(args.recipe, overrides, stage=args.stage, resume=args.resume):
+        check_writable(recipe.output_dir, what="output_dir (--output-dir)")
 
     from .training import run_recipe
 
@@ -462,11 +495,21 @@ def _add_export(subparsers) -> None:
     parser.add_argument(
         "--max-seq-length", type=positive_int, default=None, help="truncation length (default: the model's)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output_dir only if it holds an earlier output of `retromae-hf export` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    from .outputs import check_output
+
+    # The destination is checked before torch and sentence-transformers are imported (seconds on a cold start).
+    inputs = [args.checkpoint, args.tokenizer]
+    check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, what="export folder", command="export")
+
     from .export import export_sentence_transformer
 
     out = export_sentence_transformer(
@@ -507,11 +550,23 @@ def _add_evaluate(subparsers) -> None:
     )
     parser.add_argument("--split", default="test", help="qrels / STS split to evaluate (default: %(default)s)")
     parser.add_argument("--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir only if it holds an earlier output of `retromae-hf evaluate` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    from .outputs import check_output
+
+    # The destination is checked before torch and mteb are imported (seconds on a cold start).
+    check_output(
+        args.output_dir, overwrite=args.overwrite, inputs=[args.model, *args.tasks],
+        what="evaluation folder (--output-dir)", command="evaluate",
+    )  # fmt: skip
+
     from .evaluation import evaluate, summary_to_markdown
 
     summary = evaluate(
@@ -567,7 +622,11 @@ def _add_make_long_eval(subparsers) -> None:
         "--text", type=Path, default=None, help="UTF-8 text file for the documents (default: Python's docstrings)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --output-dir only if it holds an earlier output of `retromae-hf make-long-eval` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
+    )
     parser.set_defaults(handler=_run_make_long_eval)
 
 

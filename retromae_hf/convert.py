@@ -168,9 +168,15 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # safetensors, zip and unpickling errors all mean the same to the user
+        # torch's own text suggests loading with weights_only=False, which runs any code the file holds: never
+        # repeat it. Its first line says enough.
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Weights only load failed" in detail:
+            detail = "it is not a state dict that torch.save wrote (only tensors are read from torch files)"
         raise CheckpointError(
             f"{path} cannot be read as a {'safetensors' if path.suffix == '.safetensors' else 'torch'} state dict "
-            f"({type(error).__name__}: {error}); the file is damaged or of another format"
+            f"({detail[:300]}); the file is damaged or of another format (a text file, an HTML error page from a "
+            "failed download, ...). Pass a .safetensors file, or a .bin/.pt state dict saved with torch.save."
         ) from error
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
@@ -326,7 +332,7 @@ def extend_masked_lm(
     from .outputs import check_output, staged_output
 
     inputs = [source, tokenizer]
-    check_output(output_dir, overwrite=overwrite, inputs=inputs)  # before downloading or loading anything
+    check_output(output_dir, overwrite=overwrite, inputs=inputs, command="convert")  # before downloading or loading anything
     with remote_resource("checkpoint", str(source)):
         check_extension(source, max_length)  # the architecture and the length, before any weight is loaded
         model = RetroMAEForPreTraining.from_masked_lm(str(source))
@@ -334,7 +340,7 @@ def extend_masked_lm(
         loaded = AutoTokenizer.from_pretrained(str(tokenizer or source))
     extend_positions(model, max_length)
     loaded.model_max_length = max_length
-    with staged_output(output_dir, overwrite=overwrite, inputs=inputs) as staging:
+    with staged_output(output_dir, overwrite=overwrite, inputs=inputs, command="convert") as staging:
         model.save_pretrained(staging)
         loaded.save_pretrained(staging)
     return model

@@ -129,6 +129,11 @@ def _file_spec(path: Path) -> _FileSpec:
     return (str(path.resolve()), detected[0], detected[1], stat.st_size, stat.st_mtime_ns)
 
 
+def _holds_weights(folder: Path) -> bool:
+    patterns = ("*.safetensors", "pytorch_model*.bin", "modules.json")
+    return any(next(folder.glob(pattern), None) is not None for pattern in patterns)
+
+
 def _resolve_sources(sources: Sources) -> list[tuple[str, Any]]:
     """Group sources into `("files", [spec, ...])` runs and `("hub", name)` entries, keeping their order."""
     items: list[PathLike] = [sources] if isinstance(sources, str | os.PathLike) else list(sources)
@@ -139,6 +144,11 @@ def _resolve_sources(sources: Sources) -> list[tuple[str, Any]]:
         if not isinstance(item, str | os.PathLike):
             raise DataError(f"a data source must be a path or a Hub dataset name, got {type(item).__name__}")
         path = Path(item).expanduser()
+        if path.is_dir() and (path / "config.json").is_file() and _holds_weights(path):
+            raise DataError(
+                f"{path} is a model folder (config.json and weights), not a corpus: pass text data (.txt, .jsonl, "
+                ".csv, ... files, a folder of them, or a Hub dataset name). A model goes to --model."
+            )
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and _file_format(p) is not None)
             if not files:
@@ -174,7 +184,9 @@ def _iter_lines(path: str, compressed: bool) -> Iterator[tuple[int, str]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(
-                    f"{path}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start} of the line)"
+                    f"{path}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start} of the line). "
+                    "The file is in another encoding (often latin-1 or cp1252): re-encode it as UTF-8, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {path} > converted.txt`, and pass the converted file."
                 ) from error
             if number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
@@ -334,9 +346,20 @@ def _file_columns(spec: _FileSpec) -> list[str] | None:
         return list(pq.read_schema(path).names)
     if fmt in ("csv", "tsv"):
         return next(_csv_reader(path, fmt, compressed), None)
-    for _, record in _iter_records(spec, {}):
-        return list(record)
-    return None
+    # JSON records need not share their keys: the columns are those of the first records together, so a first
+    # record that lacks one is reported as that record's problem, not as the file's.
+    columns: dict[str, None] = {}
+    for count, (_, record) in enumerate(_iter_records(spec, {}), start=1):
+        columns.update(dict.fromkeys(record))
+        if count == _COLUMN_SAMPLE:
+            break
+    return list(columns) if columns else None
+
+
+_COLUMN_SAMPLE = 100  # records of a JSON file read to learn its columns
+
+#: Which option chooses a column, for messages about a missing one.
+_COLUMN_FLAGS = {"text": "--text-column", "pairs": "--query-column, --positive-column or --negative-columns"}
 
 
 def _check_columns(spec: _FileSpec, required: Sequence[str], what: str) -> None:
@@ -346,14 +369,20 @@ def _check_columns(spec: _FileSpec, required: Sequence[str], what: str) -> None:
         return
     missing = [c for c in required if c not in columns]
     if missing:
+        flag = _COLUMN_FLAGS.get(what)
+        hint = f" Name the column that holds the {what} with {flag}." if flag else ""
         raise DataError(
             f"{spec[0]}: column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not found; "
-            f"the file has columns {columns}"
+            f"the file has columns {columns}.{hint}"
         )
 
 
 def _missing_in_record(where: str, record: Mapping[str, Any], column: str) -> DataError:
-    return DataError(f"{where}: column {column!r} not found; this record has columns {list(record)}")
+    return DataError(
+        f"{where}: column {column!r} not found; this record has columns {list(record)}. Every record needs it: add "
+        "it to this record or remove the record (if the file names that column otherwise, choose it with "
+        "--text-column, or --query-column / --positive-column / --negative-columns for pairs)."
+    )
 
 
 # ------------------------------------------------------------------------------------------------- dataset builders
@@ -678,8 +707,11 @@ class _CorpusTokenizer:
     def __call__(self, batch: Mapping[str, list[Any]]) -> dict[str, list[list[int]]]:
         texts = [text if isinstance(text, str) else "" for text in batch["text"]]
         self.rows += len(texts)
+        # Long texts (a book on one line) are tokenized piece by piece below, so that memory stays bounded: the
+        # tokenizer's encodings of a 50 MB line at once take gigabytes.
+        short = [text if len(text) <= PIECE_CHARS else "" for text in texts]
         encoded = self.tokenizer(
-            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
+            short, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
         )
         out: dict[str, list[list[int]]] = {"input_ids": [], "word_ids": []}
         block_ids: list[int] = []
@@ -698,7 +730,33 @@ class _CorpusTokenizer:
             block_ids.extend(ids)
             block_words.extend(w + offset for w in words)
 
+        def long_sentence(segments: Iterator[tuple[list[int], list[int]]]) -> None:
+            # A sentence longer than a block: full-size pieces become blocks of their own, the remainder starts
+            # the next block and later sentences may join it.
+            self.altered.add()
+            flush()
+            for ids, words in segments:
+                start = 0
+                while start < len(ids):
+                    room = self.block - len(block_ids)
+                    append(list(ids[start : start + room]), words[start : start + room])
+                    start += room
+                    if len(block_ids) == self.block:
+                        flush()
+
         for index, ids in enumerate(encoded["input_ids"]):
+            if len(texts[index]) > PIECE_CHARS:
+                segments = self._pieces(texts[index])
+                if not self.packing:
+                    first = next(segments, None)
+                    if first is None:
+                        self.empty.add()
+                        continue
+                    self.altered.add()
+                    self._emit(out, first[0][: self.block], first[1][: self.block])
+                    continue
+                long_sentence(segments)
+                continue
             if not ids:
                 self.empty.add()
                 continue
@@ -710,20 +768,46 @@ class _CorpusTokenizer:
                 self._emit(out, list(ids), words)
                 continue
             if len(ids) > self.block:
-                # A sentence longer than a block: full-size pieces become blocks of their own, the remainder starts
-                # the next block and later sentences may join it.
-                self.altered.add()
-                flush()
-                for start in range(0, len(ids), self.block):
-                    append(list(ids[start : start + self.block]), words[start : start + self.block])
-                    if len(block_ids) == self.block:
-                        flush()
+                long_sentence(iter([(list(ids), words)]))
                 continue
             if len(block_ids) + len(ids) > self.block:
                 flush()
             append(list(ids), words)
         flush()
         return out
+
+    def _pieces(self, text: str) -> Iterator[tuple[list[int], list[int]]]:
+        """(ids, word ids) of a long text, tokenized in pieces of at most `PIECE_CHARS` characters cut at spaces;
+        word ids continue across pieces."""
+        first_word = 0
+        for piece in split_long_text(text):
+            encoding = self.tokenizer(
+                piece, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
+            )
+            ids = list(encoding["input_ids"])
+            if not ids:
+                continue
+            words = [w + first_word for w in _dense_word_ids(encoding.word_ids())]
+            first_word = max(words) + 1
+            yield ids, words
+
+
+#: Texts longer than this many characters are tokenized piece by piece (see `split_long_text`).
+PIECE_CHARS = 100_000
+
+
+def split_long_text(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """`text` in consecutive pieces of at most `size` characters, cut at a space where there is one in the second
+    half of the piece (so words stay whole), otherwise after exactly `size` characters."""
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind(" ", start + size // 2, end)
+            if cut > start:
+                end = cut
+        yield text[start:end]
+        start = end
 
 
 def tokenize_corpus(

@@ -28,12 +28,15 @@ from urllib.parse import urlparse
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DiskFullError",
     "MissingInputError",
     "NetworkError",
     "OutputExistsError",
     "UserError",
     "as_user_error",
+    "check_weight_files",
     "hub_unreachable_reason",
+    "is_disk_full",
     "is_network_error",
     "looks_like_local_path",
     "remote_resource",
@@ -50,6 +53,36 @@ class MissingInputError(UserError, FileNotFoundError):
 
 class OutputExistsError(UserError, FileExistsError):
     """A command would replace or write into something it did not create, or into one of its own inputs."""
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while writing: names the folder, what was being written and what to free."""
+
+
+#: How a full disk shows up: errno ENOSPC/EDQUOT, or torch's zip writer, which reports only its own words.
+_DISK_FULL_PHRASES = (
+    "no space left on device",
+    "disk quota exceeded",
+    "inline_container.cc",
+    "pytorchstreamwriter failed writing",
+    "file write failed",
+    "unexpected pos",
+)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) says a write failed because the disk (or the quota) is full."""
+    import errno
+
+    for item in _chain(error):
+        if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(item).lower()
+        if any(phrase in text for phrase in _DISK_FULL_PHRASES[:2]):
+            return True
+        if "inline_container.cc" in text and any(p in text for p in _DISK_FULL_PHRASES[3:]):
+            return True
+    return False
 
 
 class NetworkError(UserError, ConnectionError):
@@ -103,19 +136,33 @@ def hub_unreachable_reason(endpoint: str | None = None) -> str | None:
     rest of the process, so that files already in the local cache are still found without further retries.
     """
     if _offline_flag():
-        return "offline mode is on (HF_HUB_OFFLINE=1)"
+        return _went_offline or "offline mode is on (HF_HUB_OFFLINE=1)"
     from huggingface_hub import constants
 
     reason = _probe_endpoint(endpoint or constants.ENDPOINT)
     if reason is not None:
-        _go_offline()
+        _go_offline(reason)
     return reason
 
 
-def _go_offline() -> None:
+#: Why this process switched offline mode on itself (a failed probe), so that messages do not blame a
+#: HF_HUB_OFFLINE=1 the user never set.
+_went_offline: str | None = None
+
+
+def offline_fix() -> str:
+    """How to get the network back: "connect to the network", plus unsetting HF_HUB_OFFLINE only if the user set it."""
+    user_set = _offline_flag() and _went_offline is None
+    return "connect to the network" + (" (and unset HF_HUB_OFFLINE)" if user_set else "")
+
+
+def _go_offline(reason: str | None = None) -> None:
     import sys
 
     from huggingface_hub import constants
+
+    global _went_offline
+    _went_offline = _went_offline or reason or "the Hugging Face Hub could not be reached"
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants.HF_HUB_OFFLINE = True
@@ -179,20 +226,31 @@ def _is_missing_on_hub(error: BaseException) -> bool:
     return False
 
 
-def hub_access_hint(name: str, flag: str | None = None, repo_type: str = "model") -> str:
-    """How to provide `name` without the network: a local folder, or a download where there is network."""
+def hub_access_hint(name: str, flag: str | None = None, repo_type: str = "model", local_ok: bool = True) -> str:
+    """How to provide `name` without the network: a local folder, or a download where there is network.
+
+    `local_ok=False` for commands that take no local folder (`pull`): then only the network helps."""
+    if not local_ok:
+        return (
+            f"{offline_fix().capitalize()} and run the command again. A model already on disk needs no pull: pass "
+            "its folder to export, evaluate or train."
+        )
     option = f" ({flag} path/to/folder)" if flag else ""
     kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
     return (
         f"Pass a local folder instead{option}, download it where there is network with "
-        f"`hf download {name}{kind} --local-dir <folder>` and pass that folder, or connect to the network "
-        "(and unset HF_HUB_OFFLINE)."
+        f"`hf download {name}{kind} --local-dir <folder>` and pass that folder, or {offline_fix()}."
     )
 
 
 @contextlib.contextmanager
 def remote_resource(
-    what: str, name: str, flag: str | None = None, repo_type: str = "model", endpoint: str | None = None
+    what: str,
+    name: str,
+    flag: str | None = None,
+    repo_type: str = "model",
+    endpoint: str | None = None,
+    local_ok: bool = True,
 ) -> Iterator[None]:
     """Around loading `name`, which is a local path or a Hub id; turns the ways that fails into `UserError`s.
 
@@ -222,7 +280,7 @@ def remote_resource(
             why = reason or "the Hugging Face Hub could not be reached"
             raise NetworkError(
                 f"{where} is not a local folder, and it is not in the local Hugging Face cache: {why}. "
-                + hub_access_hint(name, flag, repo_type)
+                + hub_access_hint(name, flag, repo_type, local_ok=local_ok)
             ) from error
         if http_status(error) in (401, 403):
             raise UserError(
@@ -237,6 +295,34 @@ def remote_resource(
         raise
 
 
+# --------------------------------------------------------------------------------------------------- local files
+def check_weight_files(folder: str | os.PathLike, what: str) -> None:
+    """Read the header of every safetensors file of a local model folder (no weights are read): a file cut short
+    while being copied, downloaded or saved is named now, instead of a bare "incomplete metadata" later.
+
+    Raises:
+        UserError: naming `what` (e.g. "model 'x' (--model)"), the file and how to get an intact one.
+    """
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as error:  # SafetensorError, OSError: the same to the user
+            raise UserError(
+                f"{what}: {file} is damaged or incomplete ({' '.join(str(error).split())}). It was probably cut "
+                "short while being copied, downloaded or saved: copy or download it again, or use an earlier "
+                "checkpoint."
+            ) from error
+
+
 # --------------------------------------------------------------------------------------------------- translation
 def as_user_error(error: BaseException) -> UserError | None:
     """The `UserError` that `error` stands for, or None when it looks like a bug rather than a user's mistake.
@@ -246,6 +332,12 @@ def as_user_error(error: BaseException) -> UserError | None:
     if isinstance(error, UserError):
         return error
     names = {cls.__name__ for cls in type(error).__mro__}
+    if is_disk_full(error):
+        return DiskFullError(
+            f"no space left on the device ({' '.join(str(error).split())[:300]}). Free space where the command "
+            "writes (old runs, checkpoints, caches such as ~/.cache/huggingface), or choose a destination on "
+            "another disk, then run it again."
+        )
     if "SafetensorError" in names:
         return UserError(f"not a valid safetensors file: {error}. The file is damaged or of another format.")
     if isinstance(error, MemoryError) or "OutOfMemoryError" in names:
@@ -255,8 +347,7 @@ def as_user_error(error: BaseException) -> UserError | None:
         )
     if is_network_error(error):
         return NetworkError(
-            f"the Hugging Face Hub could not be reached: {error}. Use local files and folders, or connect to "
-            "the network (and unset HF_HUB_OFFLINE)."
+            f"the Hugging Face Hub could not be reached: {error}. Use local files and folders, or {offline_fix()}."
         )
     status = http_status(error)
     if status in (401, 403):

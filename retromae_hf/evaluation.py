@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NetworkError, UserError, hub_unreachable_reason, is_network_error
+from .errors import NetworkError, UserError, hub_unreachable_reason, is_network_error, offline_fix
 
 if TYPE_CHECKING:
     from mteb import AbsTask
@@ -818,8 +818,9 @@ def evaluate(
         save_predictions: Let mteb also write what it scored to ``output_dir/predictions/<task>_predictions.json``
             (retrieval: the top-ranked documents of every query with their similarities; STS: the similarity of
             every pair), for `per_query_scores`. A SciFact file is about 10 MB.
-        overwrite: Replace an existing `output_dir` that holds anything (otherwise refused). The results are
-            written beside it and renamed into place (`retromae_hf.outputs.staged_output`).
+        overwrite: Replace an existing `output_dir` written by an earlier evaluation (it holds the marker
+            `.retromae-output.json`); anything else there is refused. The results are written beside it and
+            renamed into place (`retromae_hf.outputs.staged_output`).
 
     Returns:
         The summary, also written to ``output_dir/summary.json``. Its schema (stable; the Hub model card reads it)::
@@ -863,7 +864,7 @@ def evaluate(
     inputs = [str(model)] if isinstance(model, str | Path) else []
     inputs += [str(task) for task in tasks if isinstance(task, str | Path)]
     with staged_output(
-        output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)"
+        output_dir, overwrite=overwrite, inputs=inputs, what="evaluation folder (--output-dir)", command="evaluate"
     ) as staging:
         summary = _evaluate_into(
             staging, model, tasks, batch_size, max_length, split, similarity, show_progress_bar, save_predictions
@@ -931,7 +932,7 @@ def _evaluate_into(
             f"MTEB task(s) {', '.join(named) or 'given'} load their data from the Hugging Face Hub, which cannot be "
             f"reached ({hub_unreachable_reason() or error}). Evaluate local data instead (a BEIR folder or an STS "
             "file, see `retromae-hf evaluate --help`), run once with network so the datasets cache holds the data, "
-            f"or connect to the network (and unset HF_HUB_OFFLINE).{long_hint}"
+            f"or {offline_fix()}.{long_hint}"
         ) from error
     finally:
         st_model.max_seq_length, st_model.similarity_fn_name = saved

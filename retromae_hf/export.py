@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .configuration_retromae import RetroMAEConfig
-from .errors import MissingInputError, UserError, remote_resource
+from .errors import MissingInputError, UserError, check_weight_files, remote_resource
 from .modeling_retromae import RetroMAEForPreTraining, RetroMAEModel, RetroMAEPreTrainedModel
 from .outputs import staged_output
 
@@ -35,6 +35,7 @@ def _encoder_and_tokenizer(
         path = str(model_or_path)
         if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
             raise MissingInputError(f"{path} has no config.json: not a RetroMAE checkpoint folder")
+        check_weight_files(path, f"checkpoint {path}")
         with remote_resource("checkpoint", path):
             config = AutoConfig.from_pretrained(path)
             if config.model_type != RetroMAEConfig.model_type:
@@ -122,7 +123,8 @@ def export_sentence_transformer(
         tokenizer: needed when `model_or_path` is an object; defaults to the checkpoint's own.
         max_seq_length: the export's truncation length (default: the encoder's longest input, `export_length`:
             512 for BERT and XLM-R base, 8,192 for ModernBERT, the new length of an extended position table).
-        overwrite: replace an existing `output_dir`.
+        overwrite: replace an existing `output_dir` that an earlier export wrote (it holds the marker
+            `.retromae-output.json`); anything else there is refused.
 
     Returns:
         The output folder.
@@ -142,7 +144,7 @@ def export_sentence_transformer(
         raise ValueError(f"max_seq_length must be a positive whole number, got {max_seq_length!r}")
     inputs = [model_or_path, tokenizer] if isinstance(model_or_path, str | os.PathLike) else [tokenizer]
     inputs = [item for item in inputs if isinstance(item, str | os.PathLike)]
-    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder")  # before loading anything
+    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder", command="export")  # before loading anything
     model, tokenizer = _encoder_and_tokenizer(model_or_path, tokenizer)
     longest = model.max_sequence_length()
     if max_seq_length is not None and longest and max_seq_length > longest:
@@ -153,7 +155,9 @@ def export_sentence_transformer(
     output_dir = Path(output_dir)
     with (
         tempfile.TemporaryDirectory(prefix="retromae-export-") as scratch,
-        staged_output(output_dir, overwrite=overwrite, inputs=inputs, what="export folder") as staging,
+        staged_output(
+            output_dir, overwrite=overwrite, inputs=inputs, what="export folder", command="export"
+        ) as staging,
     ):
         plain = Path(scratch) / "encoder"
         encoder.save_pretrained(plain)
@@ -182,6 +186,7 @@ def load_sentence_transformer(model_or_path: str | os.PathLike, **kwargs):
     path = str(model_or_path)
     kwargs.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
     is_local = os.path.isdir(path)
+    check_weight_files(path, f"model {path}")
     if is_local and not os.path.isfile(os.path.join(path, "modules.json")):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise MissingInputError(f"{path} holds no model (no config.json, no modules.json)")

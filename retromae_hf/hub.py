@@ -71,6 +71,8 @@ DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     "rng_state*.pth",
     "training_args.bin",
     "*.lock",
+    ".retromae-output.json",  # which command wrote a local folder (outputs.OUTPUT_MARKER): local bookkeeping
+    ".retromae.lock.json",
 )
 #: Recipe keys whose values are replaced by `[redacted]` in cards and staged recipes.
 SECRET_KEY_RE = re.compile(r"token|secret|password|passwd|api[_-]?key|credential|auth", re.IGNORECASE)
@@ -541,7 +543,7 @@ def pull_from_hub(
         raise ValueError(f"kind must be 'auto', 'base', 'pretraining' or 'sentence-transformers', got {kind!r}")
     from .errors import remote_resource
 
-    with remote_resource("repository", repo_id, endpoint=endpoint):
+    with remote_resource("repository", repo_id, endpoint=endpoint, local_ok=False):  # pull takes no folder
         local_dir = Path(
             snapshot_download(
                 repo_id,

@@ -227,7 +227,7 @@ def make_long_eval(
     if not 2 <= documents <= most:
         raise LongEvalError(f"--documents must be between 2 and {most} (the synthetic names), got {documents}")
     inputs = [text_file] + ([tokenizer] if isinstance(tokenizer, str | os.PathLike) else [])
-    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="long-document set (--output-dir)")
+    check_output(output_dir, overwrite=overwrite, inputs=inputs, what="long-document set (--output-dir)", command="make-long-eval")
     sentences, source = source_sentences(text_file)
     if isinstance(tokenizer, str | os.PathLike):
         from transformers import AutoTokenizer
@@ -259,7 +259,7 @@ def make_long_eval(
         f"{FOLDER_PREFIX}<length>)",
     }
     with staged_output(
-        output_dir, overwrite=overwrite, inputs=inputs, what="long-document set (--output-dir)"
+        output_dir, overwrite=overwrite, inputs=inputs, what="long-document set (--output-dir)", command="make-long-eval"
     ) as staging:
         for length in tqdm(lengths, desc="Long-document set", unit="length"):
             rng = random.Random(f"retromae-hf passkey {seed} {length}")

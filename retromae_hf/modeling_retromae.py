@@ -1150,6 +1150,7 @@ def _labelled_positions(labels: torch.Tensor | None) -> tuple[torch.Tensor, torc
 
 __all__ = [
     "CompactDecoderMask",
+    "LinearCrossEntropy",
     "RetroMAEDecoder",
     "RetroMAEForPreTraining",
     "RetroMAEForPreTrainingOutput",
@@ -1158,7 +1159,6 @@ __all__ = [
     "RetroMAEPreTrainedModel",
     "UnsupportedEncoderError",
     "check_encoder_supported",
-    "LinearCrossEntropy",
     "chunked_cross_entropy",
     "expand_decoder_mask",
 ]

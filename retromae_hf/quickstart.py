@@ -181,7 +181,7 @@ def run_demo(
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive whole number, got {value!r}")
-    check_output(output_dir, overwrite=overwrite)  # before the training, not after it
+    check_output(output_dir, overwrite=overwrite, command="demo")  # before the training, not after it
     torch.manual_seed(seed)
     sentences = python_sentences()
     logger.info("demo corpus: %d sentences from the Python standard library's docstrings", len(sentences))
@@ -206,7 +206,7 @@ def run_demo(
         optimizer.zero_grad()
         history.append((output.loss.item(), output.encoder_loss.item(), output.decoder_loss.item()))
         logger.info("step %d/%d loss %.3f (encoder %.3f, decoder %.3f)", step + 1, steps, *history[-1])
-    with staged_output(output_dir, overwrite=overwrite) as staging:
+    with staged_output(output_dir, overwrite=overwrite, command="demo") as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
     return {"first_loss": history[0][0], "last_loss": history[-1][0], "sentences": len(sentences)}

@@ -15,6 +15,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -27,6 +28,7 @@ import yaml
 from .errors import UserError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+FINAL_DIR = "final"  # a run's finished model, <output_dir>/final (a later stage's `model: previous`)
 PYTHON_DOCSTRINGS = "python-docstrings"  # offline text that ships with Python (see quickstart.py)
 
 #: TrainingArguments values retromae-hf sets when a recipe does not; every other field keeps transformers' default.
@@ -47,6 +49,8 @@ RESUME_INDEPENDENT_KEYS = frozenset(
     {
         "output_dir",
         "evaluation",
+        "allow_small_vocabulary",
+        "torch_threads",
         "training.output_dir",
         "training.logging_dir",
         "training.logging_steps",
@@ -110,6 +114,11 @@ class Recipe:
         "{path, config, split, text_column}; 'python-docstrings' for Python's own docstrings",
         default_factory=list,
     )
+    allow_small_vocabulary: bool = _help(
+        "accept a tokenizer with fewer than 100 tokens or a tenth of the model's vocabulary (normally the sign of "
+        "a wrong tokenizer)",
+        default=False,
+    )
     text_column: str = _help("column holding the text in tabular corpora", default="text")
     packing: bool = _help("pack consecutive lines into blocks of max_length (official preprocessing)", default=True)
     streaming: bool = _help("stream corpora and pairs instead of loading them into memory", default=False)
@@ -136,6 +145,11 @@ class Recipe:
     similarity: str = _help("InfoNCE similarity", choices=("dot", "cosine"), default="dot")
     gather_across_devices: bool = _help("use the other devices' passages as negatives", default=True)
     output_dir: str = _help("run folder: checkpoints, training_log.jsonl, and final/", default="runs/retromae")
+    torch_threads: int | None = _help(
+        "threads torch uses for the model and for collating batches in the main process (default: torch's, one "
+        "per core); 1 is much faster for tiny models and on a machine shared with other jobs",
+        default=None,
+    )
     training: dict[str, Any] = _help("transformers.TrainingArguments fields", flag=False, default_factory=dict)
     evaluation: list[str] = _help(
         "tasks for `retromae-hf evaluate` after training (local paths or MTEB names)", default_factory=list
@@ -178,8 +192,15 @@ class Recipe:
                 f"tokenizer 'train' makes a new vocabulary, which only a model trained from scratch can use; "
                 f"model is {self.model!r}. Drop --tokenizer to use the model's own tokenizer."
             )
+        for name in ("encoder_mask_ratio", "decoder_mask_ratio", "retromae_weight", "contrastive_weight",
+                     "bag_of_words_weight", "temperature"):  # fmt: skip
+            if not math.isfinite(getattr(self, name)):
+                raise RecipeError(f"{_key(name)} must be a finite number, got {getattr(self, name)}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise RecipeError(f"{_key('torch_threads')} must be >= 1 (or unset for torch's default), got {self.torch_threads}")
         if self.temperature <= 0:
             raise RecipeError(f"{_key('temperature')} must be > 0, got {self.temperature}")
+        check_training_values(self.training)
         if not isinstance(self.model_config, dict):
             raise RecipeError(f"model_config must be a mapping of RetroMAEConfig fields, got {self.model_config!r}")
 
@@ -247,7 +268,10 @@ def read_recipe_file(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], P
             )
         path = shipped
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text) or {}
+        if isinstance(raw, dict):
+            raw = _keep_written_text(raw, yaml.load(text, Loader=yaml.BaseLoader) or {})
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from error
     except (OSError, UnicodeDecodeError) as error:
@@ -255,6 +279,58 @@ def read_recipe_file(name_or_path: str | os.PathLike) -> tuple[dict[str, Any], P
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
     return raw, path
+
+
+def _wants_text(annotation: Any) -> bool:
+    """Whether a recipe field holds text: `str`, `str | None`, `list[str]`."""
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        return any(_wants_text(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+#: Recipe keys whose values are text (names, paths, columns), and the data-source lists whose items are.
+_TEXT_KEYS = frozenset(name for name, hint in _HINTS.items() if _wants_text(hint))
+_SOURCE_KEYS = frozenset({"corpus", "pairs"})
+
+
+def _is_retyped(value: Any) -> bool:
+    """A scalar that YAML turned from text into something else (`no` -> False, `2023` -> 2023, a date)."""
+    import datetime
+
+    return isinstance(value, bool | int | float | datetime.date)
+
+
+def _as_written(value: Any, written: Any) -> Any:
+    """`value` with each scalar YAML retyped replaced by its text as written (`written`, read without types)."""
+    if _is_retyped(value) and isinstance(written, str):
+        return written
+    if isinstance(value, list) and isinstance(written, list) and len(value) == len(written):
+        return [_as_written(item, text) for item, text in zip(value, written, strict=True)]
+    if isinstance(value, dict) and isinstance(written, dict):
+        return {key: _as_written(item, written.get(str(key))) for key, item in value.items()}
+    return value
+
+
+def _keep_written_text(raw: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
+    """Text fields as the user wrote them: YAML 1.1 reads `tokenizer: no` as False, `text_column: 123` as a number
+    and `config: 2023-01` as a date, but these keys want the text itself (and so do the options of data sources).
+    Other keys keep YAML's types, which `build_recipe` converts and checks."""
+    if not isinstance(written, dict):
+        return raw
+    kept = dict(raw)
+    for key, value in raw.items():
+        if key in _TEXT_KEYS or key in _SOURCE_KEYS:
+            kept[key] = _as_written(value, written.get(key))
+        elif key == "stages" and isinstance(value, list) and isinstance(written.get(key), list):
+            texts = written[key]
+            kept[key] = [
+                _keep_written_text(stage, text) if isinstance(stage, dict) and i < len(texts) else stage
+                for i, (stage, text) in enumerate(zip(value, texts + [None] * (len(value) - len(texts)), strict=True))
+            ]
+    return kept
 
 
 def recipe_stages(raw: dict[str, Any], source: Path) -> list[dict[str, Any]]:
@@ -286,7 +362,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as error:
         raise RecipeError(f"--set {text}: the value is not valid YAML ({error})") from error
-    return key.strip().split("."), parsed
+    keys = key.strip().split(".")
+    if len(keys) == 1 and (keys[0] in _TEXT_KEYS or keys[0] in _SOURCE_KEYS):
+        parsed = _as_written(parsed, yaml.load(value, Loader=yaml.BaseLoader))  # --set tokenizer=no: the text
+    return keys, parsed
 
 
 # --------------------------------------------------------------------------------------------------- type conversion
@@ -456,6 +535,69 @@ def check_training_keys(training: dict[str, Any], where: str | typing.Callable[[
     }
 
 
+#: Ranges of the TrainingArguments values transformers accepts silently or refuses only once the model is loaded:
+#: (key, lowest allowed, whether the lowest is allowed, what it means). Checked before anything is read.
+_TRAINING_RANGES: tuple[tuple[str, float, bool, str], ...] = (
+    ("per_device_train_batch_size", 1, True, "examples per device and step"),
+    ("per_device_eval_batch_size", 1, True, "examples per device and evaluation step"),
+    ("gradient_accumulation_steps", 1, True, "batches per optimizer step"),
+    ("num_train_epochs", 0, False, "passes over the data"),
+    ("learning_rate", 0, True, "the optimizer's step size"),
+    ("weight_decay", 0, True, "the optimizer's weight decay"),
+    ("max_grad_norm", 0, True, "gradient clipping norm (0: none)"),
+    ("adam_epsilon", 0, False, "Adam's epsilon"),
+    ("warmup_steps", 0, True, "warm-up steps (or a share of the steps when below 1)"),
+    ("warmup_ratio", 0, True, "share of the steps used to warm up"),
+    ("logging_steps", 0, False, "steps between log records"),
+    ("save_steps", 0, False, "steps between checkpoints"),
+    ("eval_steps", 0, False, "steps between evaluations"),
+    ("save_total_limit", 1, True, "checkpoints kept"),
+    ("seed", 0, True, "the random seed"),
+    ("dataloader_num_workers", 0, True, "DataLoader worker processes"),
+)
+
+
+def _training_key(key: str) -> str:
+    flag = ", --max-steps" if key == "max_steps" else ""
+    return f"training.{key} (--set training.{key}=VALUE{flag})"
+
+
+def check_training_values(training: dict[str, Any]) -> None:
+    """Refuse `TrainingArguments` values that would fail late or silently do something else.
+
+    `max_steps` must be a positive number of steps or -1 (transformers' "train `num_train_epochs` epochs"): any
+    other negative value used to train full epochs without a word. Sizes must be positive, rates finite and not
+    negative (a NaN learning rate trains nothing).
+
+    Raises:
+        RecipeError: naming the key, the value, the allowed range and how to set it.
+    """
+    if not isinstance(training, dict):
+        return
+    steps = training.get("max_steps")
+    if steps is not None and not isinstance(steps, bool) and isinstance(steps, int | float) and steps != -1 and steps < 1:
+        raise RecipeError(
+            f"{_training_key('max_steps')} must be a positive number of optimizer steps, or -1 to train "
+            f"num_train_epochs epochs; got {steps}"
+        )
+    for key, lowest, inclusive, meaning in _TRAINING_RANGES:
+        value = training.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value):
+            raise RecipeError(f"{_training_key(key)} ({meaning}) must be a finite number, got {value}")
+        if value < lowest or (value == lowest and not inclusive):
+            bound = f">= {lowest}" if inclusive else f"> {lowest}"
+            raise RecipeError(f"{_training_key(key)} ({meaning}) must be {bound}, got {value}")
+    ratio = training.get("warmup_ratio")
+    if isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio > 1:
+        raise RecipeError(f"{_training_key('warmup_ratio')} must be between 0 and 1, got {ratio}")
+    for key in ("adam_beta1", "adam_beta2"):
+        value = training.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value < 1:
+            raise RecipeError(f"{_training_key(key)} must be in [0, 1), got {value}")
+
+
 def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "recipe") -> Recipe:
     """Merge command-line overrides (dotted keys) into a raw recipe mapping and check every key and type.
 
@@ -490,11 +632,77 @@ def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, s
         else:
             merged[key] = _convert(value, _HINTS[key], key, where(key))
     recipe = Recipe(**merged)
+    # Which keys the user set (recipe file or command line), unlike defaults: a length the user asked for is
+    # checked against the model, a default one adapted to it (`training.effective_lengths`).
+    recipe.explicit_keys = frozenset(merged)
     try:
         recipe.validate()
     except RecipeError as error:
         raise RecipeError(f"{source}: {error}") from None
     return recipe
+
+
+def plan_stages(
+    name_or_path: str | os.PathLike | None,
+    overrides: dict[str, Any] | None = None,
+    stage: int | None = None,
+    resume: str | bool | None = None,
+) -> list[Recipe]:
+    """The checked recipe of every stage a `train` command will run, in order (or only `stage`).
+
+    A stage whose `model` is `previous` starts from the final folder of the recipe's preceding stage; with several
+    stages, `output_dir` from the command line gets one sub-folder per stage. Every value of every selected stage
+    is converted and checked here, before torch, data or models are loaded, so a mistake in stage 2 does not
+    surface after stage 1 has trained.
+
+    Raises:
+        RecipeError: naming the key, stage or file at fault.
+    """
+    overrides = dict(overrides or {})
+    if name_or_path is None:
+        raw, source = {"stage": stage or 1}, Path("command line")
+    else:
+        raw, source = read_recipe_file(name_or_path)
+    stages = recipe_stages(raw, source)
+    selected = [i for i, spec in enumerate(stages) if stage is None or _stage_of(spec, source) == stage]
+    if not selected:
+        found = sorted({_stage_of(spec, source) for spec in stages})
+        raise RecipeError(f"{source} has no stage {stage} (it has stage(s) {found}); check --stage")
+    if resume and len(selected) > 1:
+        raise RecipeError("--resume applies to one stage: add --stage")
+    multi = len(stages) > 1
+
+    def overrides_for(spec: dict[str, Any]) -> dict[str, Any]:
+        stage_overrides = dict(overrides)
+        if multi and "output_dir" in stage_overrides:  # one run folder, one sub-folder per stage
+            stage_overrides["output_dir"] = str(Path(overrides["output_dir"]) / f"stage{spec.get('stage', 1)}")
+        return stage_overrides
+
+    planned = []
+    for i in selected:
+        spec = stages[i]
+        stage_overrides = overrides_for(spec)
+        if spec.get("model") == "previous" and "model" not in stage_overrides:
+            if i == 0:
+                raise RecipeError(f"{source}: the first stage cannot start from model 'previous'")
+            previous = build_recipe(stages[i - 1], overrides_for(stages[i - 1]), source=str(source))
+            previous_final = Path(previous.output_dir) / FINAL_DIR
+            spec = {**spec, "model": str(previous_final)}
+            if i - 1 not in selected and not previous_final.is_dir():
+                raise RecipeError(
+                    f"stage {spec.get('stage')} starts from {previous_final}, which does not exist yet: run the "
+                    "previous stage first (drop --stage)"
+                )
+        planned.append(build_recipe(spec, stage_overrides, source=str(source)))
+    return planned
+
+
+def _stage_of(spec: dict[str, Any], source: Path) -> int:
+    value = spec.get("stage", 1)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{source}: stage must be 1 or 2, got {value!r}") from None
 
 
 def _with_suggestion(key: str) -> str:
@@ -516,8 +724,10 @@ __all__ = [
     "available_recipes",
     "build_recipe",
     "check_training_keys",
+    "check_training_values",
     "coerce",
     "parse_override",
+    "plan_stages",
     "read_recipe_file",
     "recipe_differences",
     "recipe_stages",

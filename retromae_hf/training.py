@@ -38,10 +38,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
-from .errors import OutputExistsError, remote_resource
+from .errors import OutputExistsError, UserError, check_weight_files, is_disk_full, remote_resource
+from .locks import RunLock
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
-from .outputs import check_inputs, staged_output
+from .outputs import check_inputs, check_writable, staged_output
 from .recipe import (  # noqa: F401 - re-exported: recipes were defined here before they had their own module
     PYTHON_DOCSTRINGS,
     RECIPE_FIELDS,
@@ -52,6 +53,7 @@ from .recipe import (  # noqa: F401 - re-exported: recipes were defined here bef
     available_recipes,
     build_recipe,
     parse_override,
+    plan_stages,
     read_recipe_file,
     recipe_differences,
     recipe_stages,
@@ -98,6 +100,7 @@ def load_tokenizer(recipe: Recipe, texts: Callable[[], Iterable[str]] | None = N
         return train_wordpiece_tokenizer(texts, vocab_size=vocab_size)
     name = recipe.tokenizer or recipe.model
     flag = "--tokenizer" if recipe.tokenizer else "--model"
+    check_tokenizer_files(recipe)
     with remote_resource("tokenizer", name, flag):
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
@@ -113,6 +116,45 @@ def load_tokenizer(recipe: Recipe, texts: Callable[[], Iterable[str]] | None = N
     return tokenizer
 
 
+#: Files of which a folder holding a tokenizer has at least one (fast tokenizers, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def check_tokenizer_files(recipe: Recipe) -> None:
+    """A local model or tokenizer folder without tokenizer files would load as a near-empty tokenizer that maps
+    every word to [UNK], and train "successfully" on nothing: refuse it, naming both ways to fix it."""
+    if recipe.tokenizer == "train" or (recipe.tokenizer is None and recipe.model == "scratch"):
+        return
+    name = recipe.tokenizer or recipe.model
+    folder = Path(name).expanduser()
+    if recipe.tokenizer and folder.is_file():
+        raise RecipeError(
+            f"tokenizer {name!r} (--tokenizer) is a file; pass the folder that holds it (with tokenizer.json or "
+            "tokenizer_config.json, as save_pretrained writes it), or a Hub name."
+        )
+    if not folder.is_dir() or any((folder / file).is_file() for file in TOKENIZER_FILES):
+        return
+    if recipe.tokenizer is None:
+        raise RecipeError(
+            f"model {name!r} (--model) holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...): "
+            "training would see every word as [UNK]. Pass the tokenizer the model was trained with "
+            "(--tokenizer NAME_OR_FOLDER), or save it into the model folder "
+            f"(AutoTokenizer.from_pretrained(...).save_pretrained({str(folder)!r}))."
+        )
+    raise RecipeError(
+        f"tokenizer {name!r} (--tokenizer) is a folder without tokenizer files (none of "
+        f"{', '.join(TOKENIZER_FILES[:3])}, ...). Pass a folder written by tokenizer.save_pretrained, or a Hub name."
+    )
+
+
 def read_model_config(recipe: Recipe) -> RetroMAEConfig:
     """The `RetroMAEConfig` the model will have, read without building it (no weights are loaded).
 
@@ -124,6 +166,16 @@ def read_model_config(recipe: Recipe) -> RetroMAEConfig:
     _check_model_config_keys(overrides)
     if recipe.model == "scratch":
         return _retromae_config(overrides, recipe.model)
+    if Path(recipe.model).expanduser().is_file():
+        raise RecipeError(
+            f"model {recipe.model!r} (--model) is a file; --model takes a model folder (config.json with its "
+            "weights, as save_pretrained writes it), a Hub name, or 'scratch'. A bare state dict is converted "
+            "first: retromae-hf convert FILE FOLDER."
+        )
+    try:
+        check_weight_files(recipe.model, f"model {recipe.model!r} (--model)")
+    except UserError as error:
+        raise RecipeError(str(error)) from error
     with remote_resource("model", recipe.model, "--model"):
         try:
             config = AutoConfig.from_pretrained(recipe.model)
@@ -131,14 +183,63 @@ def read_model_config(recipe: Recipe) -> RetroMAEConfig:
             if not Path(recipe.model).is_dir():
                 raise
             raise RecipeError(
-                f"model {recipe.model!r} (--model): the folder holds no model configuration that transformers can "
-                f"read ({error}). Pass a RetroMAE checkpoint, a masked-LM model folder, a Hub name, or 'scratch'."
+                f"model {recipe.model!r} (--model): {_no_config_reason(Path(recipe.model), error)} Pass a RetroMAE "
+                "checkpoint, a masked-LM model folder, a Hub name, or 'scratch'."
             ) from error
     if config.model_type == RetroMAEConfig.model_type:
         decoder = _decoder_overrides(overrides, config.encoder, recipe.model)
         return _retromae_config({**config.to_dict(), **decoder}, recipe.model)
     decoder = _decoder_overrides(overrides, config, recipe.model)
-    return _retromae_config({**decoder, "encoder": config}, recipe.model)
+    composite = _retromae_config({**decoder, "encoder": config}, recipe.model)
+    _report_fresh_head(recipe.model, config)
+    return composite
+
+
+def _report_fresh_head(model: str, config) -> None:
+    """Say in one line when a checkpoint has no masked-LM head (a sentence-transformers folder, a bare encoder).
+
+    Such a model is accepted: its encoder weights are used and the head that predicts tokens starts fresh, like
+    the decoder (transformers alone would only say that the checkpoint "seems corrupted"). See docs/encoders.md.
+    """
+    architectures = [name for name in (getattr(config, "architectures", None) or []) if isinstance(name, str)]
+    if any(name.endswith(("ForMaskedLM", "ForPreTraining")) for name in architectures):
+        return
+    folder = Path(model)
+    if not architectures and not (folder / "modules.json").is_file():
+        return  # a config that does not say what it was saved from: nothing to report with certainty
+    kind = "a sentence-transformers folder (modules.json)" if (folder / "modules.json").is_file() else "an encoder"
+    saved = architectures[0] if architectures else config.model_type
+    logger.warning(
+        "model %s (--model) is %s without a masked-LM head (saved as %s): its encoder weights are used; the "
+        "masked-LM head and the decoder start fresh",
+        model,
+        kind,
+        saved,
+    )
+
+
+def _no_config_reason(folder: Path, error: BaseException) -> str:
+    """Why a folder given as a model has no readable configuration, in the user's terms (not a JSON error)."""
+    config = folder / "config.json"
+    modules = folder / "modules.json"
+    if not config.is_file() and modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            inner = next(entry.get("path") for entry in entries if "Transformer" in entry.get("type", ""))
+        except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+            inner = None
+        if inner:
+            return f"it is a sentence-transformers folder whose transformer is in {folder / inner}: pass that folder."
+        return "it is a sentence-transformers folder without a config.json at its top."
+    if not config.is_file():
+        return "the folder holds no config.json, so it is not a model folder."
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as bad:
+        return f"its config.json is not valid JSON ({bad})."
+    except OSError as bad:
+        return f"its config.json cannot be read ({bad})."
+    return f"its config.json is not a model configuration transformers can read ({' '.join(str(error).split())})."
 
 
 def _retromae_config(fields: dict[str, Any], model: str) -> RetroMAEConfig:
@@ -234,24 +335,30 @@ def _model_limits(config: RetroMAEConfig) -> tuple[int | None, int]:
 
 
 def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
-    """The sequence lengths a run uses: each recipe length, clamped to the model's longest input with a warning.
+    """The sequence lengths a run uses, checked against the model's longest input (`max_sequence_length()`).
 
-    The same rule for both stages: a length beyond the model's `max_sequence_length()` is cut to it, and the
-    warning names the flag, so nothing fails at the first training step.
+    A length the user set (in the recipe or on the command line) beyond the model's positions is refused, naming
+    the limit: cutting it silently would train on something else than asked. A length left at its default is cut
+    to the model's with an info line (the default 512 does not fit a small model of 128 positions).
+
+    Raises:
+        RecipeError: naming the key, its flag, the model's limit and where extending positions is explained.
     """
     keys = ["max_length"] + (["query_max_length", "passage_max_length"] if recipe.stage == 2 else [])
+    explicit = getattr(recipe, "explicit_keys", None)
     lengths = {}
     for key in keys:
         value = getattr(recipe, key)
         if positions is not None and value > positions:
-            logger.warning(
-                "%s %d (--%s) is longer than the model's %d positions (its longest input): using %d",
-                key,
-                value,
-                key.replace("_", "-"),
-                positions,
-                positions,
-            )
+            flag = "--" + key.replace("_", "-")
+            if explicit is None or key in explicit:
+                raise RecipeError(
+                    f"{key} {value} ({flag}) is longer than the model's {positions} positions (its longest input, "
+                    f"model {recipe.model!r}). Use {flag} {positions} or less, or a model with a longer position "
+                    "table (extending the table of a trained model: see docs/encoders.md)."
+                )
+            logger.info("%s: the default %d is longer than the model's %d positions: using %d (%s)", key, value,
+                        positions, positions, flag)  # fmt: skip
             value = positions
         lengths[key] = value
     return lengths
@@ -259,7 +366,17 @@ def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
 
 def check_vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int, recipe: Recipe) -> None:
     """A tokenizer with ids beyond the model's embedding table would fail deep inside the first step."""
-    if recipe.model == "scratch" or len(tokenizer) <= vocab_size:
+    if recipe.model == "scratch":
+        return
+    smallest = max(100, vocab_size // 10)
+    if len(tokenizer) < smallest and not recipe.allow_small_vocabulary:
+        raise RecipeError(
+            f"the tokenizer ({recipe.tokenizer or recipe.model}) has only {len(tokenizer)} tokens for a model "
+            f"({recipe.model}) with {vocab_size} embeddings (fewer than {smallest}): it is almost surely not the "
+            "model's tokenizer, and most words would become [UNK]. Use the model's own tokenizer (--tokenizer "
+            "NAME_OR_FOLDER, or drop --tokenizer), or pass --allow-small-vocabulary if this is intended."
+        )
+    if len(tokenizer) <= vocab_size:
         return
     raise RecipeError(
         f"the tokenizer ({recipe.tokenizer or recipe.model}) has {len(tokenizer)} tokens but the model "
@@ -572,6 +689,23 @@ class RetroMAETrainer(Trainer):
         self._staging_dir = os.path.join(run_dir, STAGING_DIR)
         try:
             super()._save_checkpoint(model, trial)
+        except Exception as error:
+            if not is_disk_full(error):
+                raise
+            # The half-written checkpoint would keep the disk full: remove it; the earlier checkpoints stay.
+            from .outputs import disk_full_error, folder_size, human_size
+
+            staging = os.path.join(run_dir, STAGING_DIR)
+            written = folder_size(staging)
+            shutil.rmtree(staging, ignore_errors=True)
+            kept = ", ".join(path.name for path in reversed(_checkpoints(Path(run_dir)))) or "none yet"
+            # The weights plus Adam's two moments: what one checkpoint needs, roughly.
+            size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()) * 3
+            raise disk_full_error(
+                error, run_dir, what=f"the run folder (saving {name}, about {human_size(size)} per checkpoint)",
+                written=written, extra=f"; the earlier checkpoints are intact ({kept}): continue with --resume once "
+                "there is room, or keep fewer checkpoints (--set training.save_total_limit=1)",
+            ) from error  # fmt: skip
         finally:
             self._staging_dir = None
         stream_state = self._stream_state()
@@ -636,6 +770,7 @@ def training_arguments(recipe: Recipe, output_dir: str) -> TrainingArguments:
     if recipe.streaming and "max_steps" not in recipe.training:
         raise RecipeError("streaming corpora have no length: set training.max_steps (--max-steps)")
     options = {**defaults, **recipe.training, "output_dir": output_dir}
+    _fall_back_from_bf16(recipe, options)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1:
         _distributed_options(options, recipe, launched)
@@ -671,6 +806,31 @@ def _distributed_options(options: dict[str, Any], recipe: Recipe, world_size: in
         config = options.get("accelerator_config") or {}
         if isinstance(config, dict):
             options["accelerator_config"] = {"dispatch_batches": False, **config}
+
+
+def _fall_back_from_bf16(recipe: Recipe, options: dict[str, Any]) -> None:
+    """bf16 asked for on a machine without a bf16 GPU (the shipped GPU recipes on a laptop): train in float32.
+
+    transformers would refuse with "Your setup doesn't support bf16/gpu"; a recipe written for a GPU should still
+    run (slowly) on a CPU, so retromae-hf falls back, says so once, and names the override that makes it explicit.
+    The recipe records float32, so the run record and the final recipe.yaml say what was trained.
+    """
+    wanted = [key for key in ("bf16", "bf16_full_eval") if options.get(key)]
+    if not wanted or options.get("use_cpu"):
+        return
+    from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+    if is_torch_bf16_gpu_available() or is_torch_xla_available():
+        return
+    logger.warning(
+        "training.%s is on in the recipe, but this machine has no GPU with bf16 support: training in float32 "
+        "instead. Pass --set training.bf16=false to say so (and silence this warning), or run on a GPU.",
+        wanted[0],
+    )
+    for key in wanted:
+        options[key] = False
+        if key in recipe.training:
+            recipe.training[key] = False
 
 
 # --------------------------------------------------------------------------------------------------- run folders
@@ -710,6 +870,15 @@ def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: boo
     found = run_artefacts(folder)
     if found and not resume and not overwrite:
         names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
+        if not _checkpoints(folder) and not (folder / FINAL_DIR).is_dir():
+            # Stopped before its first checkpoint was complete (killed mid-save): --resume has nothing to start
+            # from, so do not offer it.
+            raise OutputExistsError(
+                f"{what} {folder} holds the start of a training run that stopped before its first checkpoint was "
+                f"complete ({names}); there is nothing to resume, and nothing was changed. Start over with "
+                "--overwrite-output-dir (deletes only those run files; other files are kept), or choose another "
+                "--output-dir."
+            )
         raise OutputExistsError(
             f"{what} {folder} already holds a training run ({names}); nothing was changed. To continue that run, "
             "add --resume. To start over, add --overwrite-output-dir (deletes checkpoint-*, final/, "
@@ -837,6 +1006,12 @@ def resolve_resume(resume: str | bool | None, output_dir: str, recipe: Recipe | 
 
     candidates = _checkpoints(folder) if folder.is_dir() else []
     if not candidates:
+        if run_artefacts(folder):
+            raise RecipeError(
+                f"--resume: the run in {output_dir} stopped before its first checkpoint was complete, so there is "
+                "nothing to resume. Start it over: replace --resume with --overwrite-output-dir (deletes only that "
+                "run's files)."
+            )
         raise RecipeError(
             f"--resume: no checkpoint-* folder in {output_dir}, so there is nothing to resume. Drop --resume."
         )
@@ -915,15 +1090,37 @@ def train(
     it lets several runs share one tokenization. `recipe.corpus` is still recorded in the saved recipe.
     """
     recipe.validate()
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # the main process checks and changes the folder, see below
+        # Refused before the folder is locked (or created), so a mistake leaves no trace; checked again under the
+        # lock.
+        prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
+        check_writable(recipe.output_dir, what="output_dir (--output-dir)")
+    with RunLock(recipe.output_dir, what="output_dir (--output-dir)"):  # one run per folder, for the whole run
+        return _train_holding_the_folder(recipe, resume, trainer_class, overwrite_output_dir, train_dataset)
+
+
+def _train_holding_the_folder(
+    recipe: Recipe,
+    resume: str | bool | None,
+    trainer_class: type["RetroMAETrainer"] | None,
+    overwrite_output_dir: bool,
+    train_dataset,
+) -> Path:
     output_dir = recipe.output_dir
-    main_process = int(os.environ.get("RANK", "0")) == 0  # the process group does not exist yet
-    # Only the main process changes the run folder; the others check it (and read the run record it writes).
-    prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=not main_process)
+    # Only the main process changes the run folder (it alone holds the lock); the others read the run record it
+    # writes. The process group does not exist yet, so the launcher's RANK says which process this is.
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    _fall_back_from_bf16(recipe, recipe.training)  # before the recipe is compared with a checkpoint's or recorded
+    if recipe.torch_threads:
+        # Intra-op threads spin while they wait: on a busy machine, or for a tiny model whose operations are too
+        # small to share, they cost far more than they give (benchmarks/threads.py).
+        torch.set_num_threads(recipe.torch_threads)
+        logger.info("torch uses %d thread(s) (torch_threads)", recipe.torch_threads)
+    resume_from = resolve_resume(resume, output_dir, recipe)
     staging = Path(output_dir) / STAGING_DIR
     if staging.exists() and main_process:
         logger.warning("removing %s, left by a save that did not finish", staging)
         shutil.rmtree(staging)
-    resume_from = resolve_resume(resume, output_dir, recipe)
     if resume_from:
         _check_not_finished(Path(resume_from), Path(output_dir))
         logger.info("resuming from %s", resume_from)
@@ -948,6 +1145,17 @@ def train(
     else:
         tokenizer = load_tokenizer(recipe, texts_for_tokenizer)
     check_vocabulary(tokenizer, vocab_size, recipe)
+    if tokenizer.mask_token_id is None:
+        raise RecipeError(
+            f"the tokenizer ({recipe.tokenizer or recipe.model}) has no mask token, which masked auto-encoding "
+            "needs. Use a tokenizer that has one (BERT's [MASK], RoBERTa's <mask>), or add one and save it: "
+            "tokenizer.add_special_tokens({'mask_token': '[MASK]'}); tokenizer.save_pretrained(FOLDER), then pass "
+            "--tokenizer FOLDER (with --model scratch, or a model whose vocabulary has room for it)."
+        )
+    # Only now, with the settings, the model's limits and the tokenizer checked, does --overwrite-output-dir delete
+    # the earlier run (checked again here: this process holds the folder's lock).
+    if main_process:
+        prepare_output_dir(recipe, resume, overwrite_output_dir)
     if args.gradient_checkpointing:
         args.gradient_checkpointing_kwargs = args.gradient_checkpointing_kwargs or {"use_reentrant": False}
 
@@ -1070,54 +1278,10 @@ def run_recipe(
     selected stage's recipe and output folder is checked before the first one starts, so a mistake in stage 2
     does not surface after stage 1 has trained.
     """
-    overrides = dict(overrides or {})
-    if name_or_path is None:
-        raw, source = {"stage": stage or 1}, Path("command line")
-    else:
-        raw, source = read_recipe_file(name_or_path)
-    stages = recipe_stages(raw, source)
-    selected = [i for i, spec in enumerate(stages) if stage is None or _stage_of(spec, source) == stage]
-    if not selected:
-        found = sorted({_stage_of(spec, source) for spec in stages})
-        raise RecipeError(f"{source} has no stage {stage} (it has stage(s) {found}); check --stage")
-    if resume and len(selected) > 1:
-        raise RecipeError("--resume applies to one stage: add --stage")
-    multi = len(stages) > 1
-
-    def overrides_for(spec: dict[str, Any]) -> dict[str, Any]:
-        stage_overrides = dict(overrides)
-        if multi and "output_dir" in stage_overrides:  # one run folder, one sub-folder per stage
-            stage_overrides["output_dir"] = str(Path(overrides["output_dir"]) / f"stage{spec.get('stage', 1)}")
-        return stage_overrides
-
-    planned = []
-    for i in selected:
-        spec = stages[i]
-        stage_overrides = overrides_for(spec)
-        previous_final = None
-        if spec.get("model") == "previous" and "model" not in stage_overrides:
-            if i == 0:
-                raise RecipeError(f"{source}: the first stage cannot start from model 'previous'")
-            previous = build_recipe(stages[i - 1], overrides_for(stages[i - 1]), source=str(source))
-            previous_final = Path(previous.output_dir) / FINAL_DIR
-            spec = {**spec, "model": str(previous_final)}
-            if i - 1 not in selected and not previous_final.is_dir():
-                raise RecipeError(
-                    f"stage {spec.get('stage')} starts from {previous_final}, which does not exist yet: run the "
-                    "previous stage first (drop --stage)"
-                )
-        recipe = build_recipe(spec, stage_overrides, source=str(source))
+    planned = plan_stages(name_or_path, overrides, stage=stage, resume=resume)
+    for recipe in planned:
         prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
-        planned.append(recipe)
     return [(recipe, train(recipe, resume=resume, overwrite_output_dir=overwrite_output_dir)) for recipe in planned]
-
-
-def _stage_of(spec: dict[str, Any], source: Path) -> int:
-    value = spec.get("stage", 1)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise RecipeError(f"{source}: stage must be 1 or 2, got {value!r}") from None
 
 
 def evaluate_after_training(final: str | os.PathLike, tasks: list[str], output_dir: str | os.PathLike) -> Path:

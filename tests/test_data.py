@@ -563,3 +563,25 @@ def test_beir_training_pairs_on_real_scifact() -> None:
         assert pairs[index]["query"] == queries[query_id]["text"]
         assert pairs[index]["positive"] == f"{document['title'].strip()} {document['text'].strip()}".strip()
         assert pairs[index]["negatives"] == []
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_a_long_line_is_tokenized_in_pieces_with_the_same_result(monkeypatch, wordpiece_tokenizer, packing) -> None:
+    """A book on one line is tokenized piece by piece (bounded memory); the blocks are those of one whole pass."""
+    text = " ".join(project_lines(200))
+    others = ["a short line before", "and one after it"]
+    dataset = Dataset.from_dict({"text": [others[0], text, others[1]]})
+    whole = tokenize_corpus(dataset, wordpiece_tokenizer, max_length=32, packing=packing)
+    monkeypatch.setattr(data_module, "PIECE_CHARS", 500)  # the text is several thousand characters
+    assert len(text) > 4 * data_module.PIECE_CHARS
+    pieces = tokenize_corpus(dataset, wordpiece_tokenizer, max_length=32, packing=packing)
+    assert pieces["input_ids"] == whole["input_ids"]
+    assert pieces["word_ids"] == whole["word_ids"]
+
+
+def test_split_long_text_cuts_at_spaces_and_loses_nothing() -> None:
+    text = "word " * 300 + "x" * 700
+    pieces = list(data_module.split_long_text(text, size=100))
+    assert "".join(pieces) == text and all(len(piece) <= 100 for piece in pieces)
+    assert all(piece.startswith(" ") for piece in pieces[1:] if "word" in piece)  # words stay whole
+    assert any(piece == "x" * 100 for piece in pieces)  # no space to cut at: cut at the size

@@ -57,6 +57,59 @@ def readme_commands() -> list[tuple[list[str], bool]]:
     return commands
 
 
+def readme_snippets() -> list[tuple[str, str]]:
+    """`(code, needs)` for every Python block of the README; `needs` is what its first-line `# needs: ...` comment
+    names (empty for a block that runs as written, offline, in the sandbox after the README's commands)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    snippets = []
+    for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
+        first = block.splitlines()[0] if block.strip() else ""
+        needs = first.split("needs:", 1)[1].strip() if first.startswith("# needs:") else ""
+        snippets.append((block, needs))
+    return snippets
+
+
+def undefined_names(code: str, defined: set[str]) -> set[str]:
+    """Names a snippet reads that it neither imports nor assigns (nor `defined`, nor builtins)."""
+    import ast
+    import builtins
+
+    tree = ast.parse(code)
+    assigned = set(defined) | set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            assigned |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            assigned.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            assigned.add(node.name)
+        elif isinstance(node, ast.arg):
+            assigned.add(node.arg)
+    read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    return read - assigned
+
+
+def test_readme_snippets_define_every_name_or_say_what_they_need():
+    """A snippet either runs as written (offline, on the sandbox's files: `test_readme_commands_run` runs it) or
+    says on its first line what it needs in a word or two (`# needs: network`); none uses names it never defines,
+    except those of the snippet it says it continues."""
+    previous: set[str] = set()
+    snippets = readme_snippets()
+    assert len(snippets) >= 5 and any(not needs for _, needs in snippets)
+    for code, needs in snippets:
+        inherited = previous if "continues the snippet above" in needs else set()
+        assert not undefined_names(code, inherited), (code[:200], undefined_names(code, inherited))
+        assert len(needs.split("(")[0].split()) <= 2, f"say in a word what it needs: {needs!r}"
+        import ast
+
+        previous = {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)} | {
+            (alias.asname or alias.name).split(".")[0]
+            for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+
+
 def help_commands() -> list[list[str]]:
     """The example lines of `retromae-hf --help` and of every command's `--help`."""
     parser = build_parser()
@@ -149,6 +202,9 @@ def tiny_train_argv(argv: list[str], sandbox: Path, evaluate: bool) -> list[str]
             extra += ["--set", f"model_config.{key}={value}"]
         extra += ["--set", "model_config.num_attention_heads=2"]
     stage = int(spec.get("stage", args.stage or 1))
+    if "--max-length" not in argv:
+        # Every tiny model here has 64 positions: a recipe's lengths, set for a real model, would be refused.
+        extra += ["--max-length", "64"] + (["--query-max-length", "32", "--passage-max-length", "64"] if stage == 2 else [])
     hub_corpus = not all(is_local_or_special(source) for source in spec.get("corpus", []))
     if stage == 1 and not args.recipe_corpus and hub_corpus:
         extra += ["--corpus", "corpus.txt"]
@@ -205,6 +261,11 @@ def test_readme_commands_run(tmp_path, monkeypatch, capfd, wordpiece_tokenizer):
     assert json.loads((sandbox / "evaluation" / "summary.json").read_text())["results"]
     assert (sandbox / "runs" / "quickstart" / "stage2" / "evaluation" / "summary.json").is_file()
     assert (sandbox / "converted" / "model.safetensors").is_file()
+    # The README's Python snippets that need nothing but what the commands above made run as written.
+    offline = [code for code, needs in readme_snippets() if not needs]
+    assert offline
+    for code in offline:
+        exec(compile(code, "README.md snippet", "exec"), {"__name__": "readme_snippet"})
     log = (sandbox / "runs" / "stage1-wikipedia-bookcorpus" / "training_log.jsonl").read_text().splitlines()
     assert [json.loads(line).get("step") for line in log if "loss" in json.loads(line)] == [1, 2]  # resumed at 2
 

@@ -258,19 +258,19 @@ def test_yaml_and_set_values_get_their_field_types(tmp_path):
         build_recipe(raw, {"packing": "sometimes"})
 
 
-def test_lengths_beyond_the_model_are_clamped_with_a_warning_naming_the_flag(caplog):
+def test_lengths_set_beyond_the_model_are_refused_and_defaults_adapted(caplog):
+    """A length the user set beyond the model's positions is refused, naming the flag and the limit (cutting it
+    would train on something else than asked); one left at its default is cut to the model's with an info line."""
     from retromae_hf.training import effective_lengths
 
-    stage2 = build_recipe({"stage": 2, "pairs": ["p.csv"], "max_length": 128, "passage_max_length": 512})
-    with caplog.at_level("WARNING", logger="retromae_hf.training"):
-        lengths = effective_lengths(stage2, positions=64)
-    assert lengths == {"max_length": 64, "query_max_length": 64, "passage_max_length": 64}
-    assert any("--passage-max-length" in message and "64 positions" in message for message in caplog.messages)
-    stage1 = build_recipe({"stage": 1, "corpus": ["c.txt"], "max_length": 100})
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="retromae_hf.training"):
+    stage2 = build_recipe({"stage": 2, "pairs": ["p.csv"], "max_length": 60, "passage_max_length": 512})
+    with pytest.raises(RecipeError, match=r"passage_max_length 512 \(--passage-max-length\) is longer than the "
+                       r"model's 64 positions.*docs/encoders\.md"):  # fmt: skip
+        effective_lengths(stage2, positions=64)
+    stage1 = build_recipe({"stage": 1, "corpus": ["c.txt"]})  # max_length left at its default, 512
+    with caplog.at_level("INFO", logger="retromae_hf.training"):
         assert effective_lengths(stage1, positions=64) == {"max_length": 64}
-    assert any("--max-length" in message for message in caplog.messages)
+    assert any("the default 512 is longer than the model's 64 positions" in message for message in caplog.messages)
 
 
 def test_cheap_checks_run_before_anything_is_loaded(tmp_path, monkeypatch):
@@ -516,6 +516,7 @@ def test_length_limit_read_up_front_is_the_models_own(architecture, tmp_path, tr
     positions, vocab_size = _model_limits(read_model_config(recipe))
     model = RetroMAEForPreTraining.from_masked_lm(checkpoint)
     assert positions == model.max_sequence_length() == MAX_LENGTH and vocab_size == len(tokenizer)
-    with caplog.at_level("WARNING", logger="retromae_hf.training"):
-        assert effective_lengths(recipe, positions) == {"max_length": MAX_LENGTH}
-    assert any("--max-length" in message and f"{MAX_LENGTH} positions" in message for message in caplog.messages)
+    with pytest.raises(RecipeError, match=rf"max_length 100 \(--max-length\) is longer than the model's {MAX_LENGTH} "):
+        effective_lengths(recipe, positions)
+    fitting = build_recipe({"stage": 1, "corpus": ["c.txt"], "model": str(checkpoint), "max_length": MAX_LENGTH})
+    assert effective_lengths(fitting, positions) == {"max_length": MAX_LENGTH}

@@ -9,6 +9,7 @@ does, so the cases share one import of torch and transformers.
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +58,27 @@ def run_record(raw: dict, run_id: str) -> dict:
 
 
 TRAIN = ["train", "--stage", "1", "--model", "scratch", "--tokenizer", "tok", "--corpus", "corpus.txt"]
+
+
+def project_words(count: int) -> list[str]:
+    words = dict.fromkeys(word.lower() for line in project_lines() for word in re.findall(r"[A-Za-z]+", line))
+    return list(words)[:count]
+
+
+def save_word_level_tokenizer(folder, words: list[str], mask: bool) -> None:
+    """A fast word-level tokenizer with [CLS]/[SEP]/[PAD]/[UNK] (and [MASK] if `mask`) and the given words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + (["[MASK]"] if mask else [])
+    vocab = {token: i for i, token in enumerate(specials + words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    extra = {"mask_token": "[MASK]"} if mask else {}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", **extra
+    )
+    tokenizer.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +135,28 @@ def workspace(tmp_path_factory, wordpiece_tokenizer):
     fake_checkpoint(ws / "run" / "checkpoint-2", 2, record)
     fake_checkpoint(ws / "run" / "checkpoint-4", 4, record, damaged=True)
     (ws / "run" / "training_log.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    # Round two (issue 17): the user's own files that careless commands must not touch, and inputs that used to
+    # train silently on garbage.
+    (ws / "ev-old").mkdir()  # an earlier `evaluate` output (its marker), which export must not replace
+    (ws / "ev-old" / ".retromae-output.json").write_text(json.dumps({"command": "evaluate"}))
+    (ws / "ev-old" / "summary.json").write_text("{}")
+    (ws / "mixed.jsonl").write_text(
+        json.dumps({"title": "no text here"}) + "\n" + "".join(json.dumps({"text": line}) + "\n" for line in project_lines(5))
+    )
+    (ws / "latin1.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1"))
+    (ws / "cut-model").mkdir()
+    for name in ("config.json",):
+        (ws / "cut-model" / name).write_bytes((ws / "ckpt" / name).read_bytes())
+    weights = (ws / "ckpt" / "model.safetensors").read_bytes()
+    (ws / "cut-model" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    tokenizer.save_pretrained(ws / "cut-model")
+    save_word_level_tokenizer(ws / "tiny-tok", ["the", "a"], mask=True)
+    save_word_level_tokenizer(ws / "nomask-tok", project_words(300), mask=False)
+    # A run killed during its first checkpoint save: a run record, a log, a half-written staging folder.
+    (ws / "half-run" / ".staging" / "checkpoint-10").mkdir(parents=True)
+    (ws / "half-run" / ".staging" / "checkpoint-10" / "optimizer.pt").write_bytes(b"cut")
+    (ws / "half-run" / "retromae_run.json").write_text(json.dumps(run_record(base, "half-run")))
+    (ws / "half-run" / "training_log.jsonl").write_text('{"step": 5, "loss": 8.0}\n')
     # A run that reached its last step.
     done = run_record({**base, "output_dir": "done"}, "done-run")
     (ws / "done").mkdir()
@@ -170,7 +214,8 @@ CLI_CASES = [
     ("max-length-too-short", [*TRAIN, "--max-length", "2"], r"max_length \(--max-length\) must be at least 3"),
     ("similarity-not-a-choice", [*TRAIN, "--similarity", "euclid"], r"--similarity: invalid choice: 'euclid'"),
     ("stage-not-a-choice", ["train", "--stage", "3"], r"--stage: invalid choice: 3"),
-    ("max-steps-zero", [*TRAIN, "--max-steps", "0"], r"--max-steps: expected a whole number >= 1, got 0"),
+    ("max-steps-zero", [*TRAIN, "--max-steps", "0"], r"--max-steps: expected a whole number of steps >= 1, or -1 to train num_train_epochs epochs; got 0"),
+    ("max-steps-negative", [*TRAIN, "--max-steps", "-5"], r"--max-steps: expected a whole number of steps >= 1, or -1.*got -5"),
     ("stage2-without-pairs", ["train", "--stage", "2", "--model", "ckpt"], r"stage 2 needs `pairs` \(--pairs"),
     ("scratch-without-tokenizer", ["train", "--stage", "1", "--model", "scratch", "--corpus", "corpus.txt"], r"model 'scratch' needs a tokenizer"),
     ("tokenizer-train-for-a-trained-model", ["train", "--stage", "1", "--model", "ckpt", "--tokenizer", "train", "--corpus", "corpus.txt"],
@@ -198,9 +243,61 @@ CLI_CASES = [
      r"no text file at book\.txt \(--text\)"),
     ("convert-max-positions-not-longer", ["convert", "ckpt", "new", "--max-positions", "16"],
      r"already takes 32 tokens.*--max-positions 16 would not lengthen it"),
-    ("pull-offline", ["pull", "some-org/some-model"], r"repository 'some-org/some-model' is not a local folder.*hf download"),
+    ("pull-offline", ["pull", "some-org/some-model"],
+     r"repository 'some-org/some-model' is not a local folder.*(?<!local folder instead).*needs no pull"),
     ("push-a-folder-that-is-no-model", ["push", "out", "some-org/some-model"], r"out is neither a RetroMAE checkpoint nor a sentence-transformers export"),
     ("unknown-command", ["frobnicate"], r"invalid choice: 'frobnicate'"),
+    # Round two (issue 17). --overwrite replaces only the same command's earlier output.
+    ("export-overwrite-a-users-file", ["export", "ckpt", "corpus.txt", "--overwrite"],
+     r"corpus\.txt is a file, not an earlier output folder\. --overwrite replaces only an earlier output of `retromae-hf export`"),
+    ("evaluate-overwrite-a-training-run", ["evaluate", "ckpt", "--tasks", "beir", "--output-dir", "run", "--overwrite"],
+     r"run holds a training run.*replaces only an earlier output of `retromae-hf evaluate`"),
+    ("export-overwrite-a-model", ["export", "ckpt", "small-vocab", "--overwrite"], r"small-vocab holds a model \(config\.json"),
+    ("export-overwrite-a-users-folder", ["export", "ckpt", "out", "--overwrite"], r"out holds files that this command did not write"),
+    ("export-overwrite-an-evaluation", ["export", "ckpt", "ev-old", "--overwrite"],
+     r"ev-old was written by `retromae-hf evaluate`, not by `retromae-hf export`"),
+    ("convert-overwrite-a-training-run", ["convert", "official", "run", "--overwrite"], r"run holds a training run"),
+    # Values refused by name before anything loads.
+    ("set-negative-max-steps", [*TRAIN, "--output-dir", "new", "--set", "training.max_steps=-5"],
+     r"training\.max_steps \(--set training\.max_steps=VALUE, --max-steps\) must be a positive number of optimizer steps, or -1"),
+    ("set-zero-batch-size", [*TRAIN, "--output-dir", "new", "--set", "training.per_device_train_batch_size=0"],
+     r"training\.per_device_train_batch_size .* must be >= 1, got 0"),
+    ("set-nan-learning-rate", [*TRAIN, "--output-dir", "new", "--set", "training.learning_rate=.nan"],
+     r"training\.learning_rate .* must be a finite number, got nan"),
+    ("set-negative-learning-rate", [*TRAIN, "--output-dir", "new", "--set", "training.learning_rate=-1e-4"],
+     r"training\.learning_rate .* must be >= 0"),
+    ("nan-temperature", [*TRAIN, "--output-dir", "new", "--temperature", "nan"], r"temperature \(--temperature\) must be a finite number"),
+    ("max-length-beyond-the-model", ["train", "--stage", "1", "--model", "ckpt", "--corpus", "corpus.txt", "--max-length",
+     "100000", "--output-dir", "new"], r"max_length 100000 \(--max-length\) is longer than the model's 32 positions.*docs/encoders\.md"),
+    # Silent garbage: tokenizers that do not fit the model.
+    ("model-folder-without-tokenizer", ["train", "--stage", "1", "--model", "small-vocab", "--corpus", "corpus.txt",
+     "--output-dir", "new"], r"model 'small-vocab' \(--model\) holds no tokenizer.*--tokenizer NAME_OR_FOLDER.*save_pretrained"),
+    ("overwrite-output-dir-with-a-mistake-keeps-the-run", ["train", "--stage", "1", "--model", "small-vocab", "--corpus",
+     "corpus.txt", "--output-dir", "run", "--overwrite-output-dir"], r"model 'small-vocab' \(--model\) holds no tokenizer"),
+    ("tokenizer-far-too-small", ["train", "--stage", "1", "--model", "ckpt", "--tokenizer", "tiny-tok", "--corpus",
+     "corpus.txt", "--output-dir", "new"], r"has only 7 tokens for a model \(ckpt\) with \d+ embeddings.*--allow-small-vocabulary"),
+    ("tokenizer-without-mask-token", [*TRAIN[:6], "nomask-tok", *TRAIN[7:], "--output-dir", "new"],
+     r"has no mask token.*add_special_tokens\(\{'mask_token': '\[MASK\]'\}\)"),
+    # Vague messages made precise, each naming the fix.
+    ("file-as-model", ["train", "--stage", "1", "--model", "corpus.txt", "--corpus", "corpus.txt", "--output-dir", "new"],
+     r"model 'corpus\.txt' \(--model\) is a file; --model takes a model folder"),
+    ("model-folder-as-corpus", [*TRAIN[:-1], "ckpt", "--output-dir", "new"], r"ckpt is a model folder \(config\.json and weights\), not a corpus.*--model"),
+    ("jsonl-first-record-without-text", [*TRAIN[:-1], "mixed.jsonl", "--output-dir", "new"],
+     r"mixed\.jsonl, line 1: column 'text' not found; this record has columns \['title'\]\. Every record needs it"),
+    ("csv-without-text-column", [*TRAIN[:-1], "out/data/table.csv", "--output-dir", "new"],
+     r"column 'text' not found; the file has columns \['a', 'b'\]\. Name the column that holds the text with --text-column"),
+    ("latin1-corpus", [*TRAIN[:-1], "latin1.txt", "--output-dir", "new"], r"latin1\.txt, line 1: not valid UTF-8.*iconv -f latin1 -t utf-8"),
+    ("truncated-weights", ["train", "--stage", "1", "--model", "cut-model", "--corpus", "corpus.txt", "--output-dir", "new"],
+     r"cut-model/model\.safetensors is damaged or incomplete.*download it again"),
+    ("export-truncated-weights", ["export", "cut-model", "st"], r"checkpoint cut-model: cut-model/model\.safetensors is damaged or incomplete"),
+    ("evaluate-truncated-weights", ["evaluate", "cut-model", "--tasks", "beir", "--output-dir", "ev"],
+     r"model cut-model: cut-model/model\.safetensors is damaged or incomplete"),
+    ("convert-a-text-file", ["convert", "corpus.txt", "conv", "--bert-config", "official/config.json"],
+     r"(?s)corpus\.txt cannot be read as a torch state dict.*Pass a \.safetensors file(?!.*weights_only)"),
+    ("rerun-after-kill-during-first-save", [*TRAIN, "--output-dir", "half-run"],
+     r"stopped before its first checkpoint was complete.*nothing to resume.*--overwrite-output-dir"),
+    ("resume-after-kill-during-first-save", [*TRAIN, "--output-dir", "half-run", "--resume"],
+     r"stopped before its first checkpoint was complete.*replace --resume with --overwrite-output-dir"),
 ]
 # fmt: on
 
@@ -286,3 +383,258 @@ def test_push_without_credentials_says_how_to_log_in(workspace, monkeypatch, tmp
         push_to_hub(workspace / "ckpt", "someone/tiny", endpoint=hub.url)
     assert "HF_TOKEN" in str(raised.value) and "hf auth login" in str(raised.value)
     assert snapshot(workspace / "ckpt") == before
+
+
+# --------------------------------------------------------------------------------------------------- issue 17
+TINY_RUN = [
+    "--max-length", "32",
+    "--set", "model_config={hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64, "
+    "max_position_embeddings: 32}",
+    "--set", "training.per_device_train_batch_size=2",
+    "--set", "training.logging_steps=1",
+    "--no-evaluate",
+]  # fmt: skip
+
+
+def logged_steps(run) -> list[int]:
+    records = [json.loads(line) for line in (run / "training_log.jsonl").read_text().splitlines()]
+    return [record["step"] for record in records if "loss" in record]  # not the end-of-run summary (train_loss)
+
+
+def test_a_second_train_into_a_running_folder_refuses_and_the_first_completes(workspace, tmp_path, monkeypatch, capfd):
+    """Two trainings into one --output-dir: the second refuses at once, naming the first's process; the first
+    finishes with an unmixed log (each step once, in order) and its checkpoints; the second changed no file."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    monkeypatch.chdir(workspace)
+    run = tmp_path / "shared-run"
+    first = [*TRAIN, "--output-dir", str(run), "--max-steps", "40", "--set", "training.save_steps=20", *TINY_RUN]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retromae_hf", *first], cwd=workspace, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (run / ".retromae.lock.json").is_file():
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.time() < deadline, "the first run never locked its folder"
+            time.sleep(0.05)
+        holder = json.loads((run / ".retromae.lock.json").read_text())
+        code, err = run_cli([*TRAIN, "--output-dir", str(run), "--max-steps", "40", "--overwrite-output-dir", *TINY_RUN], capfd)
+        assert code == 2, err
+        assert f"is in use by process {holder['pid']}" in err and "nothing was changed" in err, err
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    assert logged_steps(run) == sorted(set(logged_steps(run))) and logged_steps(run)[-1] == 40
+    assert sorted(path.name for path in run.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-40"]
+    assert (run / "final" / "model.safetensors").is_file()
+    assert not (run / ".retromae.lock").exists() and not (run / ".retromae.lock.json").exists()
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(workspace, tmp_path, monkeypatch, capfd, caplog):
+    """A run killed with -9 leaves its lock files; the next run sees that process is gone, says so, and runs. The
+    shipped GPU recipes' bf16 falls back to float32 on a CPU with a warning naming the override."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    monkeypatch.chdir(workspace)
+    run = tmp_path / "killed-run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from retromae_hf.locks import RunLock; "
+         "lock = RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)", str(run)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    code, err = run_cli([*TRAIN, "--output-dir", str(run), "--max-steps", "1", *TINY_RUN], capfd)
+    assert code == 2 and f"in use by process {holder.pid}" in err, err
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert (run / ".retromae.lock.json").is_file()  # what a killed run leaves
+    code, err = run_cli(
+        [*TRAIN, "--output-dir", str(run), "--max-steps", "1", "--set", "training.bf16=true", *TINY_RUN], capfd
+    )
+    assert code == 0, err
+    assert f"taking over the lock left by process {holder.pid}" in caplog.text and "no longer runs" in caplog.text
+    assert "training in float32 instead. Pass --set training.bf16=false" in caplog.text
+    assert "bf16: false" in (run / "final" / "recipe.yaml").read_text()  # the record says what was trained
+    assert not (run / ".retromae.lock.json").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_a_user_error_and_keeps_earlier_checkpoints(
+    workspace, tmp_path, monkeypatch, capfd
+):
+    import errno
+
+    monkeypatch.chdir(workspace)
+    run = tmp_path / "full-disk"
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if "checkpoint-2" in str(f):
+            Path(f).write_bytes(b"half a file")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+
+    monkeypatch.setattr(torch, "save", save)
+    code, err = run_cli([*TRAIN, "--output-dir", str(run), "--max-steps", "3", "--set", "training.save_steps=1", *TINY_RUN], capfd)
+    assert code == 2, err
+    assert re.search(r"no space left on the device of the run folder \(saving checkpoint-2, about [\d.]+ [KMG]B per "
+                     r"checkpoint\).*had been written", err), err
+    assert "checkpoint-1" in err and "--resume" in err and "Traceback" not in err
+    from retromae_hf.training import checkpoint_problem
+
+    assert checkpoint_problem(run / "checkpoint-1") is None  # the earlier checkpoint is intact
+    assert not (run / ".staging").exists() and not (run / "checkpoint-2").exists()  # the partial one is gone
+
+
+def test_a_full_disk_while_exporting_removes_the_partial_export(workspace, tmp_path, monkeypatch, capfd):
+    import errno
+
+    from sentence_transformers import SentenceTransformer
+
+    def full(self, path, *args, **kwargs):
+        (Path(path) / "model.safetensors").write_bytes(b"x" * 5000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+    monkeypatch.chdir(workspace)
+    monkeypatch.setattr(SentenceTransformer, "save", full)
+    before = snapshot(workspace)
+    code, err = run_cli(["export", "ckpt", str(tmp_path / "st")], capfd)
+    assert code == 2, err
+    assert "no space left on the device of export folder" in err and "5.0 KB had been written" in err, err
+    assert list(tmp_path.iterdir()) == [] and snapshot(workspace) == before
+
+
+def test_overwrite_replaces_the_commands_own_output_and_cleans_a_killed_ones_staging(
+    workspace, tmp_path, monkeypatch, capfd, caplog
+):
+    import socket
+
+    monkeypatch.chdir(workspace)
+    out = tmp_path / "st"
+    killed = tmp_path / f".st.staging-999999999@{socket.gethostname()}-abcd1234"  # no such process
+    older = tmp_path / ".st.staging-k2j3h4g5"  # written before staging folders named their process
+    for folder in (killed, older):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    code, err = run_cli(["export", "ckpt", str(out)], capfd)
+    assert code == 0, err
+    assert not killed.exists() and not older.exists() and f"removing {killed}" in caplog.text
+    assert json.loads((out / ".retromae-output.json").read_text())["command"] == "export"
+    code, err = run_cli(["export", "ckpt", str(out), "--overwrite", "--similarity", "cosine"], capfd)
+    assert code == 0, err
+    assert (out / "2_Normalize").is_dir() or "Normalize" in (out / "modules.json").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["st"]
+
+
+def test_read_only_destinations_are_refused_before_anything_is_read(workspace, monkeypatch, capfd):
+    import errno
+
+    from retromae_hf import outputs
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.chdir(workspace)
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", read_only)
+    before = snapshot(workspace)
+    for argv in ([*TRAIN, "--output-dir", "ro-run"], ["export", "ckpt", "ro-st"]):
+        code, err = run_cli(argv, capfd)
+        assert code == 2 and "cannot be written" in err and "Read-only file system" in err, err
+        assert "Choose a folder you may write to" in err
+    assert snapshot(workspace) == before
+
+
+def test_refusals_come_before_the_heavy_imports():
+    """train's values are checked before the trainer, datasets and the model code are imported (seconds, not the
+    run); export's and evaluate's destinations before torch is imported at all."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import sys; from retromae_hf.cli import main; "
+        "rc = main(['train', '--stage', '1', '--model', 'scratch', '--tokenizer', 't', '--corpus', 'c.txt', "
+        "'--set', 'training.max_steps=-5']); "
+        "print(rc, 'retromae_hf.training' in sys.modules, 'datasets' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120,
+    )  # fmt: skip
+    assert result.stdout.split() == ["2", "False", "False"], result.stderr[-2000:]
+    assert "training.max_steps" in result.stderr
+    # export and evaluate check their destination before importing torch at all
+    code = (
+        "import sys; from retromae_hf.cli import main; "
+        "print(main(['export', 'runs/nothing', 'README.md', '--overwrite']), "
+        "main(['evaluate', 'runs/nothing', '--tasks', 'x', '--output-dir', 'README.md', '--overwrite']), "
+        "'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120,
+    )  # fmt: skip
+    assert result.stdout.split() == ["2", "2", "False"], result.stderr[-2000:]
+    assert result.stderr.count("README.md is a file") == 2
+
+
+def test_recipe_text_values_are_kept_as_written(workspace, tmp_path, monkeypatch, capfd):
+    """`tokenizer: no` and `text_column: 123` are a folder and a column named so, not False and 123."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(workspace / "tok", tmp_path / "no")
+    with open(tmp_path / "numbers.csv", "w", encoding="utf-8") as handle:
+        handle.write("123,other\n" + "".join(f'"{line}",x\n' for line in project_lines(20)))
+    (tmp_path / "recipe.yaml").write_text(
+        "stage: 1\nmodel: scratch\ntokenizer: no\ntext_column: 123\ncorpus: [numbers.csv]\noutput_dir: yaml-run\n"
+    )
+    code, err = run_cli(["train", "--recipe", "recipe.yaml", "--max-steps", "1", *TINY_RUN], capfd)
+    assert code == 0, err
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "yaml-run" / "final" / "recipe.yaml").read_text())
+    assert saved["tokenizer"] == "no" and saved["text_column"] == "123"
+
+
+def test_a_sentence_transformers_folder_as_model_says_what_starts_fresh(workspace, tmp_path, monkeypatch, capfd, caplog):
+    monkeypatch.chdir(workspace)
+    code, err = run_cli(["export", "ckpt", str(tmp_path / "st")], capfd)
+    assert code == 0, err
+    argv = ["train", "--stage", "1", "--model", str(tmp_path / "st"), "--corpus", "corpus.txt", "--max-length", "32",
+            "--output-dir", str(tmp_path / "from-st"), "--max-steps", "1", *TINY_RUN[4:]]  # fmt: skip
+    code, err = run_cli(argv, capfd)
+    assert code == 0, err
+    assert re.search(r"is a sentence-transformers folder \(modules\.json\) without a masked-LM head \(saved as BertModel\)"
+                     r": its encoder weights are used; the masked-LM head and the decoder start fresh", caplog.text)
+
+
+def test_offline_messages_blame_hf_hub_offline_only_when_the_user_set_it(monkeypatch, capfd):
+    from huggingface_hub import constants
+
+    from retromae_hf import errors
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(errors, "_went_offline", None)
+    monkeypatch.setattr(errors, "_probe_endpoint", lambda endpoint: "cannot reach https://huggingface.co (refused)")
+    code, err = run_cli(["pull", "some-org/some-model"], capfd)
+    assert code == 2 and "cannot reach https://huggingface.co" in err, err
+    assert "HF_HUB_OFFLINE" not in err and "local folder instead" not in err and "needs no pull" in err

@@ -11,7 +11,7 @@ from conftest import project_lines
 from transformers import AutoConfig
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
-from retromae_hf.recipe import build_recipe, read_recipe_file
+from retromae_hf.recipe import RecipeError, build_recipe, read_recipe_file
 
 
 def test_stage1_long_recipe_trains_modernbert_at_its_native_length():
@@ -43,7 +43,8 @@ def test_nothing_cuts_an_8k_encoder_to_512(trained_tokenizer):
         "max_length": 8192, "query_max_length": 64, "passage_max_length": 8192
     }  # fmt: skip
     too_long = build_recipe({"stage": 2, "pairs": ["p.jsonl"], "passage_max_length": 10000})
-    assert effective_lengths(too_long, positions)["passage_max_length"] == 8192
+    with pytest.raises(RecipeError, match=r"passage_max_length 10000 .* longer than the model's 8192 positions"):
+        effective_lengths(too_long, positions)  # a length asked for beyond the model is refused, not cut
 
     tokenizer = trained_tokenizer("bpe", "bert")
     assert tokenizer.model_max_length == 512  # the collator truncates at its own max_length, not the tokenizer's

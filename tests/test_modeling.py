@@ -636,18 +636,31 @@ def saved_shapes(run):
     return shapes
 
 
-def test_chunked_loss_keeps_no_full_logits_for_backward():
+@pytest.mark.parametrize("with_projection", [False, True], ids=["checkpointed-chunks", "gradients-in-forward"])
+def test_chunked_loss_keeps_no_full_logits_for_backward(with_projection):
+    """Both chunked paths keep at most one chunk of [tokens, V] for backward (checkpointed chunks: none of more
+    than a chunk; gradients taken in forward, with the projection known: none at all) and equal the unchunked
+    loss and gradients."""
     from retromae_hf.modeling_retromae import chunked_cross_entropy
 
     torch.manual_seed(0)
     tokens, vocab, chunk = 50, 97, 8
     head = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, vocab))
+    projection = head[2] if with_projection else None
     hidden = torch.randn(tokens, 16, requires_grad=True)
     labels = torch.randint(vocab, (tokens,))
     full = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, 0))
     assert any(len(s) == 2 and s[-1] == vocab and s[0] == tokens for s in full)  # the check can see them
-    chunked = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, chunk))
-    assert not any(s and s[-1] == vocab and s[0] > chunk for s in chunked), chunked
+    chunked = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, chunk, projection))
+    assert not any(len(s) == 2 and s[-1] == vocab and s[0] > (0 if with_projection else chunk) for s in chunked)
+
+    reference = chunked_cross_entropy(hidden, labels, head, 0)
+    reference_grads = torch.autograd.grad(reference, [hidden, *head.parameters()])
+    loss = chunked_cross_entropy(hidden, labels, head, chunk, projection)
+    grads = torch.autograd.grad(loss, [hidden, *head.parameters()])
+    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_compact_mask_keeps_no_length_squared_tensor_for_backward(trained_tokenizer):
@@ -763,23 +776,3 @@ def test_linear_cross_entropy_gradients_taken_in_forward_equal_autograd(with_bia
     torch.testing.assert_close(got.to(expected.dtype), expected, atol=1e-6, rtol=1e-6)
     for a, b in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-
-
-def test_chunked_loss_with_projection_never_projects_in_backward():
-    """With the projection known, backward multiplies stored gradients: no [chunk, V] tensor is kept for it."""
-    from retromae_hf.modeling_retromae import chunked_cross_entropy
-
-    torch.manual_seed(0)
-    tokens, vocab, chunk = 50, 97, 8
-    head = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, vocab))
-    hidden = torch.randn(tokens, 16, requires_grad=True)
-    labels = torch.randint(vocab, (tokens,))
-    reference = torch.nn.functional.cross_entropy(head(hidden), labels)
-    reference_grads = torch.autograd.grad(reference, [hidden, *head.parameters()])
-    shapes = saved_shapes(lambda: chunked_cross_entropy(hidden, labels, head, chunk, head[2]))
-    assert not any(len(s) == 2 and s[-1] == vocab and s[0] != vocab for s in shapes), shapes
-    loss = chunked_cross_entropy(hidden, labels, head, chunk, head[2])
-    grads = torch.autograd.grad(loss, [hidden, *head.parameters()])
-    torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads, reference_grads, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -18,13 +18,16 @@ What one step computes, on the batch sentence-transformers' collator has already
 1. **Masks**, drawn with the collator's own rules (`retromae_hf.collator`), vectorised on the batch's device:
    whole words (recovered from the tokens' spelling with a per-vocabulary table) are selected up to
    `encoder_mask_ratio` and replaced 80/10/10 for the encoder; every decoder row gets its own whole-word mask at
-   `decoder_mask_ratio` from a per-sequence pool.
+   `decoder_mask_ratio` from a per-sequence pool. The decoder's masks stay compact (the pool and each row's pick,
+   O(P x L) per text, as `RetroMAECollator(decoder_mask="compact")` sends them): no `[B, L, L]` mask is built.
 2. **Encoder**: the model itself (`model(features)`) reads the masked text; its **own sentence embedding**
    (`"sentence_embedding"`: whatever its pooling, CLS, mean, ..., after any Dense or Normalize module) is what the
    decoder must reconstruct the text from. Its token embeddings feed the masked-LM term of the encoder.
 3. **Decoder**: the package's enhanced decoder (`modeling_retromae.RetroMAEDecoder`, the same module
    `RetroMAEForPreTraining` uses): query stream = embedding + positions, content stream = embedding followed by
-   the unmasked tokens' embeddings (the backbone's own embedding block), position-specific attention masks.
+   the unmasked tokens' embeddings (the backbone's own embedding block), position-specific attention masks
+   expanded `decoder_attention_block_size` query rows at a time (`modeling_retromae.CompactDecoderMask`), so
+   that long documents (8,192 tokens) never hold `[B, L, L]` masks nor `[B, heads, L, L]` attention scores.
 4. **Loss** = `encoder_mlm_weight` x encoder masked-LM cross-entropy + decoder reconstruction cross-entropy, both
    through one masked-LM head (the backbone architecture's own head, freshly initialised, its output projection
    tied to the backbone's word embeddings), as in the paper and the official code. The loss returns both terms
@@ -68,13 +71,15 @@ from transformers import TrainerCallback
 from .collator import (
     IGNORE_INDEX,
     SpellingWordBoundaries,
+    expand_decoder_mask,
     mask_encoder_tokens,
     reconstruction_labels,
-    sample_decoder_attention,
+    sample_decoder_mask_pool,
 )
 from .configuration_retromae import RetroMAEConfig
 from .modeling_retromae import (
     DEFAULT_LOSS_CHUNK_SIZE,
+    CompactDecoderMask,
     RetroMAEDecoder,
     absolute_position_table,
     build_masked_lm,
@@ -501,6 +506,9 @@ class RetroMAELoss(MaskedLMLoss):
             L2-normalised vectors of length 1, Dense outputs), so that the decoder gets an input on the scale
             of the token embeddings it is added to. An embedding whose size differs from the backbone's (a Dense
             module) is first projected back to the backbone's hidden size by a learned linear layer.
+        decoder_attention_block_size: query rows per block when the decoder expands its compact masks: at most
+            `[B, heads, block, L]` attention scores exist at once (blocks are recomputed in backward). Memory
+            only: every block size gives the same losses and gradients.
 
     Inputs: a dataset with exactly one text column (a label column is ignored). Returns
     `{"encoder_loss": ..., "decoder_loss": ...}`; the trainer sums them and logs each.
@@ -517,6 +525,7 @@ class RetroMAELoss(MaskedLMLoss):
         mask_replace_prob: float = 0.8,
         random_replace_prob: float = 0.1,
         normalize_embedding: bool | None = None,
+        decoder_attention_block_size: int = 512,
     ):
         super().__init__(model, encoder_mask_ratio, mask_replace_prob, random_replace_prob)
         if not 0.0 < decoder_mask_ratio < 1.0:
@@ -527,6 +536,10 @@ class RetroMAELoss(MaskedLMLoss):
             raise RetroMAELossError(f"encoder_mlm_weight must be a finite number >= 0, got {encoder_mlm_weight}")
         if decoder_pool_size < 1:
             raise RetroMAELossError(f"decoder_pool_size must be at least 1, got {decoder_pool_size}")
+        if decoder_attention_block_size < 1:
+            raise RetroMAELossError(
+                f"decoder_attention_block_size must be at least 1, got {decoder_attention_block_size}"
+            )
         self.decoder_mask_ratio = decoder_mask_ratio
         self.encoder_mlm_weight = encoder_mlm_weight
         self.decoder_pool_size = decoder_pool_size
@@ -539,6 +552,7 @@ class RetroMAELoss(MaskedLMLoss):
             encoder=copy.deepcopy(backbone.config),
             num_decoder_layers=num_decoder_layers,
             decoder_positions="encoder" if has_table else "learned",
+            decoder_attention_block_size=decoder_attention_block_size,
         )
         # The decoder attends with the backbone's attention implementation (sdpa unless the model chose another).
         self.config._attn_implementation = backbone.config._attn_implementation or "sdpa"
@@ -587,9 +601,15 @@ class RetroMAELoss(MaskedLMLoss):
             )
         return int(output["sentence_embedding"].shape[-1]), raw
 
-    def decode(self, embedding: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | CompactDecoderMask,
+    ) -> torch.Tensor:
         """Enhanced decoding from `[B, D]` sentence embeddings with the package's `RetroMAEDecoder`;
-        `attention_mask` is the `[B, L, L]` 0/1 decoder mask. Returns `[B, L, H]` (before the head)."""
+        `attention_mask` is the decoder's position-specific mask, either dense (`[B, L, L]` 0/1) or a
+        `CompactDecoderMask` (expanded block of query rows by block). Returns `[B, L, H]` (before the head)."""
         embeddings = _backbone_of(_unwrap(self.model)).embeddings
         seq_len = input_ids.shape[1]
         # The content stream's tokens: the backbone's own embedding block on the unmasked ids (the decoder puts
@@ -603,39 +623,73 @@ class RetroMAELoss(MaskedLMLoss):
         return self.decoder(self.embedding_adapter(embedding), content, positions, attention_mask)
 
     def retromae_inputs(
-        self, features: dict[str, torch.Tensor], generator: torch.Generator | None = None
+        self,
+        features: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        decoder_mask: str = "dense",
     ) -> dict[str, torch.Tensor]:
-        """The six RetroMAE tensors for a tokenized batch (the keys `RetroMAECollator` produces and
-        `RetroMAEForPreTraining` takes), drawn with the collator's rules on the batch's device."""
+        """The RetroMAE tensors for a tokenized batch, drawn with the collator's rules on the batch's device: the
+        keys `RetroMAECollator(decoder_mask=...)` produces and `RetroMAEForPreTraining` takes.
+
+        `decoder_mask="dense"` (default, as the collator's) gives the decoder's masks as `decoder_attention_mask`
+        `[B, L, L]`; `"compact"` (what the loss's own `forward` uses) as `decoder_mask_pool` `[B, P, L]` bool and
+        `decoder_mask_pick` `[B, L]`. Both forms come from the same random draws: for one generator state the
+        compact form, expanded, is the dense mask bit for bit. `compute_losses` takes either.
+        """
+        if decoder_mask not in ("dense", "compact"):
+            raise RetroMAELossError(f"decoder_mask must be 'dense' or 'compact', got {decoder_mask!r}")
         input_ids = features["input_ids"]
         real = features["attention_mask"].bool()
         word_ids, masked, encoder_labels = self.mask_encoder(features, generator)
-        decoder_mask = sample_decoder_attention(
-            word_ids, real.sum(-1), real, self.decoder_mask_ratio, self.decoder_pool_size, generator
+        pool, pick = sample_decoder_mask_pool(
+            word_ids, real.sum(-1), self.decoder_mask_ratio, self.decoder_pool_size, generator
         )
+        if decoder_mask == "compact":
+            masks = {"decoder_mask_pool": pool, "decoder_mask_pick": pick}
+        else:
+            masks = {"decoder_attention_mask": expand_decoder_mask(pool, pick, real)}
         return {
             "encoder_input_ids": masked,
             "encoder_attention_mask": features["attention_mask"],
             "encoder_labels": encoder_labels,
             "decoder_input_ids": input_ids,
-            "decoder_attention_mask": decoder_mask,
+            **masks,
             "decoder_labels": reconstruction_labels(input_ids, real),
         }
+
+    def _decoder_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | CompactDecoderMask:
+        """The decoder's mask from whichever form `inputs` carries: dense, or compact (wrapped for blockwise
+        expansion with this loss's block size)."""
+        dense = inputs.get("decoder_attention_mask")
+        pool, pick = inputs.get("decoder_mask_pool"), inputs.get("decoder_mask_pick")
+        if dense is not None:
+            if pool is not None or pick is not None:
+                raise RetroMAELossError(
+                    "the inputs carry both decoder_attention_mask and decoder_mask_pool / decoder_mask_pick; pass "
+                    "one form (retromae_inputs(features, decoder_mask='dense' or 'compact'))"
+                )
+            return dense
+        if pool is None or pick is None:
+            raise RetroMAELossError(
+                "the inputs carry no decoder mask: decoder_attention_mask [batch, seq, seq], or decoder_mask_pool "
+                "[batch, pool, seq] with decoder_mask_pick [batch, seq] (see retromae_inputs)"
+            )
+        real = inputs["encoder_attention_mask"].bool()  # the one padding of both streams: the same token ids
+        return CompactDecoderMask(pool, pick, real, self.config.decoder_attention_block_size)
 
     def compute_losses(
         self, features: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """The two terms for a batch whose masks are given (`retromae_inputs`)."""
+        """The two terms for a batch whose masks are given (`retromae_inputs`, with either decoder-mask form)."""
         self._follow_model_mode(_unwrap(self.model))
+        decoder_mask = self._decoder_mask(inputs)  # checked before the encoder runs
         # A copy: sentence-transformers modules write their outputs into the features dict they are given.
         output = self.model({**features, "input_ids": inputs["encoder_input_ids"]})
         losses = {}
         if self.encoder_mlm_weight > 0:
             encoder_loss = self._masked_lm(output["token_embeddings"], inputs["encoder_labels"])
             losses["encoder_loss"] = self.encoder_mlm_weight * encoder_loss
-        decoded = self.decode(
-            output["sentence_embedding"], inputs["decoder_input_ids"], inputs["decoder_attention_mask"]
-        )
+        decoded = self.decode(output["sentence_embedding"], inputs["decoder_input_ids"], decoder_mask)
         losses["decoder_loss"] = self._masked_lm(decoded, inputs["decoder_labels"])
         return losses
 
@@ -643,7 +697,8 @@ class RetroMAELoss(MaskedLMLoss):
         self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         features = self._text_features(sentence_features, labels)
-        return self.compute_losses(features, self.retromae_inputs(features))
+        # Compact decoder masks: the pool and picks, expanded block by block inside the decoder's attention.
+        return self.compute_losses(features, self.retromae_inputs(features, decoder_mask="compact"))
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
@@ -655,6 +710,7 @@ class RetroMAELoss(MaskedLMLoss):
             "mask_replace_prob": self.mask_replace_prob,
             "random_replace_prob": self.random_replace_prob,
             "normalize_embedding": self.normalize_embedding,
+            "decoder_attention_block_size": self.config.decoder_attention_block_size,
         }
 
 

@@ -19,7 +19,7 @@ from tokenizers_for_tests import project_text
 from transformers import BertConfig, BertModel
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
-from retromae_hf.collator import FORWARD_KEYS
+from retromae_hf.collator import COMPACT_DECODER_MASK_KEYS, FORWARD_KEYS, expand_decoder_mask
 from retromae_hf.sentence_transformers import CHECKPOINT_SUBFOLDER, MaskedLMLoss, RetroMAELoss, RetroMAELossError
 
 HIDDEN = 32
@@ -184,6 +184,95 @@ def test_masks_are_the_collators(model):
     theirs = collator([{"input_ids": row} for row in ids])
     for key in FORWARD_KEYS:
         assert torch.equal(ours[key].long(), theirs[key].long()), key
+    # The compact form the loss trains with: the compact collator's pool and picks, from the same draws.
+    compact = loss.retromae_inputs(batch, torch.Generator().manual_seed(3), decoder_mask="compact")
+    collator = RetroMAECollator(
+        tokenizer, max_length=64, decoder_pool_size=16, decoder_mask="compact", generator=torch.Generator().manual_seed(3)
+    )
+    theirs = collator([{"input_ids": row} for row in ids])
+    assert "decoder_attention_mask" not in compact
+    for key in set(FORWARD_KEYS) - {"decoder_attention_mask"} | set(COMPACT_DECODER_MASK_KEYS):
+        assert torch.equal(compact[key].long(), theirs[key].long()), key
+
+
+def saved_shapes(run) -> list[tuple[int, ...]]:
+    """Shapes of the tensors autograd keeps for backward while `run()` builds its graph."""
+    shapes = []
+
+    def pack(tensor):
+        shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return shapes
+
+
+def long_texts(count: int) -> list[str]:
+    """Texts filling the 64-token window (several blocks of a small decoder block size)."""
+    return [" ".join(TEXTS[i : i + 4]) for i in range(count)]
+
+
+def test_compact_decoder_masks_give_the_dense_losses_and_gradients(bert_folder):
+    """The loss's forward (compact masks, expanded 8 query rows at a time, blocks recomputed in backward) gives
+    the losses and gradients of the dense `[B, L, L]` masks drawn from the same random state."""
+    model = sentence_model(bert_folder, "mean", normalize=True)
+    loss = RetroMAELoss(model, decoder_attention_block_size=8)
+    batch = features(model, long_texts(4))
+    seq_len = batch["input_ids"].shape[1]
+    assert seq_len > 2 * 8, seq_len
+    dense = loss.retromae_inputs(batch, torch.Generator().manual_seed(1))
+    compact = loss.retromae_inputs(batch, torch.Generator().manual_seed(1), decoder_mask="compact")
+    real = batch["attention_mask"].bool()
+    expanded = expand_decoder_mask(compact["decoder_mask_pool"], compact["decoder_mask_pick"], real)
+    assert torch.equal(expanded, dense["decoder_attention_mask"])
+    named = [(n, p) for n, p in [*model.named_parameters(), *loss._own_named_parameters().items()] if p.requires_grad]
+    parameters = [p for _, p in named]
+
+    def step(run):
+        terms = run()
+        grads = torch.autograd.grad(sum(terms.values()), parameters, allow_unused=True)
+        return {k: v.detach() for k, v in terms.items()}, dict(zip([n for n, _ in named], grads, strict=True))
+
+    torch.manual_seed(5)
+    reference = step(lambda: loss.compute_losses(batch, loss.retromae_inputs(batch)))
+    torch.manual_seed(5)
+    trained = step(lambda: loss([batch]))  # the forward the trainer calls: compact
+    assert set(reference[0]) == {"encoder_loss", "decoder_loss"}
+    for key in reference[0]:
+        torch.testing.assert_close(trained[0][key], reference[0][key], rtol=1e-5, atol=1e-6)
+    assert reference[1]["decoder.layers.0.attention.self.query.weight"].abs().sum() > 0
+    for name, expected in reference[1].items():
+        got = trained[1][name]
+        assert (got is None) == (expected is None), name
+        if got is not None:
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compact_decoder_masks_keep_no_length_squared_tensor_for_backward(bert_folder):
+    """On the compact path the decoder keeps for backward no mask or scores with more query rows than a block."""
+    model = sentence_model(bert_folder, "cls")
+    block = 8
+    loss = RetroMAELoss(model, decoder_attention_block_size=block)
+    loss.config._attn_implementation = "eager"  # eager keeps its [B, heads, rows, L] weights: the worst case
+    # A length no layer width shares (the tiny model's are 32 and 64), so that a shape ending in L is a length.
+    model.max_seq_length = 60
+    batch = features(model, long_texts(3))
+    seq_len = batch["input_ids"].shape[1]
+    assert seq_len == 60 and seq_len > 2 * block, seq_len
+    dense = loss.retromae_inputs(batch, torch.Generator().manual_seed(0))
+    compact = loss.retromae_inputs(batch, torch.Generator().manual_seed(0), decoder_mask="compact")
+    embedding = torch.randn(batch["input_ids"].shape[0], HIDDEN, requires_grad=True)
+    ids = batch["input_ids"]
+
+    def long_in_rows_and_keys(shapes):
+        return [s for s in shapes if len(s) >= 2 and s[-1] == seq_len and s[-2] > block]
+
+    # The check can see them: the dense mask keeps [B, heads, L, L] scores.
+    assert long_in_rows_and_keys(saved_shapes(lambda: loss.decode(embedding, ids, dense["decoder_attention_mask"])))
+    mask = loss._decoder_mask(compact)
+    assert mask.block_size == block
+    assert not long_in_rows_and_keys(saved_shapes(lambda: loss.decode(embedding, ids, mask)))
 
 
 def test_masked_lm_loss_is_the_encoder_term_alone(model):
@@ -302,7 +391,9 @@ def test_joint_training_with_a_contrastive_loss_and_an_evaluator(tmp_path, bert_
 
 def test_save_and_load_the_loss(tmp_path, bert_folder, trained_tokenizer):
     model = sentence_model(bert_folder, "mean", normalize=True)
-    loss = RetroMAELoss(model, encoder_mask_ratio=0.2, decoder_mask_ratio=0.6, num_decoder_layers=2)
+    loss = RetroMAELoss(
+        model, encoder_mask_ratio=0.2, decoder_mask_ratio=0.6, num_decoder_layers=2, decoder_attention_block_size=16
+    )
     with torch.no_grad():
         for parameter in loss.own_parameters():
             parameter.add_(torch.randn_like(parameter))
@@ -310,6 +401,7 @@ def test_save_and_load_the_loss(tmp_path, bert_folder, trained_tokenizer):
     assert sorted(p.name for p in (tmp_path / "loss").iterdir()) == ["retromae_loss.json", "retromae_loss.safetensors"]
     reloaded = RetroMAELoss.from_pretrained(model, tmp_path / "loss")
     assert reloaded.get_config_dict() == loss.get_config_dict()
+    assert reloaded.config.decoder_attention_block_size == 16
     for a, b in zip(loss.own_parameters(), reloaded.own_parameters(), strict=True):
         assert torch.equal(a, b)
     batch = features(model, TEXTS[:4])
@@ -385,6 +477,8 @@ def test_other_bad_models_and_settings_are_clear_errors(bert_folder):
         RetroMAELoss(model, encoder_mask_ratio=0.0)
     with pytest.raises(RetroMAELossError, match="num_decoder_layers"):
         RetroMAELoss(model, num_decoder_layers=0)
+    with pytest.raises(RetroMAELossError, match="decoder_attention_block_size must be at least 1"):
+        RetroMAELoss(model, decoder_attention_block_size=0)
     static = SentenceTransformer(modules=[StaticEmbedding(model.tokenizer, embedding_dim=HIDDEN)], device="cpu")
     with pytest.raises(RetroMAELossError, match="first module is a Transformer"):
         RetroMAELoss(static)

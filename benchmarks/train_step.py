@@ -137,7 +137,9 @@ def time_step(model, optimizer, batch, device, autocast_dtype) -> float:
 def models_for(shape: str, args, sparse_mlm: bool = False):
     """RetroMAE, and the architecture's own *ForMaskedLM holding the same encoder and head weights."""
     torch.manual_seed(0)
-    retromae = RetroMAEForPreTraining(RetroMAEConfig(encoder=encoder_config(shape, args.quick)))
+    retromae = RetroMAEForPreTraining(
+        RetroMAEConfig(encoder=encoder_config(shape, args.quick), loss_chunk_size=args.loss_chunk_size)
+    )
     mlm = copy.deepcopy(retromae.lm)
     if sparse_mlm:  # ModernBERT's option: project only the labelled positions, as RetroMAE always does
         mlm.sparse_prediction = True
@@ -151,7 +153,9 @@ def bench_model(shape: str, args, tokenizer, texts, sparse_mlm: bool = False) ->
         model.set_attn_implementation(args.attn)
     optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (retromae, mlm)]
 
-    collator = RetroMAECollator(tokenizer, max_length=args.seq_len, generator=torch.Generator().manual_seed(0))
+    collator = RetroMAECollator(
+        tokenizer, max_length=args.seq_len, generator=torch.Generator().manual_seed(0), decoder_mask=args.decoder_mask
+    )
     batch = {k: v.to(args.device) for k, v in collator(texts[: args.batch_size]).items()}
     mlm_batch = {
         "input_ids": batch["encoder_input_ids"],
@@ -244,11 +248,12 @@ def memory_probe(workload: str, args) -> None:
     tokenizer, texts = load_tokenizer_and_texts(max(args.batch_size, 64))
     rss_before = _reset_peak_rss()
     if workload in ("retromae-step", "mlm-step"):
-        collator = RetroMAECollator(tokenizer, max_length=args.seq_len)
+        collator = RetroMAECollator(tokenizer, max_length=args.seq_len, decoder_mask=args.decoder_mask)
         batch = {k: v.to(args.device) for k, v in collator(texts[: args.batch_size]).items()}
         config = encoder_config(args.encode_shape)
         if workload == "retromae-step":
-            model, inputs = RetroMAEForPreTraining(RetroMAEConfig(encoder=config)), batch
+            retromae_config = RetroMAEConfig(encoder=config, loss_chunk_size=args.loss_chunk_size)
+            model, inputs = RetroMAEForPreTraining(retromae_config), batch
         else:
             from transformers import AutoModelForMaskedLM
 
@@ -298,7 +303,8 @@ def bench_memory(args, workdir: Path) -> None:
     for label, workload in workloads.items():
         command = [sys.executable, __file__, "--memory-probe", workload, "--device", args.device,
                    "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                   "--encode-shape", args.encode_shape]  # fmt: skip
+                   "--encode-shape", args.encode_shape, "--loss-chunk-size", str(args.loss_chunk_size),
+                   "--decoder-mask", args.decoder_mask]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"| {label} | failed: {result.stderr.strip().splitlines()[-1]} |")
@@ -318,6 +324,19 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument(
+        "--loss-chunk-size",
+        type=int,
+        default=RetroMAEConfig().loss_chunk_size,
+        help="RetroMAEConfig.loss_chunk_size (default: %(default)s, as training; 0: one unchunked projection, the "
+        "layout before chunked losses)",
+    )
+    parser.add_argument(
+        "--decoder-mask",
+        choices=["compact", "dense"],
+        default="compact",
+        help="the collator's decoder mask: compact (as training) or the dense [B, L, L] layout",
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--collator-rounds", type=int, default=2)

@@ -183,3 +183,19 @@ def trained_tokenizer(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+def saved_shapes(run) -> list[tuple[int, ...]]:
+    """Shapes of the tensors autograd keeps for backward while `run()` builds its graph (to check that no
+    `[L, L]` or `[tokens, V]` tensor outlives the forward pass)."""
+    import torch
+
+    shapes = []
+
+    def pack(tensor):
+        shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return shapes

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, reference_fixture
+from conftest import REPO, reference_fixture, saved_shapes
 from encoders_for_tests import (
     ARCHITECTURES,
     MAX_LENGTH,
@@ -621,19 +621,6 @@ def test_chunked_cross_entropy_gives_the_unchunked_losses_and_gradients(architec
     model.config.loss_chunk_size = 7
     chunked = losses_and_gradients(model, batch)
     assert_same_step(unchunked, chunked, batch["encoder_attention_mask"].bool())
-
-
-def saved_shapes(run):
-    """Shapes of the tensors autograd keeps for backward while `run()` builds its graph."""
-    shapes = []
-
-    def pack(tensor):
-        shapes.append(tuple(tensor.shape))
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run()
-    return shapes
 
 
 @pytest.mark.parametrize("with_projection", [False, True], ids=["checkpointed-chunks", "gradients-in-forward"])

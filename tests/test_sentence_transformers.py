@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_torchrun
+from conftest import run_torchrun, saved_shapes
 from datasets import Dataset, DatasetDict
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -193,19 +193,6 @@ def test_masks_are_the_collators(model):
     assert "decoder_attention_mask" not in compact
     for key in set(FORWARD_KEYS) - {"decoder_attention_mask"} | set(COMPACT_DECODER_MASK_KEYS):
         assert torch.equal(compact[key].long(), theirs[key].long()), key
-
-
-def saved_shapes(run) -> list[tuple[int, ...]]:
-    """Shapes of the tensors autograd keeps for backward while `run()` builds its graph."""
-    shapes = []
-
-    def pack(tensor):
-        shapes.append(tuple(tensor.shape))
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        run()
-    return shapes
 
 
 def long_texts(count: int) -> list[str]:

@@ -360,6 +360,30 @@ class CompactDecoderMask:
         return additive_attention_mask(self.visible(start, end), self.dtype)
 
 
+def decoder_mask_from(
+    dense: torch.Tensor | None,
+    pool: torch.Tensor | None,
+    pick: torch.Tensor | None,
+    real: torch.Tensor,
+    block_size: int,
+) -> "torch.Tensor | CompactDecoderMask | None":
+    """The decoder's position-specific mask from whichever form a batch carries: the dense `[B, L, L]` mask as it
+    is, the compact pool + picks wrapped for blockwise expansion, or None when it carries neither.
+
+    Raises:
+        ValueError: both forms, or half of the compact one.
+    """
+    if dense is not None:
+        if pool is not None or pick is not None:
+            raise ValueError("pass decoder_attention_mask or decoder_mask_pool + decoder_mask_pick, not both")
+        return dense
+    if pool is None and pick is None:
+        return None
+    if pool is None or pick is None:
+        raise ValueError("the compact decoder mask needs both decoder_mask_pool and decoder_mask_pick")
+    return CompactDecoderMask(pool, pick, real, block_size)
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -916,15 +940,10 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
     ) -> "torch.Tensor | CompactDecoderMask":
         """The decoder's mask from whichever form the batch carries: dense `[B, L, L]`, compact, or (plain
         decoding) none at all."""
-        if dense is not None:
-            if pool is not None or pick is not None:
-                raise ValueError("pass decoder_attention_mask or decoder_mask_pool + decoder_mask_pick, not both")
-            return dense
         real = padding.bool() if padding is not None else torch.ones_like(decoder_input_ids, dtype=torch.bool)
-        if pool is not None and pick is not None:
-            return CompactDecoderMask(pool, pick, real, self.config.decoder_attention_block_size)
-        if pool is not None or pick is not None:
-            raise ValueError("the compact decoder mask needs both decoder_mask_pool and decoder_mask_pick")
+        mask = decoder_mask_from(dense, pool, pick, real, self.config.decoder_attention_block_size)
+        if mask is not None:
+            return mask
         if self.config.decoding == "plain":
             return real  # a key padding mask: plain decoding has no position-specific mask
         raise ValueError(
@@ -1160,5 +1179,6 @@ __all__ = [
     "UnsupportedEncoderError",
     "check_encoder_supported",
     "chunked_cross_entropy",
+    "decoder_mask_from",
     "expand_decoder_mask",
 ]

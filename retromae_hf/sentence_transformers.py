@@ -85,6 +85,7 @@ from .modeling_retromae import (
     build_masked_lm,
     check_encoder_supported,
     chunked_cross_entropy,
+    decoder_mask_from,
     init_decoder_weights,
     mlm_head_chain,
 )
@@ -660,22 +661,25 @@ class RetroMAELoss(MaskedLMLoss):
     def _decoder_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | CompactDecoderMask:
         """The decoder's mask from whichever form `inputs` carries: dense, or compact (wrapped for blockwise
         expansion with this loss's block size)."""
-        dense = inputs.get("decoder_attention_mask")
-        pool, pick = inputs.get("decoder_mask_pool"), inputs.get("decoder_mask_pick")
-        if dense is not None:
-            if pool is not None or pick is not None:
-                raise RetroMAELossError(
-                    "the inputs carry both decoder_attention_mask and decoder_mask_pool / decoder_mask_pick; pass "
-                    "one form (retromae_inputs(features, decoder_mask='dense' or 'compact'))"
-                )
-            return dense
-        if pool is None or pick is None:
+        real = inputs["encoder_attention_mask"].bool()  # the one padding of both streams: the same token ids
+        try:
+            mask = decoder_mask_from(
+                inputs.get("decoder_attention_mask"),
+                inputs.get("decoder_mask_pool"),
+                inputs.get("decoder_mask_pick"),
+                real,
+                self.config.decoder_attention_block_size,
+            )
+        except ValueError as error:
+            raise RetroMAELossError(
+                f"{error}; build the inputs with retromae_inputs(features, decoder_mask='dense' or 'compact')"
+            ) from error
+        if mask is None:
             raise RetroMAELossError(
                 "the inputs carry no decoder mask: decoder_attention_mask [batch, seq, seq], or decoder_mask_pool "
                 "[batch, pool, seq] with decoder_mask_pick [batch, seq] (see retromae_inputs)"
             )
-        real = inputs["encoder_attention_mask"].bool()  # the one padding of both streams: the same token ids
-        return CompactDecoderMask(pool, pick, real, self.config.decoder_attention_block_size)
+        return mask
 
     def compute_losses(
         self, features: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]

@@ -173,6 +173,22 @@ def _open_binary(path: str, compressed: bool) -> IO[bytes]:
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
+def _decode_line(raw: bytes, path: str, first: bool, where: "int | str") -> str:
+    """One line of a text file as UTF-8 (the byte-order mark dropped from the file's first line). An undecodable
+    byte is reported with the line (`where`: its 1-based number, or a description) and how to re-encode the file;
+    the description is only formatted then, since this runs for every line of a corpus."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        place = f"{path}, line {where}" if isinstance(where, int) else where
+        raise DataError(
+            f"{place}: not valid UTF-8 ({error.reason} at byte {error.start} of the line). "
+            "The file is in another encoding (often latin-1 or cp1252): re-encode it as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > converted.txt`, and pass the converted file."
+        ) from error
+    return line[1:] if first and line.startswith("\ufeff") else line
+
+
 def _iter_lines(path: str, compressed: bool) -> Iterator[tuple[int, str]]:
     """Yield `(line_number, line)` with line endings kept, decoding UTF-8 one line at a time.
 
@@ -180,17 +196,7 @@ def _iter_lines(path: str, compressed: bool) -> Iterator[tuple[int, str]]:
     """
     with _open_binary(path, compressed) as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{path}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start} of the line). "
-                    "The file is in another encoding (often latin-1 or cp1252): re-encode it as UTF-8, e.g. "
-                    f"`iconv -f latin1 -t utf-8 {path} > converted.txt`, and pass the converted file."
-                ) from error
-            if number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield number, line
+            yield number, _decode_line(raw, path, number == 1, number)
 
 
 def line_ranges(path: PathLike, count: int, min_bytes: int = 1 << 20) -> list[tuple[int, int]]:
@@ -230,16 +236,8 @@ def _iter_line_range(path: str, start: int, end: int) -> Iterator[tuple[str, str
             raw = handle.readline()
             if not raw:
                 break
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{path}, line starting at byte {position}: not valid UTF-8 ({error.reason} at byte "
-                    f"{error.start} of the line)"
-                ) from error
-            if position == 0 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield f"{path}, line starting at byte {position}", line
+            where = f"{path}, line starting at byte {position}"
+            yield where, _decode_line(raw, path, position == 0, where)
             position += len(raw)
 
 

@@ -40,7 +40,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .collator import ContrastiveCollator, RetroMAECollator
 from .configuration_retromae import BERT_FIELDS, RetroMAEConfig
 from .errors import UserError, check_weight_files, is_disk_full, remote_resource
-from .locks import RunLock
+from .locks import RunLock, is_main_process
 from .modeling_retromae import RetroMAEForPreTraining
 from .objectives import DupMAEBagOfWordsLoss, InfoNCELoss, ObjectiveWeights, stage_loss
 from .outputs import check_writable, staged_output
@@ -854,7 +854,7 @@ def train(
     it lets several runs share one tokenization. `recipe.corpus` is still recorded in the saved recipe.
     """
     recipe.validate()
-    if int(os.environ.get("RANK", "0") or 0) == 0:  # the main process checks and changes the folder, see below
+    if is_main_process():  # the main process checks and changes the folder, see below
         # Refused before the folder is locked (or created), so a mistake leaves no trace; checked again under the
         # lock.
         prepare_output_dir(recipe, resume, overwrite_output_dir, check_only=True)
@@ -873,7 +873,7 @@ def _train_holding_the_folder(
     output_dir = recipe.output_dir
     # Only the main process changes the run folder (it alone holds the lock); the others read the run record it
     # writes. The process group does not exist yet, so the launcher's RANK says which process this is.
-    main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    main_process = is_main_process()
     _fall_back_from_bf16(recipe, recipe.training)  # before the recipe is compared with a checkpoint's or recorded
     if recipe.torch_threads:
         # Intra-op threads spin while they wait: on a busy machine, or for a tiny model whose operations are too

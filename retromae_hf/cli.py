@@ -89,6 +89,17 @@ def _common_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
     )
 
 
+def _add_overwrite(parser: argparse.ArgumentParser, command: str, destination: str) -> None:
+    """`--overwrite`, with the one rule every writing command follows (`outputs.check_output(command=...)`)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {destination} only if it holds an earlier output of `retromae-hf {command}` (marked by its "
+        ".retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as "
+        "`train --overwrite-output-dir` deletes only what train made",
+    )
+
+
 def _add_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
     kwargs.setdefault("formatter_class", _ParagraphFormatter)
     parser = subparsers.add_parser(name, **kwargs)
@@ -138,11 +149,7 @@ def _add_convert(subparsers) -> None:
         "the learned ones in turn, as Longformer did (docs/encoders.md). The source may then also be a masked-LM "
         "checkpoint folder or Hub name of any of the three (the decoder starts fresh)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace output_dir only if it holds an earlier output of `retromae-hf convert` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
-    )
+    _add_overwrite(parser, "convert", "output_dir")
     parser.set_defaults(handler=_run_convert)
 
 
@@ -254,11 +261,7 @@ def _add_demo(subparsers) -> None:
         "--output-dir", type=Path, default=Path("runs/demo"), help="where to save the tiny model (default: %(default)s)"
     )
     parser.add_argument("--steps", type=positive_int, default=30, help="optimizer steps (default: %(default)s)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --output-dir only if it holds an earlier output of `retromae-hf demo` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
-    )
+    _add_overwrite(parser, "demo", "--output-dir")
     parser.set_defaults(handler=_run_demo)
 
 
@@ -495,11 +498,7 @@ def _add_export(subparsers) -> None:
     parser.add_argument(
         "--max-seq-length", type=positive_int, default=None, help="truncation length (default: the model's)"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace output_dir only if it holds an earlier output of `retromae-hf export` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
-    )
+    _add_overwrite(parser, "export", "output_dir")
     parser.set_defaults(handler=_run_export)
 
 
@@ -550,11 +549,7 @@ def _add_evaluate(subparsers) -> None:
     )
     parser.add_argument("--split", default="test", help="qrels / STS split to evaluate (default: %(default)s)")
     parser.add_argument("--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --output-dir only if it holds an earlier output of `retromae-hf evaluate` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
-    )
+    _add_overwrite(parser, "evaluate", "--output-dir")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -622,11 +617,7 @@ def _add_make_long_eval(subparsers) -> None:
         "--text", type=Path, default=None, help="UTF-8 text file for the documents (default: Python's docstrings)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every draw (default: %(default)s)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --output-dir only if it holds an earlier output of `retromae-hf make-long-eval` (marked by its .retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as `train --overwrite-output-dir` deletes only what train made",
-    )
+    _add_overwrite(parser, "make-long-eval", "--output-dir")
     parser.set_defaults(handler=_run_make_long_eval)
 
 

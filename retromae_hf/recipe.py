@@ -562,6 +562,12 @@ def _training_key(key: str) -> str:
     return f"training.{key} (--set training.{key}=VALUE{flag})"
 
 
+def _numeric(value: Any) -> int | float | None:
+    """`value` when it is a number (not a boolean), else None: values of another type are `TrainingArguments`'
+    to refuse."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def check_training_values(training: dict[str, Any]) -> None:
     """Refuse `TrainingArguments` values that would fail late or silently do something else.
 
@@ -574,27 +580,27 @@ def check_training_values(training: dict[str, Any]) -> None:
     """
     if not isinstance(training, dict):
         return
-    steps = training.get("max_steps")
-    if steps is not None and not isinstance(steps, bool) and isinstance(steps, int | float) and steps != -1 and steps < 1:
+    steps = _numeric(training.get("max_steps"))
+    if steps is not None and steps != -1 and steps < 1:
         raise RecipeError(
             f"{_training_key('max_steps')} must be a positive number of optimizer steps, or -1 to train "
             f"num_train_epochs epochs; got {steps}"
         )
     for key, lowest, inclusive, meaning in _TRAINING_RANGES:
-        value = training.get(key)
-        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        value = _numeric(training.get(key))
+        if value is None:
             continue
         if not math.isfinite(value):
             raise RecipeError(f"{_training_key(key)} ({meaning}) must be a finite number, got {value}")
         if value < lowest or (value == lowest and not inclusive):
             bound = f">= {lowest}" if inclusive else f"> {lowest}"
             raise RecipeError(f"{_training_key(key)} ({meaning}) must be {bound}, got {value}")
-    ratio = training.get("warmup_ratio")
-    if isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio > 1:
+    ratio = _numeric(training.get("warmup_ratio"))
+    if ratio is not None and ratio > 1:
         raise RecipeError(f"{_training_key('warmup_ratio')} must be between 0 and 1, got {ratio}")
     for key in ("adam_beta1", "adam_beta2"):
-        value = training.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value < 1:
+        value = _numeric(training.get(key))
+        if value is not None and not 0 <= value < 1:
             raise RecipeError(f"{_training_key(key)} must be in [0, 1), got {value}")
 
 

@@ -112,26 +112,25 @@ def check_output(
     exists = path.exists() or path.is_symlink()
     occupied = exists and (not path.is_dir() or path.is_symlink() or any(path.iterdir()))
     check_inputs(path, inputs, replacing=occupied, what=what)
+    problem = _not_replaceable(path, command) if occupied and command else None
     if occupied and not overwrite:
         kind = "a folder that is not empty" if path.is_dir() else "a file"
-        if command and _not_replaceable(path, command):
+        if problem:
             raise OutputExistsError(
                 f"{what} {destination} already exists and is {kind}; nothing was written. Choose another "
                 f"destination ({overwrite_hint} replaces only an earlier output of `retromae-hf {command}`, and "
-                f"{destination} {_not_replaceable(path, command)})."
+                f"{destination} {problem})."
             )
         raise OutputExistsError(
             f"{what} {destination} already exists and is {kind}; nothing was written. Choose another "
             f"destination, or pass {overwrite_hint} to replace it (its current content is then deleted)."
         )
-    if occupied and command:
-        problem = _not_replaceable(path, command)
-        if problem:
-            raise OutputExistsError(
-                f"{what} {destination} {problem}. {overwrite_hint} replaces only an earlier output of "
-                f"`retromae-hf {command}` (a folder holding {OUTPUT_MARKER} that it wrote), so nothing was changed. "
-                "Choose another destination, or move or delete that one yourself if it may go."
-            )
+    if problem:  # --overwrite was given, but for something this command did not write
+        raise OutputExistsError(
+            f"{what} {destination} {problem}. {overwrite_hint} replaces only an earlier output of "
+            f"`retromae-hf {command}` (a folder holding {OUTPUT_MARKER} that it wrote), so nothing was changed. "
+            "Choose another destination, or move or delete that one yourself if it may go."
+        )
     check_writable(path, what=what)
     return path
 
@@ -152,11 +151,20 @@ def _not_replaceable(path: Path, command: str) -> str | None:
             return None
         if written_by:
             return f"was written by `retromae-hf {written_by}`, not by `retromae-hf {command}`"
-    if (path / "retromae_run.json").is_file() or any(path.glob("checkpoint-*")):
+    from .run_folder import CHECKPOINT_PREFIX, RUN_RECORD  # what `train` writes (imported here: it imports us)
+
+    if (path / RUN_RECORD).is_file() or any(path.glob(f"{CHECKPOINT_PREFIX}-*")):
         return "holds a training run (checkpoints, run record)"
     if (path / "config.json").is_file() or any(path.glob("*.safetensors")):
         return "holds a model (config.json or weights)"
     return "holds files that this command did not write (it has no marker " + OUTPUT_MARKER + ")"
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists (where a folder about to be made would be written)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def check_writable(destination: PathLike, what: str = "output folder") -> None:
@@ -169,9 +177,7 @@ def check_writable(destination: PathLike, what: str = "output folder") -> None:
         UserError: naming the destination, the folder that cannot be written and the system's reason.
     """
     path = Path(destination).expanduser()
-    probe_in = path if path.is_dir() else path.parent
-    while not probe_in.exists() and probe_in != probe_in.parent:
-        probe_in = probe_in.parent
+    probe_in = _nearest_existing(path if path.is_dir() else path.parent)
     try:
         handle, name = tempfile.mkstemp(prefix=".retromae-write-test-", dir=probe_in)
         os.close(handle)
@@ -210,11 +216,8 @@ def disk_full_error(
 ) -> DiskFullError:
     """The user-facing report of a full disk: where, how much had been written, how much is free, what to do."""
     path = Path(destination)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        free = f"{human_size(shutil.disk_usage(probe).free)} free now"
+        free = f"{human_size(shutil.disk_usage(_nearest_existing(path)).free)} free now"
     except OSError:
         free = "free space unknown"
     amount = f" after {human_size(written)} had been written" if written else ""

@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,6 +35,7 @@ __all__ = [
     "UserError",
     "as_user_error",
     "check_weight_files",
+    "damaged_safetensors",
     "hub_unreachable_reason",
     "is_disk_full",
     "is_network_error",
@@ -59,15 +60,11 @@ class DiskFullError(UserError, OSError):
     """The disk filled up while writing: names the folder, what was being written and what to free."""
 
 
-#: How a full disk shows up: errno ENOSPC/EDQUOT, or torch's zip writer, which reports only its own words.
-_DISK_FULL_PHRASES = (
-    "no space left on device",
-    "disk quota exceeded",
-    "inline_container.cc",
-    "pytorchstreamwriter failed writing",
-    "file write failed",
-    "unexpected pos",
-)
+#: How a full disk shows up: errno ENOSPC/EDQUOT, or the system's words for them in a message.
+_DISK_FULL_PHRASES = ("no space left on device", "disk quota exceeded")
+#: torch's zip writer (`inline_container.cc`) reports a full disk only in its own words, one of these.
+_TORCH_WRITER = "inline_container.cc"
+_TORCH_WRITE_FAILURES = ("pytorchstreamwriter failed writing", "file write failed", "unexpected pos")
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -78,9 +75,9 @@ def is_disk_full(error: BaseException) -> bool:
         if isinstance(item, OSError) and item.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         text = str(item).lower()
-        if any(phrase in text for phrase in _DISK_FULL_PHRASES[:2]):
+        if any(phrase in text for phrase in _DISK_FULL_PHRASES):
             return True
-        if "inline_container.cc" in text and any(p in text for p in _DISK_FULL_PHRASES[3:]):
+        if _TORCH_WRITER in text and any(phrase in text for phrase in _TORCH_WRITE_FAILURES):
             return True
     return False
 
@@ -306,21 +303,28 @@ def check_weight_files(folder: str | os.PathLike, what: str) -> None:
     path = Path(folder).expanduser()
     if not path.is_dir():
         return
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        return
+    damaged = damaged_safetensors(sorted(path.glob("*.safetensors")))
+    if damaged is not None:
+        file, error = damaged
+        raise UserError(
+            f"{what}: {file} is damaged or incomplete ({' '.join(str(error).split())}). It was probably cut "
+            "short while being copied, downloaded or saved: copy or download it again, or use an earlier "
+            "checkpoint."
+        ) from error
+
+
+def damaged_safetensors(files: Iterable[Path]) -> tuple[Path, Exception] | None:
+    """The first of `files` whose safetensors header cannot be read (cut short, another format), with the error;
+    None when every header reads. Only headers are read, no weights."""
     from safetensors import safe_open
 
-    for file in weights:
+    for file in files:
         try:
             with safe_open(str(file), framework="pt") as handle:
                 handle.keys()
         except Exception as error:  # SafetensorError, OSError: the same to the user
-            raise UserError(
-                f"{what}: {file} is damaged or incomplete ({' '.join(str(error).split())}). It was probably cut "
-                "short while being copied, downloaded or saved: copy or download it again, or use an earlier "
-                "checkpoint."
-            ) from error
+            return file, error
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- translation

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputExistsError
+from .errors import OutputExistsError, damaged_safetensors
 from .outputs import check_inputs
 from .recipe import FINAL_DIR, PYTHON_DOCSTRINGS, Recipe, RecipeError, recipe_differences
 
@@ -143,12 +143,10 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
     weights = sorted(folder.glob("model*.safetensors"))
     if missing or not weights:
         return f"missing {', '.join(missing or ['model.safetensors'])}"
+    damaged = damaged_safetensors(weights)
+    if damaged is not None:
+        return f"damaged: {type(damaged[1]).__name__}: {damaged[1]}"
     try:
-        from safetensors import safe_open
-
-        for weight in weights:
-            with safe_open(str(weight), framework="pt") as handle:
-                handle.keys()
         json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         for name in ("optimizer.pt", "scheduler.pt"):  # torch saves zip archives; a cut file has no index
             if (folder / name).is_file():

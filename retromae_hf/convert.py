@@ -189,11 +189,18 @@ class PositionExtensionError(UserError, ValueError):
     """The model cannot be given a longer position table (rotary encoder, or the table is already that long)."""
 
 
-def _tiled(weight: torch.Tensor, rows: int, keep: int = 0) -> torch.Tensor:
-    """`rows` rows: the first `keep` rows of `weight` as they are, then its remaining rows repeated in turn."""
-    learned = weight[keep:]
-    repeats = -(-(rows - keep) // learned.shape[0])  # ceiling division
-    return torch.cat([weight[:keep], learned.repeat(repeats, 1)[: rows - keep]])
+def _tiled(table: torch.nn.Embedding, rows: int, keep: int = 0) -> torch.nn.Embedding:
+    """A new table of `rows` rows: the first `keep` rows of `table` as they are, then its remaining (learned) rows
+    repeated in turn; same padding index, device and dtype."""
+    with torch.no_grad():
+        weight = table.weight.detach()
+        learned = weight[keep:]
+        repeats = -(-(rows - keep) // learned.shape[0])  # ceiling division
+        tiled = torch.nn.Embedding(
+            rows, weight.shape[1], padding_idx=table.padding_idx, device=weight.device, dtype=weight.dtype
+        )
+        tiled.weight.copy_(torch.cat([weight[:keep], learned.repeat(repeats, 1)[: rows - keep]]))
+    return tiled
 
 
 def extend_positions(model: RetroMAEPreTrainedModel | PreTrainedModel, max_length: int) -> PreTrainedModel:
@@ -248,14 +255,8 @@ def extend_positions(model: RetroMAEPreTrainedModel | PreTrainedModel, max_lengt
             f"{max_length} as it is (--max-length {max_length})."
         )
     rows = max_length + offset
-    with torch.no_grad():
-        weight = _tiled(table.weight.detach(), rows, keep=offset)
-        new_table = torch.nn.Embedding(
-            rows, table.embedding_dim, padding_idx=table.padding_idx, device=weight.device, dtype=weight.dtype
-        )
-        new_table.weight.copy_(weight)
-    embeddings.position_embeddings = new_table
-    device = weight.device
+    embeddings.position_embeddings = _tiled(table, rows, keep=offset)
+    device = table.weight.device
     # Non-persistent buffers sized by the table: BERT reads position ids from one, and both read the default
     # token type ids from the other, gathered at the position ids.
     if isinstance(getattr(embeddings, "position_ids", None), torch.Tensor):
@@ -266,10 +267,7 @@ def extend_positions(model: RetroMAEPreTrainedModel | PreTrainedModel, max_lengt
     decoder = getattr(model, "decoder", None)
     decoder_table = getattr(decoder, "position_embeddings", None) if decoder is not None else None
     if isinstance(decoder_table, torch.nn.Embedding) and decoder_table.num_embeddings < rows:
-        with torch.no_grad():
-            weight = _tiled(decoder_table.weight.detach(), rows)
-            decoder.position_embeddings = torch.nn.Embedding(rows, weight.shape[1], device=device, dtype=weight.dtype)
-            decoder.position_embeddings.weight.copy_(weight)
+        decoder.position_embeddings = _tiled(decoder_table, rows)
     logger.info(
         "extended the %s position table from %d to %d tokens (%d rows; new rows copy the learned ones in turn)",
         config.model_type,
@@ -308,10 +306,18 @@ def is_masked_lm_source(source: str | os.PathLike) -> bool:
         return False
     if model_type in (None, RetroMAEConfig.model_type):
         return False
+    weights = path / "model.safetensors"
     try:
-        return not any(key.startswith("c_head.") for key in load_state_dict_file(path))
-    except UserError:
-        return True  # no state dict file we can read: let the masked-LM loader report what it finds
+        if weights.is_file():  # the header's names only: the weights are loaded once, by the masked-LM loader
+            from safetensors import safe_open
+
+            with safe_open(str(weights), framework="pt") as handle:
+                keys = list(handle.keys())
+        else:
+            keys = list(load_state_dict_file(path))
+    except Exception:  # damaged or missing: let the masked-LM loader report what it finds
+        return True
+    return not any(key.startswith("c_head.") for key in keys)
 
 
 def extend_masked_lm(

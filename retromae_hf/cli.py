@@ -580,6 +580,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------------------------------- make-long-eval
 def _add_make_long_eval(subparsers) -> None:
+    from .long_eval import DEFAULT_DOCUMENTS, DEFAULT_LENGTHS  # light: the module imports transformers lazily
+
     parser = _add_parser(
         subparsers,
         "make-long-eval",
@@ -606,12 +608,12 @@ def _add_make_long_eval(subparsers) -> None:
         "--lengths",
         type=positive_int,
         nargs="+",
-        default=[256, 512, 1024, 2048, 4096, 8192],
+        default=list(DEFAULT_LENGTHS),
         metavar="N",
         help="document lengths in tokens, special tokens included (default: %(default)s)",
     )
     parser.add_argument(
-        "--documents", type=positive_int, default=50, help="documents and queries per length (default: %(default)s)"
+        "--documents", type=positive_int, default=DEFAULT_DOCUMENTS, help="documents and queries per length (default: %(default)s)"
     )
     parser.add_argument(
         "--text", type=Path, default=None, help="UTF-8 text file for the documents (default: Python's docstrings)"

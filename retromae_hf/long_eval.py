@@ -127,13 +127,14 @@ def _count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
 
-def _people(rng: random.Random, count: int, text: str) -> list[str]:
-    """`count` distinct synthetic names, none of which the filler text mentions (a query must match one document)."""
+def _unused_names(text: str, count: int) -> list[str]:
+    """The synthetic names the filler text never mentions (a query must match one document only); at least
+    `count` of them."""
     names = [f"{first} {last}" for first in _FIRST_NAMES for last in _SURNAMES]
     unused = [name for name in names if name not in text]
     if count > len(unused):
         raise LongEvalError(f"--documents {count}: only {len(unused)} synthetic names are absent from the text")
-    return rng.sample(unused, count)
+    return unused
 
 
 def _document(
@@ -237,7 +238,7 @@ def make_long_eval(
         with remote_resource("tokenizer", str(tokenizer), "--tokenizer"):
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
     filler = _filler(tokenizer, sentences)
-    joined = " ".join(filler.pieces)
+    names = _unused_names(" ".join(filler.pieces), documents)  # once: the text is the same for every length
     if sum(filler.counts) < 2 * max(lengths):
         raise LongEvalError(
             f"the text ({source}) has {sum(filler.counts)} tokens, too little to fill documents of {max(lengths)} "
@@ -266,7 +267,7 @@ def make_long_eval(
             folder = staging / f"{FOLDER_PREFIX}{length}"
             (folder / "qrels").mkdir(parents=True)
             corpus, queries, qrels = [], [], ["query-id\tcorpus-id\tscore"]
-            for i, person in enumerate(_people(rng, documents, joined)):
+            for i, person in enumerate(rng.sample(names, documents)):
                 key = rng.randrange(10_000, 100_000)
                 fact = f"The pass key of {person} is {key}. Remember it."
                 text, tokens, depth = _document(tokenizer, filler, length, fact, rng)

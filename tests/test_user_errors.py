@@ -568,29 +568,26 @@ def test_refusals_come_before_the_heavy_imports():
 
     from conftest import REPO
 
-    code = (
-        "import sys; from retromae_hf.cli import main; "
+    def in_fresh_python(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", "import sys; from retromae_hf.cli import main; " + code], capture_output=True,
+            text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+            timeout=120,
+        )  # fmt: skip
+
+    result = in_fresh_python(
         "rc = main(['train', '--stage', '1', '--model', 'scratch', '--tokenizer', 't', '--corpus', 'c.txt', "
         "'--set', 'training.max_steps=-5']); "
         "print(rc, 'retromae_hf.training' in sys.modules, 'datasets' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120,
-    )  # fmt: skip
     assert result.stdout.split() == ["2", "False", "False"], result.stderr[-2000:]
     assert "training.max_steps" in result.stderr
     # export and evaluate check their destination before importing torch at all
-    code = (
-        "import sys; from retromae_hf.cli import main; "
+    result = in_fresh_python(
         "print(main(['export', 'runs/nothing', 'README.md', '--overwrite']), "
         "main(['evaluate', 'runs/nothing', '--tasks', 'x', '--output-dir', 'README.md', '--overwrite']), "
         "'torch' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120,
-    )  # fmt: skip
     assert result.stdout.split() == ["2", "2", "False"], result.stderr[-2000:]
     assert result.stderr.count("README.md is a file") == 2
 

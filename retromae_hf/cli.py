@@ -402,6 +402,11 @@ def _run_train(args: argparse.Namespace) -> None:
         resume=args.resume,
         overwrite_output_dir=args.overwrite_output_dir,
     )
+    from .locks import is_main_process
+
+    _leave_process_group()
+    if not is_main_process():  # under torchrun: the summary and the evaluation are the main process's
+        return
     for recipe, final in results:
         print(f"stage {recipe.stage} finished: {final}")
     if args.no_evaluate:
@@ -413,6 +418,17 @@ def _run_train(args: argparse.Namespace) -> None:
         if recipe.evaluation:
             summary = evaluate_after_training(final, recipe.evaluation, Path(recipe.output_dir) / "evaluation")
             print(f"\nstage {recipe.stage} evaluation ({summary}):\n{summary_to_markdown(load_summary(summary))}")
+
+
+def _leave_process_group() -> None:
+    """After a multi-process run: wait until every rank is done (the main process writes final/ last), then close
+    the process group. A rank that exits with the group still open can abort in gloo's teardown ("terminate called
+    without an active exception"), which turns a finished run into a failed launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------------- prepare

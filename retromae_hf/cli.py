@@ -468,13 +468,25 @@ def _add_prepare(subparsers) -> None:
     parser.add_argument(
         "--shard-mb", type=positive_int, default=128, help="about how much text goes into one shard (default: 128)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier preparation in --output-dir (finished or not); never a folder holding other files",
+    )
+    parser.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="go ahead when the tokenizer turns most of the corpus into its unknown token ([UNK])",
+    )
     parser.set_defaults(handler=_run_prepare)
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
     from .errors import remote_resource
-    from .prepare import prepare_corpus, summary_line
+    from .prepare import check_request, prepare_corpus, summary_line
 
+    # Paths and the destination first: a typo answers in well under a second, before the tokenizer loads.
+    check_request(args.corpus, args.output_dir, overwrite=args.overwrite)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import AutoTokenizer
 
@@ -489,6 +501,8 @@ def _run_prepare(args: argparse.Namespace) -> None:
         text_column=args.text_column,
         num_proc=args.num_proc,
         shard_bytes=args.shard_mb << 20,
+        overwrite=args.overwrite,
+        allow_unknown=args.allow_unknown,
     )
     print(summary_line(manifest, args.output_dir))
 

@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -150,9 +151,7 @@ def _resolve_sources(sources: Sources) -> list[tuple[str, Any]]:
                 ".csv, ... files, a folder of them, or a Hub dataset name). A model goes to --model."
             )
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and _file_format(p) is not None)
-            if not files:
-                raise DataError(f"{path}: directory holds no data files ({', '.join(SUPPORTED_EXTENSIONS)})")
+            files = _folder_files(path)
             specs = [_file_spec(p) for p in files]
         elif path.is_file():
             specs = [_file_spec(path)]
@@ -166,6 +165,68 @@ def _resolve_sources(sources: Sources) -> list[tuple[str, Any]]:
         else:
             groups.append(("files", specs))
     return groups
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The data files directly in `folder`, sorted by name, saying in the log what was read and what was skipped.
+
+    Sub-folders are not read (a folder of corpora is passed as several sources, one per sub-folder, so that
+    nothing is taken in by accident: a prepared corpus, a checkpoint, a copy of the data); files of other types are
+    skipped too. Both are counted, by kind, in a warning.
+
+    Raises:
+        DataError: the folder holds no data file (naming what it holds instead).
+    """
+    files, folders, others = [], [], {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            folders.append(entry.name)
+        elif entry.is_file() and _file_format(entry) is not None:
+            files.append(entry)
+        else:
+            kind = "".join(entry.suffixes[-2:]).lower() or "no extension"
+            others[kind] = others.get(kind, 0) + 1
+    skipped = []
+    if folders:
+        shown = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
+        skipped.append(f"{len(folders)} sub-folder{'s' if len(folders) > 1 else ''} ({shown})")
+    if others:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
+        skipped.append(f"{sum(others.values())} file{'s' if sum(others.values()) > 1 else ''} of other types ({kinds})")
+    if not files:
+        holds = f"; it holds {' and '.join(skipped)}" if skipped else " (it is empty)"
+        raise DataError(
+            f"{folder}: folder holds no data files ({', '.join(SUPPORTED_EXTENSIONS)}, text formats may be .gz)"
+            f"{holds}. Sub-folders are not read: pass each as its own source."
+        )
+    kinds: dict[str, int] = {}
+    for file in files:
+        kind = "".join(file.suffixes[-2:] if file.suffix.lower() == ".gz" else file.suffixes[-1:]).lower()
+        kinds[kind] = kinds.get(kind, 0) + 1
+    read = (
+        f"{len(files)} file{'s' if len(files) > 1 else ''} ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})"
+    )
+    if skipped:
+        logger.warning(
+            "%s: reading %s; skipped %s. Only the supported files directly in the folder are read: pass a sub-folder "
+            "as its own source to read it too.",
+            folder,
+            read,
+            " and ".join(skipped),
+        )
+    else:
+        logger.info("%s: reading %s", folder, read)
+    return files
+
+
+def _unreadable_gzip(path: str, error: BaseException, lines: int) -> DataError:
+    """A `.gz` file that is damaged or not gzip at all (gzip/zlib report it without the file's name)."""
+    after = f" after {lines:,} line{'s' if lines != 1 else ''}" if lines else ""
+    return DataError(
+        f"{path}: cannot be read as a gzip file{after} ({error}). It is damaged (an interrupted download or copy) "
+        "or not compressed with gzip: check it with `gzip -t FILE`, and pass an intact copy (or the uncompressed "
+        "file, renamed without .gz)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- readers
@@ -194,9 +255,15 @@ def _iter_lines(path: str, compressed: bool) -> Iterator[tuple[int, str]]:
 
     Decoding per line lets an undecodable byte be reported with its file and 1-based line number.
     """
+    number = 0
     with _open_binary(path, compressed) as handle:
-        for number, raw in enumerate(handle, start=1):
-            yield number, _decode_line(raw, path, number == 1, number)
+        try:
+            for number, raw in enumerate(handle, start=1):
+                yield number, _decode_line(raw, path, number == 1, number)
+        except (OSError, EOFError, zlib.error) as error:
+            if not compressed:
+                raise
+            raise _unreadable_gzip(path, error, number) from error
 
 
 def line_ranges(path: PathLike, count: int, min_bytes: int = 1 << 20) -> list[tuple[int, int]]:
@@ -254,10 +321,15 @@ def _json_object(text: str, where: str) -> dict[str, Any]:
 def _json_is_array(path: str, compressed: bool) -> bool:
     """A `.json` file is either one JSON array of objects or JSON Lines; peek at its first non-space character."""
     with _open_binary(path, compressed) as handle:
-        while chunk := handle.read(4096):
-            stripped = chunk.lstrip().lstrip(b"\xef\xbb\xbf").lstrip()
-            if stripped:
-                return stripped.startswith(b"[")
+        try:
+            while chunk := handle.read(4096):
+                stripped = chunk.lstrip().lstrip(b"\xef\xbb\xbf").lstrip()
+                if stripped:
+                    return stripped.startswith(b"[")
+        except (OSError, EOFError, zlib.error) as error:
+            if not compressed:
+                raise
+            raise _unreadable_gzip(path, error, 0) from error
     return False
 
 
@@ -634,6 +706,73 @@ def load_corpus(
     if not streaming:
         logger.info("loaded a corpus of %d texts", len(corpus))
     return corpus
+
+
+# ------------------------------------------------------------------------------------------- vocabulary coverage
+#: Above this share of [UNK] among a corpus' tokens a tokenizer is refused: the text is mostly unknown to it.
+UNKNOWN_SHARE_LIMIT = 0.5
+#: Above this share a warning says so (an English WordPiece vocabulary gives well under 1% on English text).
+UNKNOWN_SHARE_WARNING = 0.05
+_SAMPLE_CHARS = 2000  # of each text, enough to measure and below any model's length in tokens
+
+
+def unknown_share(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str]) -> tuple[float, int]:
+    """The share of the unknown token among the tokens of `texts` (special tokens not counted), and the number of
+    tokens counted. (0.0, 0) for a tokenizer without an unknown token (byte-level BPE has none) or no text."""
+    if tokenizer.unk_token_id is None or not texts:
+        return 0.0, 0
+    ids = tokenizer([text[:_SAMPLE_CHARS] for text in texts], add_special_tokens=False)["input_ids"]
+    return unknown_share_of_ids(ids, tokenizer)
+
+
+def unknown_share_of_ids(rows: Sequence[Sequence[int]], tokenizer: "PreTrainedTokenizerBase") -> tuple[float, int]:
+    """`unknown_share` of token ids already made (a prepared or tokenized corpus): special tokens not counted."""
+    unknown = tokenizer.unk_token_id
+    if unknown is None:
+        return 0.0, 0
+    special = set(tokenizer.all_special_ids) - {unknown}
+    total = found = 0
+    for row in rows:
+        for token in row:
+            if token == unknown:
+                found += 1
+            elif token in special:
+                continue
+            total += 1
+    return (found / total if total else 0.0), total
+
+
+def check_unknown_share(
+    tokenizer: "PreTrainedTokenizerBase",
+    share: float,
+    tokens: int,
+    *,
+    what: str,
+    fix: str,
+    allow_flag: str | None = None,
+    allowed: bool = False,
+) -> None:
+    """The one vocabulary check of every path (prepare, train, export, evaluate): refuse a tokenizer that turns
+    `what` mostly into its unknown token (`share` of `tokens` measured by `unknown_share`), warn above 5%.
+
+    Raises:
+        DataError: the share is above `UNKNOWN_SHARE_LIMIT` and not `allowed`, with the measured share and `fix`.
+    """
+    if not tokens:
+        return
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    measured = (
+        f"the tokenizer {name} ({len(tokenizer):,} tokens) turns {share:.0%} of {what} into its unknown token "
+        f"{tokenizer.unk_token} (measured on {tokens:,} tokens)"
+    )
+    if share > UNKNOWN_SHARE_LIMIT and not allowed:
+        also = f" Pass {allow_flag} to go ahead anyway." if allow_flag else ""
+        raise DataError(
+            f"{measured}: it does not fit this text (another model's tokenizer, or one too small or trained on "
+            f"other text), and a model would learn or encode almost nothing. {fix}{also}"
+        )
+    if share > UNKNOWN_SHARE_WARNING:
+        logger.warning("%s: is it the right tokenizer?", measured)
 
 
 # --------------------------------------------------------------------------------------------------- tokenization

@@ -22,26 +22,27 @@ the others (the plan of pieces is fixed at the first start). `train --corpus DIR
 This module imports nothing from the model code.
 """
 
+import contextlib
+import ctypes
+import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .data import (
-    DataError,
-    _CorpusTokenizer,
-    _generate_corpus,
-    _resolve_sources,
-    line_ranges,
-    splittable,
-)
-from .errors import OutputExistsError, UserError
+from .errors import OutputExistsError, UserError, is_disk_full
+from .locks import LOCK_FILE, LOCK_INFO, RunLock
+from .outputs import check_inputs, check_writable, disk_full_error, human_size
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -56,6 +57,10 @@ FORMAT = "retromae-hf prepared corpus"
 FORMAT_VERSION = 1
 #: Lines per tokenizer call; blocks are packed within such a batch, as `data.tokenize_corpus` does.
 BATCH_LINES = 1000
+#: What `prepare` writes into its folder; a folder holding anything else is not one that it made.
+OWN_NAMES = frozenset({MANIFEST, SHARDS_DIR, PROGRESS_DIR, LOCK_FILE, LOCK_INFO})
+#: Texts read from the start of the corpus to measure the tokenizer's [UNK] share before any work.
+VOCABULARY_SAMPLE_TEXTS = 1000
 
 
 class PreparedCorpusError(UserError, ValueError):
@@ -118,9 +123,15 @@ def needs_word_ids(tokenizer: "PreTrainedTokenizerBase") -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ planning
-def plan_pieces(sources: Sequence[str | os.PathLike], text_column: str, num_proc: int, shard_bytes: int) -> list[Piece]:
-    """The pieces of a corpus: large splittable files in byte ranges of about `shard_bytes` (and enough pieces to
-    keep `num_proc` workers busy), other files whole. Only local files and folders are accepted."""
+def local_sources(sources: Sequence[str | os.PathLike]) -> list[tuple]:
+    """The file specs (`data._FileSpec`) of a corpus that must be local: files, and the data files directly in
+    folders (what was read and skipped of a folder is logged by `data`).
+
+    Raises:
+        DataError: a Hub name or another source that is not a local file or folder.
+    """
+    from .data import DataError, _resolve_sources
+
     specs = []
     for kind, payload in _resolve_sources(list(sources)):
         if kind != "files":
@@ -129,6 +140,18 @@ def plan_pieces(sources: Sequence[str | os.PathLike], text_column: str, num_proc
                 "datasets.load_dataset(...).to_json('corpus.jsonl')), or train on it with --streaming."
             )
         specs.extend(payload)
+    return specs
+
+
+def plan_pieces(sources: Sequence[str | os.PathLike], text_column: str, num_proc: int, shard_bytes: int) -> list[Piece]:
+    """The pieces of a corpus: large splittable files in byte ranges of about `shard_bytes` (and enough pieces to
+    keep `num_proc` workers busy), other files whole. Only local files and folders are accepted."""
+    return _plan_from_specs(local_sources(sources), text_column, num_proc, shard_bytes)
+
+
+def _plan_from_specs(specs: Sequence[tuple], text_column: str, num_proc: int, shard_bytes: int) -> list[Piece]:
+    from .data import DataError, line_ranges, splittable
+
     total = sum(spec[3] for spec in specs) or 1
     # Several pieces per worker keep every core busy until the end; never pieces below 1 MiB.
     wanted = max(num_proc * 4, -(-total // shard_bytes))
@@ -146,19 +169,165 @@ def plan_pieces(sources: Sequence[str | os.PathLike], text_column: str, num_proc
     return pieces
 
 
-def _files_record(pieces: Sequence[Piece]) -> list[dict[str, Any]]:
+def _files_record(paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Each input file as it is on disk now: path, size and modification time (what decides "changed")."""
     files = []
-    for path in dict.fromkeys(piece.path for piece in pieces):
-        stat = Path(path).stat()
+    for path in dict.fromkeys(paths):
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            files.append({"path": path, "size": None, "mtime_ns": None})
+            continue
         files.append({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return files
+
+
+def _when(mtime_ns: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime_ns / 1e9)) if mtime_ns else "?"
+
+
+def changed_inputs(recorded: Sequence[dict[str, Any]]) -> list[str]:
+    """The recorded input files that are no longer as they were (size or modification time), each described."""
+    changes = []
+    for before, now in zip(recorded, _files_record([f["path"] for f in recorded]), strict=True):
+        if now["size"] is None:
+            changes.append(f"{before['path']} is gone")
+        elif now["size"] != before["size"]:
+            changes.append(f"{before['path']} ({before['size']:,} bytes then, {now['size']:,} now)")
+        elif now["mtime_ns"] != before["mtime_ns"]:
+            changes.append(
+                f"{before['path']} (modified {_when(now['mtime_ns'])}, after it was read at {_when(before['mtime_ns'])})"
+            )
+    return changes
+
+
+def _input_differences(recorded: Sequence[dict[str, Any]], requested: Sequence[str]) -> list[str]:
+    """Why the inputs recorded in a folder are not the ones requested now (other files, or changed on disk)."""
+    before = [f["path"] for f in recorded]
+    if before != list(requested):
+        gone = [path for path in before if path not in requested]
+        new = [path for path in requested if path not in before]
+        parts = []
+        if gone:
+            parts.append(f"it was prepared from {_some(gone)}, not named now")
+        if new:
+            parts.append(f"{_some(new)} {'is' if len(new) == 1 else 'are'} new")
+        if not parts:
+            parts.append("the same files in another order")
+        return [f"other input files ({'; '.join(parts)})"]
+    changes = changed_inputs(recorded)
+    if changes:
+        return [f"input files changed on disk since they were read: {_some(changes)}"]
+    return []
+
+
+def _some(items: Sequence[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+# ------------------------------------------------------------------------------------------------------ the folder
+def folder_kind(folder: Path) -> str:
+    """`"new"` (missing or empty), `"complete"`, `"unfinished"` (a preparation that stopped; resumable), or
+    `"other"` (a file, or a folder holding anything `prepare` does not write)."""
+    if not folder.exists() and not folder.is_symlink():
+        return "new"
+    if folder.is_symlink() or not folder.is_dir():
+        return "other"
+    names = {entry.name for entry in folder.iterdir()}
+    if not names - {LOCK_FILE, LOCK_INFO}:
+        return "new"
+    if names - OWN_NAMES:
+        return "other"
+    if (folder / MANIFEST).is_file():
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "other"
+        return "complete" if isinstance(manifest, dict) and manifest.get("format") == FORMAT else "other"
+    return "unfinished" if (folder / PROGRESS_DIR / "plan.json").is_file() else "other"
+
+
+def _not_ours(folder: Path) -> OutputExistsError:
+    return OutputExistsError(
+        f"--output-dir {folder} already exists and is not a folder that `retromae-hf prepare` made (it holds other "
+        "files); nothing was changed. Choose a new or empty folder (--overwrite replaces only an earlier "
+        "preparation)."
+    )
+
+
+def check_request(
+    corpus: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *, overwrite: bool = False
+) -> None:
+    """The checks that need neither the tokenizer nor the corpus' content, made before either loads (a mistake
+    costs well under a second): every corpus path exists, the destination is not an input nor inside one, it is
+    new, empty or a folder `prepare` made, and it can be written.
+
+    Raises:
+        DataFileNotFoundError, OutputExistsError, UserError: naming the path and the fix.
+    """
+    from .data import DataFileNotFoundError
+
+    for item in corpus:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise DataFileNotFoundError(
+                f"--corpus {item}: no such file or folder. prepare reads local files and folders only (a Hub "
+                "dataset is downloaded first, or streamed by train --streaming); check the path."
+            )
+    folder = Path(output_dir).expanduser()
+    kind = folder_kind(folder)
+    check_inputs(folder, corpus, replacing=overwrite and kind != "new", what="--output-dir")
+    if kind == "other":
+        raise _not_ours(folder)
+    check_writable(folder, what="--output-dir")
+
+
+def _clear(folder: Path) -> None:
+    """Remove an earlier preparation's files (only the names prepare writes; the lock stays)."""
+    for name in (MANIFEST, SHARDS_DIR, PROGRESS_DIR):
+        path = folder / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 # ------------------------------------------------------------------------------------------------------ workers
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer: "PreTrainedTokenizerBase", settings: dict[str, Any]) -> None:
+def die_with_parent(parent: int) -> None:
+    """End this worker process as soon as `parent` (the `prepare` that started it) ends, however it ends.
+
+    A SIGKILL of the main process would otherwise leave its pool's workers running, writing shards into a folder
+    that is no longer locked (the lock is the main process'). On Linux the kernel does it (`PR_SET_PDEATHSIG`, the
+    worker receives SIGKILL when its parent dies); elsewhere a daemon thread checks the parent every second."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0
+        except (OSError, AttributeError):
+            failed = True
+        if not failed:
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _init_worker(tokenizer: "PreTrainedTokenizerBase", settings: dict[str, Any], parent: int | None = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker; processes are the parallelism
     # Texts longer than the model's length are expected here: packing cuts them into blocks (counted).
     logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
@@ -167,6 +336,8 @@ def _init_worker(tokenizer: "PreTrainedTokenizerBase", settings: dict[str, Any])
 
 
 def _piece_texts(piece: Piece, text_column: str):
+    from .data import _generate_corpus
+
     spec = (piece.path, piece.fmt, piece.compressed, 0, 0)
     if piece.start is not None:
         spec = (*spec, piece.start, piece.end)
@@ -174,8 +345,9 @@ def _piece_texts(piece: Piece, text_column: str):
         yield row["text"]
 
 
-def _write_shard(path: Path, columns: dict[str, list[list[int]]], dtypes: dict[str, str]) -> None:
-    """Write blocks as one Arrow stream file (what `datasets.Dataset.from_file` memory-maps)."""
+def _write_shard(path: Path, columns: dict[str, list[list[int]]], dtypes: dict[str, str]) -> str:
+    """Write blocks as one Arrow stream file (what `datasets.Dataset.from_file` memory-maps); returns the SHA-256 of
+    its bytes, hashed in memory before they are written (no second read)."""
     import numpy as np
     import pyarrow as pa
 
@@ -191,14 +363,21 @@ def _write_shard(path: Path, columns: dict[str, list[list[int]]], dtypes: dict[s
         arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
         fields.append(pa.field(name, pa.list_(pa.from_numpy_dtype(np.dtype(dtypes[name])))))
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=10_000)
+    content = sink.getvalue()
+    with open(path, "wb") as handle:
+        handle.write(content)
+    return hashlib.sha256(content).hexdigest()
 
 
 def _prepare_piece(piece: Piece) -> dict[str, Any]:
     """Tokenize, pack and write one piece; returns its counts (also written to `.progress/`)."""
     tokenizer, settings = _WORKER["tokenizer"], _WORKER["settings"]
     started, cpu_started = time.perf_counter(), time.process_time()
+    from .data import _CorpusTokenizer
+
     function = _CorpusTokenizer(tokenizer, settings["max_length"], settings["packing"], live=False)
     keep_words = "word_ids" in settings["columns"]
     columns: dict[str, list[list[int]]] = {name: [] for name in settings["columns"]}
@@ -222,13 +401,22 @@ def _prepare_piece(piece: Piece) -> dict[str, Any]:
     folder = Path(settings["output_dir"])
     final = folder / SHARDS_DIR / piece.shard
     temporary = final.with_name(f".{piece.shard}.tmp-{os.getpid()}")
-    _write_shard(temporary, columns, {"input_ids": settings["dtype"], "word_ids": settings["word_dtype"]})
-    os.replace(temporary, final)
+    try:
+        checksum = _write_shard(
+            temporary, columns, {"input_ids": settings["dtype"], "word_ids": settings["word_dtype"]}
+        )
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk gets its space back; nothing half-written stays
+        raise
+    unknown = tokenizer.unk_token_id
     stats = {
         "shard": piece.shard,
+        "sha256": checksum,
         "texts": count,
         "blocks": len(columns["input_ids"]),
         "tokens": sum(len(row) for row in columns["input_ids"]),
+        "unknown_tokens": sum(row.count(unknown) for row in columns["input_ids"]) if unknown is not None else 0,
         "texts_without_tokens": function.empty.count,
         ("cut_sentences" if settings["packing"] else "truncated_texts"): function.altered.count,
         "text_bytes": piece.text_bytes,
@@ -264,26 +452,39 @@ def prepare_corpus(
     text_column: str = "text",
     num_proc: int | None = None,
     shard_bytes: int = 128 << 20,
+    overwrite: bool = False,
+    allow_unknown: bool = False,
 ) -> dict[str, Any]:
     """Tokenize and pack a local corpus into Arrow shards in `output_dir`; returns the manifest.
 
     Args:
         tokenizer: a fast tokenizer (the one training will use; its identity goes into the manifest).
-        corpus: files and folders as for `data.load_corpus` (local only).
-        output_dir: a new or empty folder, or one this function left unfinished (it then resumes: finished shards
-            are kept, the others redone). A finished folder is reported as such and left as it is.
+        corpus: files and folders as for `data.load_corpus` (local only; a folder's sub-folders are not read).
+        output_dir: a new or empty folder, or one this function left unfinished with the same settings and inputs
+            (it then resumes: finished shards are kept, the others redone). A finished folder with the same
+            settings and unchanged inputs is reported as such and left as it is. The folder is locked for the
+            run (`locks.RunLock`); the worker processes end with this process.
         max_length, packing, text_column: as for `data.tokenize_corpus` / `data.load_corpus`.
         num_proc: worker processes (default: every core this process may use).
         shard_bytes: about how much text goes into one shard.
+        overwrite: replace an earlier preparation (finished or not) in `output_dir`; never a folder that holds
+            anything else.
+        allow_unknown: go ahead when the tokenizer turns most of the corpus into its unknown token.
 
     Raises:
-        OutputExistsError: `output_dir` holds something else, or a preparation with other settings.
-        DataError: unreadable input (file, line), a Hub name, an empty corpus.
+        OutputExistsError: `output_dir` holds something else, or a preparation with other settings or inputs, or
+            is (inside) an input.
+        FolderLockedError: another process prepares into `output_dir`.
+        DataError: unreadable input (file, line), a Hub name, an empty corpus, a tokenizer that does not fit.
+        DiskFullError, UserError: the destination filled up or cannot be written (finished shards are kept).
     """
+    from .data import DataError
+
     if not getattr(tokenizer, "is_fast", False):
         raise DataError(f"prepare needs a fast tokenizer (whole words come from word_ids()); got {type(tokenizer)}")
+    check_request(corpus, output_dir, overwrite=overwrite)
     num_proc = num_proc or available_cores()
-    folder = Path(output_dir)
+    folder = Path(output_dir).expanduser()
     identity = tokenizer_identity(tokenizer)
     columns = ["input_ids"] + (["word_ids"] if needs_word_ids(tokenizer) else [])
     settings = {
@@ -296,19 +497,39 @@ def prepare_corpus(
         # Word indices (-1 for special tokens) are below the block length.
         "word_dtype": "int16" if max_length < 2**15 else "int32",
     }
-    plan = _load_or_make_plan(folder, corpus, settings, num_proc, shard_bytes)
-    if plan is None:  # already complete
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        logger.info("%s is already prepared with these settings: nothing to do", folder)
-        return {**manifest, "seconds_this_session": 0}
+    with RunLock(folder, what="--output-dir", command="retromae-hf prepare"):
+        plan = _load_or_make_plan(folder, corpus, settings, num_proc, shard_bytes, overwrite, tokenizer, allow_unknown)
+        if plan is None:  # already complete
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            logger.info("%s is already prepared with these settings and inputs: nothing to do", folder)
+            return {**manifest, "seconds_this_session": 0, "tokens_this_session": 0, "shards_this_session": 0}
+        try:
+            return _run_plan(folder, plan, tokenizer, settings, num_proc, corpus)
+        except BaseException as error:
+            kept = _clean_after_failure(folder)
+            report = _failure_report(error, folder, kept)
+            if report is None:
+                raise
+            raise report from error
+
+
+def _run_plan(
+    folder: Path,
+    plan: dict[str, Any],
+    tokenizer: "PreTrainedTokenizerBase",
+    settings: dict[str, Any],
+    num_proc: int,
+    corpus: Sequence[str | os.PathLike],
+) -> dict[str, Any]:
+    from .data import DataError
+
     pieces = [Piece(**piece) for piece in plan["pieces"]]
     done = {}
     for piece in pieces:
         progress = folder / PROGRESS_DIR / f"{piece.shard}.json"
         if progress.is_file() and (folder / SHARDS_DIR / piece.shard).is_file():
             done[piece.index] = json.loads(progress.read_text(encoding="utf-8"))
-    for stray in (folder / SHARDS_DIR).glob(".shard-*.tmp-*"):
-        stray.unlink()  # left by a worker that was interrupted mid-write
+    _remove_temporary_shards(folder)  # left by a worker that was interrupted mid-write
     todo = [piece for piece in pieces if piece.index not in done]
     if done:
         logger.info("resuming: %d of %d shards are already prepared", len(done), len(pieces))
@@ -317,28 +538,35 @@ def prepare_corpus(
     from tqdm.auto import tqdm
 
     total_bytes = sum(piece.text_bytes for piece in pieces)
+    this_session: list[dict[str, Any]] = []
     with tqdm(total=total_bytes, initial=sum(s["text_bytes"] for s in done.values()), unit="B", unit_scale=True,
               desc="Preparing", disable=None) as bar:  # fmt: skip
         if num_proc <= 1 or len(todo) <= 1:
             _init_worker(tokenizer, worker_settings)
             for piece in todo:
                 done[piece.index] = _prepare_piece(piece)
+                this_session.append(done[piece.index])
                 bar.update(piece.text_bytes)
         else:
             import multiprocessing
 
             context = multiprocessing.get_context("spawn")  # no inherited tokenizer thread pools or locks
-            with context.Pool(min(num_proc, len(todo)), _init_worker, (tokenizer, worker_settings)) as pool:
+            initargs = (tokenizer, worker_settings, os.getpid())  # the workers end with this process
+            with context.Pool(min(num_proc, len(todo)), _init_worker, initargs) as pool:
                 by_shard = {piece.shard: piece for piece in todo}
                 for stats in pool.imap_unordered(_prepare_piece, todo):
                     done[by_shard[stats["shard"]].index] = stats
+                    this_session.append(stats)
                     bar.update(stats["text_bytes"])
     seconds = time.perf_counter() - started
     shards = [done[piece.index] for piece in pieces]
-    keys = ("texts", "blocks", "tokens", "text_bytes", "shard_bytes", "texts_without_tokens", "cpu_seconds")
+    keys = (
+        "texts", "blocks", "tokens", "unknown_tokens", "text_bytes", "shard_bytes", "texts_without_tokens",
+        "cpu_seconds",
+    )  # fmt: skip
     totals = {key: sum(s.get(key, 0) for s in shards) for key in keys}
-    totals["cut_sentences" if packing else "truncated_texts"] = sum(
-        s.get("cut_sentences" if packing else "truncated_texts", 0) for s in shards
+    totals["cut_sentences" if settings["packing"] else "truncated_texts"] = sum(
+        s.get("cut_sentences" if settings["packing"] else "truncated_texts", 0) for s in shards
     )
     if totals["blocks"] == 0:
         raise DataError(f"{', '.join(map(str, corpus))}: no text to prepare (every line is empty)")
@@ -350,7 +578,10 @@ def prepare_corpus(
         "shards": shards,
         "totals": totals,
         "num_proc": num_proc,
+        # A resumed run did only part of the work: its speed is that part's tokens over its own seconds.
         "seconds_this_session": round(seconds, 2),
+        "shards_this_session": len(this_session),
+        "tokens_this_session": sum(s["tokens"] for s in this_session),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _write_json(folder / MANIFEST, manifest)
@@ -358,48 +589,123 @@ def prepare_corpus(
     return manifest
 
 
+def _remove_temporary_shards(folder: Path) -> None:
+    for stray in (folder / SHARDS_DIR).glob(".shard-*.tmp-*"):
+        stray.unlink(missing_ok=True)
+
+
+def _clean_after_failure(folder: Path) -> int:
+    """After a failed or interrupted run: remove half-written shards, and the whole preparation when no shard was
+    finished (nothing worth resuming). Returns the number of finished shards kept for a resume."""
+    with contextlib.suppress(OSError):
+        _remove_temporary_shards(folder)
+    finished = [path for path in (folder / PROGRESS_DIR).glob("shard-*.json")]
+    if not finished:
+        with contextlib.suppress(OSError):
+            _clear(folder)
+    return len(finished)
+
+
+def _failure_report(error: BaseException, folder: Path, kept: int) -> UserError | None:
+    """A full or unwritable destination, said in the user's terms (folder, what was kept, the fix); None for
+    other errors, which keep their own message."""
+    if isinstance(error, UserError) or not isinstance(error, OSError):
+        return None
+    if kept:
+        outcome = (
+            f"; the {kept} finished shard{'s' if kept > 1 else ''} "
+            f"({human_size(sum(p.stat().st_size for p in (folder / SHARDS_DIR).glob('shard-*.arrow')))}) were kept: "
+            "run the same command again to finish (or delete the folder to give their space back)"
+        )
+    else:
+        outcome = "; nothing of this run was kept"
+    if is_disk_full(error):
+        return disk_full_error(error, folder, what="--output-dir", extra=outcome)
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = f" ({error.filename})" if error.filename else ""
+        return UserError(
+            f"--output-dir {folder} cannot be written: {error.strerror or error}{where}{outcome}. Choose a folder "
+            "you may write to (or fix its permissions / mount it read-write)."
+        )
+    return None
+
+
 def _load_or_make_plan(
-    folder: Path, corpus: Sequence[str | os.PathLike], settings: dict[str, Any], num_proc: int, shard_bytes: int
+    folder: Path,
+    corpus: Sequence[str | os.PathLike],
+    settings: dict[str, Any],
+    num_proc: int,
+    shard_bytes: int,
+    overwrite: bool,
+    tokenizer: "PreTrainedTokenizerBase",
+    allow_unknown: bool,
 ) -> dict[str, Any] | None:
-    """The plan of pieces: made and saved at the first start, read back when resuming. None when complete."""
-    plan_path = folder / PROGRESS_DIR / "plan.json"
-    if (folder / MANIFEST).is_file():
+    """The plan of pieces: made and saved at the first start, read back when resuming (only with the same
+    settings and unchanged inputs). None when the folder is complete with the same settings and inputs. Called
+    with the folder's lock held."""
+    specs = local_sources(corpus)
+    requested = [spec[0] for spec in specs]
+    kind = folder_kind(folder)
+    if kind == "other":
+        raise _not_ours(folder)
+    if kind != "new" and overwrite:
+        logger.warning("--overwrite: removing the earlier preparation in %s", folder)
+        _clear(folder)
+        kind = "new"
+    if kind == "complete":
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        differences = _differences(manifest, settings)
+        differences = _differences(manifest, settings) + _input_differences(manifest.get("files", []), requested)
         if differences:
             raise OutputExistsError(
-                f"--output-dir {folder} holds a corpus prepared with other settings ({'; '.join(differences)}); "
-                "nothing was changed. Choose another --output-dir, or delete that folder first."
+                f"--output-dir {folder} holds a corpus prepared with other settings or inputs "
+                f"({'; '.join(differences)}); nothing was changed. Prepare into a new --output-dir, or pass "
+                "--overwrite to replace that preparation."
             )
         return None
-    if plan_path.is_file():
-        plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        differences = _differences(plan["settings"], settings)
-        current = _files_record([Piece(**piece) for piece in plan["pieces"]])
-        if current != plan["files"]:
-            differences.append("the corpus files changed since the preparation started")
+    if kind == "unfinished":
+        plan = json.loads((folder / PROGRESS_DIR / "plan.json").read_text(encoding="utf-8"))
+        differences = _differences(plan["settings"], settings) + _input_differences(plan["files"], requested)
         if differences:
             raise OutputExistsError(
                 f"--output-dir {folder} holds an unfinished preparation with other settings or inputs "
-                f"({'; '.join(differences)}). Run prepare with the same arguments to finish it, or choose another "
-                "--output-dir (or delete that folder)."
+                f"({'; '.join(differences)}): it resumes only with the same ones, so nothing was changed. Run the "
+                "command that started it again to finish it, pass --overwrite to replace it, or choose a new "
+                "--output-dir."
             )
+        check_vocabulary_on_sample(tokenizer, specs, settings["text_column"], allow_unknown)
         return plan
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise OutputExistsError(
-            f"--output-dir {folder} already exists and is not a folder that prepare made; nothing was changed. "
-            "Choose a new or empty folder."
-        )
-    pieces = plan_pieces(corpus, settings["text_column"], num_proc, shard_bytes)
+    check_vocabulary_on_sample(tokenizer, specs, settings["text_column"], allow_unknown)
+    pieces = _plan_from_specs(specs, settings["text_column"], num_proc, shard_bytes)
     (folder / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     (folder / PROGRESS_DIR).mkdir(exist_ok=True)
     plan = {
         "settings": settings,
-        "files": _files_record(pieces),
+        "files": _files_record(requested),
         "pieces": [piece.__dict__ for piece in pieces],
     }
-    _write_json(plan_path, plan)
+    _write_json(folder / PROGRESS_DIR / "plan.json", plan)
     return plan
+
+
+def check_vocabulary_on_sample(
+    tokenizer: "PreTrainedTokenizerBase", specs: Sequence[tuple], text_column: str, allow_unknown: bool
+) -> None:
+    """Refuse, before any work, a tokenizer that turns the start of the corpus mostly into [UNK]."""
+    from .data import _generate_corpus, check_unknown_share, unknown_share
+
+    texts = [
+        row["text"] for row in itertools.islice(_generate_corpus(list(specs), text_column), VOCABULARY_SAMPLE_TEXTS)
+    ]
+    share, tokens = unknown_share(tokenizer, texts)
+    check_unknown_share(
+        tokenizer,
+        share,
+        tokens,
+        what=f"the first {len(texts):,} texts of the corpus",
+        fix="Prepare with the tokenizer of the model you will train (or one trained on this kind of text).",
+        allow_flag="--allow-unknown",
+        allowed=allow_unknown,
+    )
 
 
 _COMPARED = ("max_length", "packing", "text_column", "dtype", "columns")
@@ -423,7 +729,17 @@ def summary_line(manifest: dict[str, Any], folder: str | os.PathLike) -> str:
     totals = manifest["totals"]
     ratio = totals["shard_bytes"] / max(1, totals["text_bytes"])
     seconds = manifest.get("seconds_this_session") or 0
-    rate = f"{totals['tokens'] / seconds:,.0f} tokens/s" if seconds else "nothing left to do"
+    tokens_now = manifest.get("tokens_this_session", totals["tokens"])
+    shards_now = manifest.get("shards_this_session", len(manifest["shards"]))
+    if not seconds or not shards_now:
+        rate = "nothing left to do"
+    elif shards_now < len(manifest["shards"]):  # resumed: the speed of this run's own work
+        rate = (
+            f"{tokens_now / seconds:,.0f} tokens/s for the {shards_now} shards prepared now; "
+            f"{len(manifest['shards']) - shards_now} were already prepared"
+        )
+    else:
+        rate = f"{tokens_now / seconds:,.0f} tokens/s"
     dropped = totals.get("texts_without_tokens", 0)
     altered = totals.get("cut_sentences", totals.get("truncated_texts", 0))
     what = "cut into block-sized pieces" if manifest["packing"] else "truncated to max_length"
@@ -437,6 +753,22 @@ def summary_line(manifest: dict[str, Any], folder: str | os.PathLike) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ reading
+def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks (about 1.3 GB/s on one core of the project's machine)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _damaged(folder: Path, path: Path, problem: str) -> str:
+    return (
+        f"--corpus {folder}: shard {path} {problem}, so nothing was trained. Prepare the corpus again into a new "
+        f"folder (retromae-hf prepare ... --output-dir NEW_FOLDER, or --overwrite to replace {folder})."
+    )
+
+
 def find_prepared(corpus: Sequence[Any]) -> Path | None:
     """The prepared folder a stage-1 corpus names (one local folder holding `prepared.json`), else None.
 
@@ -497,16 +829,40 @@ def load_prepared(
             f"(retromae-hf prepare --tokenizer {identity['name_or_path']} --max-length {max_length} --corpus ... "
             "--output-dir NEW_FOLDER)."
         )
+    changes = changed_inputs(manifest.get("files", []))
+    if changes:
+        logger.warning(
+            "--corpus %s was prepared from files that changed since (%s): training uses the texts as they were "
+            "when prepared. Prepare again (retromae-hf prepare ... --overwrite) to train on the current ones.",
+            folder,
+            _some(changes),
+        )
     parts = []
+    started = time.perf_counter()
+    unchecked = 0
     for shard in manifest["shards"]:
         path = folder / SHARDS_DIR / shard["shard"]
-        if not path.is_file() or path.stat().st_size != shard["shard_bytes"]:
-            problem = "is missing" if not path.is_file() else "does not have the size the manifest records"
-            raise PreparedCorpusError(
-                f"--corpus {folder}: shard {path.name} {problem}; prepare the corpus again into a new folder"
-            )
+        problem = None
+        if not path.is_file():
+            problem = "is missing"
+        elif path.stat().st_size != shard["shard_bytes"]:
+            problem = f"has {path.stat().st_size:,} bytes, the manifest records {shard['shard_bytes']:,}"
+        elif "sha256" not in shard:
+            unchecked += 1
+        elif file_sha256(path) != shard["sha256"]:
+            problem = "does not have the content the manifest records (its SHA-256 differs: the file was damaged)"
+        if problem:
+            raise PreparedCorpusError(_damaged(folder, path, problem))
         if shard["blocks"]:
-            parts.append(Dataset.from_file(str(path)))
+            try:
+                parts.append(Dataset.from_file(str(path)))
+            except Exception as error:  # pyarrow's own words name no file
+                raise PreparedCorpusError(_damaged(folder, path, f"cannot be read ({error})")) from error
+    if unchecked:
+        logger.warning("--corpus %s: %d shards have no checksum in the manifest (prepared by an older retromae-hf) "
+                       "and were not checked", folder, unchecked)  # fmt: skip
+    logger.info("checked %d shards of %s against their checksums in %.1f s", len(manifest["shards"]) - unchecked,
+                folder, time.perf_counter() - started)  # fmt: skip
     dataset = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     logger.info(
         "prepared corpus %s: %d blocks, %d tokens in %d shards (no tokenizing)",

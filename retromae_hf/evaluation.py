@@ -537,6 +537,45 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec or "\\" in spec or spec.startswith(".") or spec.lower().endswith(STS_SUFFIXES)
 
 
+def check_long_eval_tokenizer(resolved: Sequence[_ResolvedTask], st_model: SentenceTransformer) -> None:
+    """A long-document set (`retromae-hf make-long-eval`) counts its lengths in one tokenizer's tokens, recorded
+    per document; scored with a model whose tokenizer counts otherwise, `passkey-8192` is not 8,192 tokens long
+    for it (and a tokenizer of another vocabulary may read it mostly as [UNK]). The first document of each
+    such folder is counted again with the model's tokenizer; a different count is refused, naming both.
+
+    Raises:
+        EvaluationDataError: the set was built with another tokenizer (with the command that rebuilds it).
+    """
+    tokenizer = getattr(st_model, "tokenizer", None)
+    if tokenizer is None:
+        return
+    for item in resolved:
+        folder = Path(item.path_or_hub_id)
+        manifest = folder.parent / "long_eval.json"
+        if not (folder / "corpus.jsonl").is_file() or not manifest.is_file():
+            continue
+        with open(folder / "corpus.jsonl", encoding="utf-8") as handle:
+            first = json.loads(handle.readline() or "{}")
+        recorded = first.get("tokens") if isinstance(first, dict) else None
+        if not isinstance(recorded, int) or not isinstance(first.get("text"), str):
+            continue
+        counted = len(tokenizer(first["text"], add_special_tokens=True, verbose=False)["input_ids"])
+        if counted == recorded:
+            continue
+        try:
+            built_with = json.loads(manifest.read_text(encoding="utf-8")).get("tokenizer")
+        except (OSError, ValueError, AttributeError):
+            built_with = None
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise EvaluationDataError(
+            f"{folder}: this long-document set was built with the tokenizer {built_with or '(not recorded)'} "
+            f"({manifest}); its lengths are counted in that tokenizer's tokens, and the model's tokenizer ({name}) "
+            f"counts its first document as {counted:,} tokens, not {recorded:,}, so the lengths it reports would "
+            f"be wrong. Build the set for this model: retromae-hf make-long-eval --tokenizer MODEL_FOLDER "
+            f"--output-dir NEW_FOLDER, and evaluate on that."
+        )
+
+
 def _natural_key(name: str) -> list[Any]:
     """`passkey-512` before `passkey-1024`: digit runs compare as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
@@ -892,6 +931,7 @@ def _evaluate_into(
 
     given_name = None if not isinstance(model, (str, Path)) else model
     st_model = _load_model(model) if isinstance(model, (str, Path)) else model
+    check_long_eval_tokenizer(resolved, st_model)
     display_name = _model_display_name(st_model, given_name)
 
     saved = (st_model.max_seq_length, st_model.similarity_fn_name)

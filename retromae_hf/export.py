@@ -29,6 +29,7 @@ def _encoder_and_tokenizer(
     model_or_path: RetroMAEPreTrainedModel | str | os.PathLike,
     tokenizer: PreTrainedTokenizerBase | str | None,
 ) -> tuple[RetroMAEPreTrainedModel, PreTrainedTokenizerBase]:
+    own_tokenizer = checkpoint = None  # set for a checkpoint folder: whether the tokenizer is its own
     if isinstance(model_or_path, RetroMAEModel | RetroMAEForPreTraining):
         model = model_or_path
     else:
@@ -44,6 +45,8 @@ def _encoder_and_tokenizer(
                     "(retromae-hf convert) or load it with sentence-transformers directly"
                 )
             model = RetroMAEModel.from_pretrained(path)
+        own_tokenizer = path if tokenizer is None or str(tokenizer) == path else None
+        checkpoint = path
         tokenizer = tokenizer or path
     if tokenizer is None:
         raise ValueError("exporting a model object needs its tokenizer (tokenizer=...)")
@@ -55,7 +58,43 @@ def _encoder_and_tokenizer(
             f"the tokenizer has {len(tokenizer)} tokens but the model only {model.config.vocab_size} embeddings: "
             "they do not belong together. Export with the checkpoint's own tokenizer."
         )
+    if checkpoint is not None and own_tokenizer is None:
+        _check_given_tokenizer(tokenizer, checkpoint)
     return model.eval(), tokenizer
+
+
+#: English text on which a tokenizer given for a checkpoint (`export --tokenizer`) is tried: a tokenizer that turns
+#: it mostly into [UNK] would export a model that sees nothing but [UNK].
+PROBE_TEXT = (
+    "The committee met on Tuesday to review the annual budget. Researchers measured how quickly the new method "
+    "retrieves relevant documents from a large collection, and the results were published in 2021. She walked "
+    "along the river, thinking about the questions her students had asked during the morning lecture."
+)
+
+
+def _check_given_tokenizer(tokenizer: PreTrainedTokenizerBase, checkpoint: str) -> None:
+    """A tokenizer passed with a checkpoint (not its own) must not turn ordinary text mostly into [UNK]; the
+    checkpoint's own tokenizer, when the folder holds one, is the reference: if it does the same, the model was
+    trained that way and the given one is accepted."""
+    from .data import UNKNOWN_SHARE_LIMIT, check_unknown_share, unknown_share
+
+    share, tokens = unknown_share(tokenizer, [PROBE_TEXT])
+    if share <= UNKNOWN_SHARE_LIMIT:
+        return
+    try:
+        own = AutoTokenizer.from_pretrained(checkpoint)
+    except Exception:  # a checkpoint without a tokenizer of its own: nothing to compare with
+        own = None
+    if own is not None and unknown_share(own, [PROBE_TEXT])[0] > UNKNOWN_SHARE_LIMIT:
+        return
+    check_unknown_share(
+        tokenizer,
+        share,
+        tokens,
+        what="a probe of ordinary English text",
+        fix=f"It is not the tokenizer {checkpoint} was trained with: export with the checkpoint's own tokenizer "
+        "(drop --tokenizer) or the one named in its training recipe.",
+    )
 
 
 def native_encoder(model: RetroMAEPreTrainedModel) -> PreTrainedModel:

@@ -975,6 +975,8 @@ def _train_holding_the_folder(
             bag_of_words=recipe.bag_of_words_weight,
         )
     _check_first_batch(dataset, collator, recipe)
+    if recipe.stage == 1:
+        check_corpus_vocabulary(dataset, tokenizer, recipe)
 
     set_seed(args.seed)  # the model is built before the Trainer seeds: a fresh decoder must not vary run to run
     model = build_model(recipe, tokenizer)
@@ -1093,6 +1095,35 @@ def _tokenized_corpus(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, args: 
     else:
         logger.info("streaming %d shards: each of %d rank(s) and its workers read their own", shards, args.world_size)
     return dataset
+
+
+#: Blocks at the start of a stage-1 corpus whose [UNK] share is measured before the model is built.
+VOCABULARY_SAMPLE_BLOCKS = 64
+
+
+def check_corpus_vocabulary(dataset, tokenizer: PreTrainedTokenizerBase, recipe: Recipe) -> None:
+    """Refuse a tokenizer that turns the corpus mostly into [UNK] (`data.check_unknown_share`, the check `prepare`,
+    `export` and `evaluate` make too), measured on the first blocks of whatever feeds stage 1: a prepared folder,
+    the text tokenized by the run, or the stream. `check_vocabulary`'s size rule cannot see this for `--model
+    scratch`, where any vocabulary size fits."""
+    from .data import check_unknown_share, unknown_share_of_ids
+
+    rows = []
+    for example in dataset:
+        rows.append(example["input_ids"])
+        if len(rows) == VOCABULARY_SAMPLE_BLOCKS:
+            break
+    share, tokens = unknown_share_of_ids(rows, tokenizer)
+    check_unknown_share(
+        tokenizer,
+        share,
+        tokens,
+        what=f"the first {len(rows)} blocks of the corpus ({', '.join(map(str, recipe.corpus or ['train_dataset']))})",
+        fix="Use the model's own tokenizer (drop --tokenizer), one trained on this kind of text, or --tokenizer "
+        "train (which trains one on the corpus).",
+        allow_flag="--allow-small-vocabulary",
+        allowed=recipe.allow_small_vocabulary,
+    )
 
 
 def _check_first_batch(dataset, collator, recipe: Recipe) -> None:

@@ -247,6 +247,47 @@ def test_corpus_slices_stream_identically(tmp_path: Path, cache_dir: str) -> Non
     assert _texts(load_corpus(wiki, streaming=True)) == expected
 
 
+def test_a_corpus_folder_says_what_it_read_and_what_it_skipped(tmp_path: Path, cache_dir: str, caplog) -> None:
+    """Sub-folders are not read (each is its own source); they and files of other types are counted by kind."""
+    folder = tmp_path / "corpus"
+    _write(folder / "a.txt", "a1\n")
+    _write(folder / "b.txt.gz", "")
+    (folder / "b.txt.gz").write_bytes(gzip.compress(b"b1\n"))
+    _write(folder / "notes.md", "not a data file\n")
+    _write(folder / "scan.pdf", "%PDF")
+    _write(folder / "more" / "c.txt", "c1\n")
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    assert _texts(load_corpus(folder, cache_dir=cache_dir)) == ["a1", "b1"]
+    assert (
+        f"{folder}: reading 2 files (1 .txt, 1 .txt.gz); skipped 1 sub-folder (more) and 2 files of other types "
+        "(1 .md, 1 .pdf)" in caplog.text
+    )
+    assert any(record.levelname == "WARNING" and "pass a sub-folder" in record.message for record in caplog.records)
+    caplog.clear()
+    assert _texts(load_corpus(folder / "more", cache_dir=cache_dir)) == ["c1"]
+    assert f"{folder / 'more'}: reading 1 file (1 .txt)" in caplog.text and "skipped" not in caplog.text
+    (folder / "a.txt").unlink()
+    (folder / "b.txt.gz").unlink()
+    with pytest.raises(DataError, match=r"holds no data files.*it holds 1 sub-folder \(more\) and 2 files of other"):
+        load_corpus(folder, cache_dir=cache_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten", "not gzip"])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_corrupt_gzip_corpus_is_named(tmp_path: Path, cache_dir: str, damage: str, streaming: bool) -> None:
+    content = bytearray(gzip.compress(("\n".join(project_lines(200)) + "\n").encode()))
+    if damage == "truncated":
+        content = content[: len(content) // 2]
+    elif damage == "overwritten":
+        content[len(content) // 2 : len(content) // 2 + 64] = bytes(64)
+    else:
+        content = bytearray(b"plain text, named .gz by mistake\n" * 20)
+    path = tmp_path / "corpus.txt.gz"
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError, match=rf"{path}: cannot be read as a gzip file.*gzip -t"):
+        _texts(load_corpus(path, cache_dir=cache_dir, streaming=streaming))
+
+
 # ------------------------------------------------------------------------------------------------ tokenize_corpus
 def _content(example_ids: list[int], prefix: int = 1, suffix: int = 1) -> list[int]:
     return example_ids[prefix : len(example_ids) - suffix]

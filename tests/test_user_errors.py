@@ -7,6 +7,7 @@ byte-identical afterwards. The command line is driven in-process (`retromae_hf.c
 does, so the cases share one import of torch and transformers.
 """
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -635,3 +636,71 @@ def test_offline_messages_blame_hf_hub_offline_only_when_the_user_set_it(monkeyp
     code, err = run_cli(["pull", "some-org/some-model"], capfd)
     assert code == 2 and "cannot reach https://huggingface.co" in err, err
     assert "HF_HUB_OFFLINE" not in err and "local folder instead" not in err and "needs no pull" in err
+
+
+# --------------------------------------------------------------------------------- issue 25: prepare and corpora
+# A tokenizer that reads the corpus as [UNK] (item 6), a corrupt .txt.gz (item 9), a corpus folder (item 5), on the
+# command line. The prepare-only cases (lock, inputs, damaged shards, full disk) are in tests/test_prepare.py.
+@pytest.mark.parametrize("corpus", ["prepared", "text"])
+def test_train_refuses_a_tokenizer_that_reads_the_corpus_as_unknown(corpus, workspace, tmp_path, capfd):
+    from transformers import AutoTokenizer
+
+    from retromae_hf.prepare import prepare_corpus
+
+    source = workspace / "corpus.txt"
+    if corpus == "prepared":
+        tiny = AutoTokenizer.from_pretrained(str(workspace / "tiny-tok"))
+        prepare_corpus(tiny, [source], tmp_path / "prepared", max_length=32, num_proc=1, allow_unknown=True)
+        source = tmp_path / "prepared"
+    argv = ["train", "--stage", "1", "--model", "scratch", "--tokenizer", str(workspace / "tiny-tok"), "--corpus",
+            str(source), "--output-dir", str(tmp_path / "run"), "--max-steps", "1", *TINY_RUN]  # fmt: skip
+    code, err = run_cli(argv, capfd)
+    assert code == 2, err
+    assert re.search(r"turns (9\d|8\d)% of the first \d+ blocks of the corpus .* into its unknown token \[UNK\] "
+                     r"\(measured on [\d,]+ tokens\).*--allow-small-vocabulary", err), err  # fmt: skip
+    assert "Traceback" not in err and not (tmp_path / "run" / "final").exists()
+
+
+def test_export_refuses_a_tokenizer_that_is_not_the_checkpoints(workspace, tmp_path, capfd):
+    code, err = run_cli(["export", str(workspace / "ckpt"), str(tmp_path / "st"), "--tokenizer",
+                         str(workspace / "tiny-tok")], capfd)  # fmt: skip
+    assert code == 2 and re.search(r"turns \d+% of a probe of ordinary English text into its unknown token", err), err
+    assert "drop --tokenizer" in err and not (tmp_path / "st").exists()
+    code, err = run_cli(["export", str(workspace / "ckpt"), str(tmp_path / "st"), "--tokenizer",
+                         str(workspace / "tok")], capfd)  # fmt: skip
+    assert code == 0, err  # its own tokenizer, named: accepted
+
+
+def test_evaluate_refuses_a_long_document_set_of_another_tokenizer(workspace, tmp_path, capfd, trained_tokenizer):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from retromae_hf.evaluation import EvaluationDataError, check_long_eval_tokenizer
+    from retromae_hf.long_eval import make_long_eval
+
+    own = AutoTokenizer.from_pretrained(str(workspace / "tok"))
+    other = trained_tokenizer("bpe", "roberta")
+    ours = make_long_eval(own, tmp_path / "long-ours", lengths=[128], documents=3, seed=1)
+    theirs = make_long_eval(other, tmp_path / "long-theirs", lengths=[128], documents=3, seed=1)
+    model = SimpleNamespace(tokenizer=own)
+    check_long_eval_tokenizer([SimpleNamespace(path_or_hub_id=str(ours / "passkey-128"))], model)  # same: accepted
+    with pytest.raises(EvaluationDataError, match=rf"built with the tokenizer {other.name_or_path}"):
+        check_long_eval_tokenizer([SimpleNamespace(path_or_hub_id=str(theirs / "passkey-128"))], model)
+    code, err = run_cli(["export", str(workspace / "ckpt"), str(tmp_path / "st")], capfd)
+    assert code == 0, err
+    code, err = run_cli(["evaluate", str(tmp_path / "st"), "--tasks", str(theirs), "--output-dir",
+                         str(tmp_path / "ev")], capfd)  # fmt: skip
+    assert code == 2 and "counts its first document as" in err and "make-long-eval --tokenizer" in err, err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_train_on_a_corrupt_gzip_names_the_file(workspace, tmp_path, capfd):
+    corpus = tmp_path / "corpus.txt.gz"
+    content = bytearray(gzip.compress((workspace / "corpus.txt").read_bytes() * 20))
+    corpus.write_bytes(bytes(content[: len(content) // 2]))  # an interrupted download
+    argv = [*TRAIN[:-1], str(corpus), "--output-dir", str(tmp_path / "run"), "--max-steps", "1", *TINY_RUN]
+    argv[argv.index("tok")] = str(workspace / "tok")
+    code, err = run_cli(argv, capfd)
+    assert code == 2 and f"{corpus}: cannot be read as a gzip file" in err, err
+    assert "probably a bug" not in err

@@ -1,4 +1,5 @@
-"""One run per folder: an operating-system lock that `train` holds on its output folder for the run's whole life.
+"""One run per folder: an operating-system lock that `train` (and `prepare`) holds on its output folder for the
+run's whole life.
 
 Two `train` commands started into the same `--output-dir` would otherwise both pass the "folder already holds a
 run" check and interleave their checkpoints and logs. `RunLock` takes an exclusive `filelock` lock on
@@ -99,10 +100,17 @@ class RunLock:
         FolderLockedError: another live process holds the folder (named, with how to proceed).
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str = "output folder", command: str = "retromae-hf train"):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        what: str = "output folder",
+        command: str = "retromae-hf train",
+        clash: str = "two runs in one folder would mix their checkpoints and logs",
+    ):
         self.folder = Path(folder)
         self.what = what
         self.command = command
+        self.clash = clash
         self._lock = None
         self._created = False
 
@@ -126,9 +134,8 @@ class RunLock:
             except Timeout:
                 holder = _describe(_read_info(info_path))
                 raise FolderLockedError(
-                    f"{self.what} {self.folder} is in use by {holder}: two runs in one folder would mix their "
-                    "checkpoints and logs, so nothing was changed. Wait for that run to finish (or stop it), or "
-                    "choose another --output-dir."
+                    f"{self.what} {self.folder} is in use by {holder}: {self.clash}, so nothing was changed. Wait "
+                    "for that run to finish (or stop it), or choose another --output-dir."
                 ) from None
             if _same_file(lock, lock_path):
                 break

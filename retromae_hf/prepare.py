@@ -12,12 +12,21 @@ that starts at a line start) and writing it as one Arrow shard. The folder then 
   stored too (`int16`), so masks are identical to the `tokenize_corpus` path in every case.
 - `prepared.json`: the manifest (written last; its presence means the folder is complete): tokenizer identity
   (name or path, class, size and a hash of vocabulary, special tokens, normalizer and pre-tokenizer), max length,
-  packing, dtype, columns, the source files with sizes and modification times, per-shard and total counts.
+  packing, dtype, columns, the source files with sizes and modification times, per-shard and total counts, and
+  each shard's SHA-256 (hashed in memory as it is written; checked by `load_prepared` before a shard is opened).
 
 Every shard is written under a temporary name and renamed into place when complete, with its counts beside it
 in `.progress/`; an interrupted preparation run again with the same arguments keeps the finished shards and redoes
-the others (the plan of pieces is fixed at the first start). `train --corpus DIR` recognises such a folder
-(`find_prepared`, `load_prepared`) and starts at once on every rank, without tokenizing.
+the others (the plan of pieces is fixed at the first start). A folder prepared, or half-prepared, from other input
+files or settings, or from files that changed on disk since, is refused (`--overwrite` replaces a preparation,
+never a folder holding anything else). The folder is locked for the run (`locks.RunLock`) and the worker processes
+end with the main process (`die_with_parent`), so no worker writes into a folder nobody holds. A run that fails
+removes its half-written shard, and everything when no shard was finished. `train --corpus DIR` recognises such a
+folder (`find_prepared`, `load_prepared`) and starts at once on every rank, without tokenizing.
+
+The corpus paths and the destination are checked (`check_request`) before the tokenizer or the corpus is read, and
+a tokenizer that turns the start of the corpus mostly into [UNK] is refused before any work
+(`check_vocabulary_on_sample`, `data.check_unknown_share`).
 
 This module imports nothing from the model code.
 """
@@ -497,7 +506,8 @@ def prepare_corpus(
         # Word indices (-1 for special tokens) are below the block length.
         "word_dtype": "int16" if max_length < 2**15 else "int32",
     }
-    with RunLock(folder, what="--output-dir", command="retromae-hf prepare"):
+    clash = "two preparations in one folder would write and resume the same shards"
+    with RunLock(folder, what="--output-dir", command="retromae-hf prepare", clash=clash):
         plan = _load_or_make_plan(folder, corpus, settings, num_proc, shard_bytes, overwrite, tokenizer, allow_unknown)
         if plan is None:  # already complete
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

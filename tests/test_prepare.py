@@ -259,7 +259,9 @@ def test_a_damaged_shard_is_refused_by_name(where, wordpiece_tokenizer, tmp_path
     offset = {"start": 0, "middle": len(content) // 2, "end": len(content) - size}[where]
     content[offset : offset + size] = bytes(b ^ 0xFF for b in content[offset : offset + size])  # same size
     shard.write_bytes(bytes(content))
-    with pytest.raises(prepare.PreparedCorpusError, match=rf"shard {shard} does not have the content.*Prepare the corpus again"):
+    with pytest.raises(
+        prepare.PreparedCorpusError, match=rf"shard {shard} does not have the content.*Prepare the corpus again"
+    ):
         prepare.load_prepared(folder, wordpiece_tokenizer, max_length=64, packing=True)
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import OutputExistsError, UserError, is_disk_full
+from .errors import MissingInputError, OutputExistsError, UserError, is_disk_full
 from .locks import LOCK_FILE, LOCK_INFO, RunLock
 from .outputs import check_inputs, check_writable, disk_full_error, human_size
 
@@ -273,14 +273,12 @@ def check_request(
     new, empty or a folder `prepare` made, and it can be written.
 
     Raises:
-        DataFileNotFoundError, OutputExistsError, UserError: naming the path and the fix.
+        MissingInputError, OutputExistsError, UserError: naming the path and the fix.
     """
-    from .data import DataFileNotFoundError
-
-    for item in corpus:
+    for item in corpus:  # (no `datasets` import here: it alone takes seconds)
         path = Path(item).expanduser()
         if not path.exists():
-            raise DataFileNotFoundError(
+            raise MissingInputError(
                 f"--corpus {item}: no such file or folder. prepare reads local files and folders only (a Hub "
                 "dataset is downloaded first, or streamed by train --streaming); check the path."
             )

@@ -287,6 +287,20 @@ def test_cli_checks_the_corpus_before_loading_the_tokenizer(tmp_path, capfd):
     assert not (tmp_path / "p").exists()
 
 
+def test_cli_answers_a_missing_corpus_before_the_heavy_imports(tmp_path):
+    """The check runs before `datasets`, torch and transformers are imported (they take seconds)."""
+    code = (
+        "import sys; from retromae_hf.cli import main; "
+        f"rc = main(['prepare', '--tokenizer', 'bert-base-uncased', '--corpus', {str(tmp_path / 'gone.txt')!r}, "
+        f"'--max-length', '64', '--output-dir', {str(tmp_path / 'p')!r}]); "
+        "print(rc, *(name in sys.modules for name in ('datasets', 'torch', 'transformers')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                            env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert result.stdout.split() == ["2", "False", "False", "False"], result.stderr[-2000:]
+    assert "gone.txt: no such file or folder" in result.stderr
+
+
 def test_cli_prepare_of_a_corrupt_gzip_names_the_file(tmp_path, wordpiece_tokenizer, capfd):
     corpus = tmp_path / "corpus.txt.gz"
     content = bytearray(gzip.compress(("\n".join(project_lines(300)) + "\n").encode()))

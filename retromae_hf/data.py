@@ -983,9 +983,9 @@ def _passages(record: Mapping[str, Any], key: str | None, where: str, required: 
 class _PassageRowBuilder:
     """Turns DPR or Tevatron rows into `{"query", "positive", "negatives"}` pairs.
 
-    The positive is the row's first positive passage (DPR's and Tevatron's trainers use the first one unless told
-    to shuffle); the negatives are those of `negative_kind`, at most `max_negatives` of each kind (0: all), in file
-    order (DPR lists hard negatives best BM25 score first). Rows without a positive are skipped and counted, as
+    The positive is the row's first positive passage (DPR's trainer does the same unless `shuffle_positives` is
+    set); the negatives are those of `negative_kind`, at most `max_negatives` of each kind (0: all), the first in
+    file order. Rows without a positive are skipped and counted, as
     DPR's own trainer drops them; so are rows without negatives when `require_negatives` (training that samples
     hard negatives cannot use them).
     """

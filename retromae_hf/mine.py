@@ -10,7 +10,7 @@ options are exposed as they are (faiss is used when it is installed).
 
 The result is a folder holding `pairs.jsonl`, in Tevatron's layout (`{query_id, query, positive_passages: [{text}],
 negative_passages: [{text}, ...]}`), which `train --stage 2 --pairs` reads unchanged (the negatives are found
-without `--negative-columns`) and Tevatron reads too, and `mining.json`, the record of how it was mined. It is
+without `--negative-columns`), and `mining.json`, the record of how it was mined. It is
 written through `outputs.staged_output`: a folder that holds anything is never replaced unless it is an earlier
 output of `mine` and `--overwrite` is given.
 

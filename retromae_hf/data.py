@@ -1171,6 +1171,47 @@ def _generate_passage_pairs(
         logger.info("skipped %d blank lines in %s", stats["blank"], spec[0])
 
 
+def _hub_passage_pairs(
+    dataset: Dataset | IterableDataset,
+    name: str,
+    layout: PassageRowLayout,
+    builder: _PassageRowBuilder,
+    streaming: bool,
+) -> Dataset | IterableDataset:
+    """Pairs from a Hub dataset in DPR's or Tevatron's layout (Tevatron publishes its training sets this way)."""
+    columns = _column_names(dataset)
+    if builder.negative_kind == "random" and layout.random_negatives is None:
+        raise DataError(
+            f"Hub dataset {name!r}: {layout.name} rows have no random negatives (only {layout.hard_negatives!r}); "
+            "choose negative_kind 'hard' (or 'both') for it"
+        )
+    skipped = {
+        reason: _RunningCount(f"skipped %d {layout.name} rows {why} in Hub dataset %r", name, level=logging.WARNING,
+                              live=streaming)
+        for reason, why in (("query", "with an empty query"), ("positive", "without a positive passage"),
+                            ("negatives", f"without {builder.negative_kind} negatives"))
+    }  # fmt: skip
+
+    def convert(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"query": [], "positive": [], "negatives": []}
+        for offset, index in enumerate(indices):
+            record = {column: batch[column][offset] for column in columns}
+            pair, reason = builder.build(layout, record, f"Hub dataset {name!r}, row {index + 1}")
+            if pair is None:
+                skipped[str(reason)].add()
+                continue
+            for key, value in pair.items():
+                out[key].append(value)
+        return out
+
+    logger.info("Hub dataset %r: %s training rows (%s negatives)", name, layout.name, builder.negative_kind)
+    converted = dataset.map(convert, batched=True, with_indices=True, remove_columns=columns, features=PAIR_FEATURES)
+    if not streaming:
+        for count in skipped.values():
+            count.report()
+    return converted
+
+
 def _hub_pairs(
     dataset: Dataset | IterableDataset, name: str, builder: _PairBuilder, streaming: bool
 ) -> Dataset | IterableDataset:
@@ -1227,7 +1268,7 @@ def load_pairs(
     JSON and JSON Lines files in DPR's layout (`{question, answers, positive_ctxs: [{title, text}, ...],
     negative_ctxs, hard_negative_ctxs}`, e.g. `biencoder-nq-train.json`, one JSON array) or Tevatron's (`{query_id,
     query, positive_passages: [{docid, title, text}], negative_passages}`) are recognised from their first record
-    and read as such, whatever the column options say: the query, the first positive passage, and the negatives
+    (Hub datasets from their columns) and read as such, whatever the column options say: the query, the first positive passage, and the negatives
     chosen by `negative_kind`; a passage is `title + " " + text` (`passage_text`). JSON arrays are parsed as a
     stream, so a file of several GB is never held in memory.
 
@@ -1293,7 +1334,13 @@ def load_pairs(
             )
             continue
         dataset = _load_hub(payload, dataset_config=dataset_config, split=split, streaming=streaming)
-        parts.append(_hub_pairs(dataset, payload, builder, streaming))
+        hub_columns = _column_names(dataset)
+        layout = next((layout for layout in PASSAGE_ROW_LAYOUTS if layout.positives in hub_columns), None)
+        if layout is not None:
+            passage_builder = _PassageRowBuilder(negative_kind, max_negatives, require_negatives, skip_empty)
+            parts.append(_hub_passage_pairs(dataset, payload, layout, passage_builder, streaming))
+        else:
+            parts.append(_hub_pairs(dataset, payload, builder, streaming))
     pairs = _concatenate(parts)
     if not streaming:
         logger.info("loaded %d training pairs", len(pairs))

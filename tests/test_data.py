@@ -759,3 +759,26 @@ def test_other_json_arrays_still_read_by_columns(tmp_path: Path, cache_dir: str)
     broken = _write(tmp_path / "broken.json", '[{"query": "q1", "positive": "p1"}, 7]')
     with pytest.raises(DataError, match=r"broken\.json, record 2: expected a JSON object, got int"):
         load_pairs(broken)
+
+
+def test_hub_dataset_in_tevatron_layout(monkeypatch) -> None:
+    rows = tevatron_rows(3)
+    rows[1]["positive_passages"] = []
+    table = Dataset.from_list(rows)
+    monkeypatch.setattr(
+        data_module.datasets,
+        "load_dataset",
+        lambda name, config=None, *, split, streaming: table.to_iterable_dataset() if streaming else table,
+    )
+    expected = [
+        {
+            "query": rows[i]["query"],
+            "positive": f"Doc {i} {rows[i]['positive_passages'][0]['text']}",
+            "negatives": [rows[i]["negative_passages"][0]["text"]],
+        }
+        for i in (0, 2)
+    ]
+    assert load_pairs("Tevatron/tiny", max_negatives=1).to_list() == expected
+    assert list(load_pairs("Tevatron/tiny", max_negatives=1, streaming=True)) == expected
+    with pytest.raises(DataError, match=r"Hub dataset 'Tevatron/tiny': Tevatron rows have no random negatives"):
+        load_pairs("Tevatron/tiny", negative_kind="random")

@@ -663,6 +663,100 @@ def _run_make_long_eval(args: argparse.Namespace) -> None:
     print(f"wrote {len(args.lengths)} BEIR folders to {out}; score them with: retromae-hf evaluate MODEL --tasks {out}")
 
 
+# --------------------------------------------------------------------------------------------------- mine
+def _add_mine(subparsers) -> None:
+    from .mine import MINED_PAIRS_FILE, MINING_RECORD_FILE, SAMPLING_STRATEGIES, MiningOptions  # light: no datasets
+
+    defaults = MiningOptions()
+    parser = _add_parser(
+        subparsers,
+        "mine",
+        allow_abbrev=False,
+        help="hard negatives for (query, positive) pairs or a BEIR folder's qrels, mined with a model, for stage 2",
+        description=(
+            "Mine hard negatives for (query, positive) pairs with any sentence-transformers model, an export of "
+            "this package or a RetroMAE checkpoint, through sentence-transformers' mine_hard_negatives (cosine "
+            "similarity; faiss when installed). --data is a pairs file or folder (CSV/TSV/JSON(L)/Parquet with "
+            "--query-column and --positive-column; DPR and Tevatron files too) whose positives are the candidates, "
+            "or a BEIR folder whose qrels/<split>.tsv gives the pairs and whose whole corpus.jsonl the candidates. "
+            f"Writes {MINED_PAIRS_FILE} (Tevatron's layout: `train --stage 2 --pairs OUTPUT_DIR/{MINED_PAIRS_FILE}` "
+            f"reads it unchanged) and {MINING_RECORD_FILE} (model, data, options, counts, score statistics) into "
+            "--output-dir. A pair left with fewer than --num-negatives candidates is dropped and counted."
+        ),
+    )
+    parser.add_argument(
+        "--model", required=True, help="sentence-transformers model, export or checkpoint (folder or Hub id)"
+    )
+    parser.add_argument("--data", required=True, help="pairs file or folder, or a BEIR folder (qrels/<split>.tsv)")
+    parser.add_argument("--split", default="train", help="qrels split of a BEIR folder (default: %(default)s)")
+    parser.add_argument(
+        "--output-dir", type=Path, required=True, help="the folder to write (must not exist, see --overwrite)"
+    )
+    parser.add_argument("--query-column", default="query", help="query column of a pairs file (default: %(default)s)")
+    parser.add_argument(
+        "--positive-column", default="positive", help="positive column of a pairs file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-negatives", type=positive_int, default=defaults.num_negatives,
+        help="negatives per pair (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--range-min", type=int, default=defaults.range_min,
+        help="skip the first this many ranked candidates, likely unlabelled positives (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--range-max", type=positive_int, default=defaults.range_max,
+        help="consider candidates up to this rank (default: sentence-transformers' choice from the other options)",
+    )  # fmt: skip
+    parser.add_argument("--max-score", type=float, default=None, help="drop candidates more similar than this")
+    parser.add_argument("--min-score", type=float, default=None, help="drop candidates less similar than this")
+    parser.add_argument(
+        "--absolute-margin", type=float, default=None,
+        help="keep a candidate only if its similarity is at least this much below the positive's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--relative-margin", type=float, default=None,
+        help="keep a candidate only if its similarity is at least this share of the positive's below it (0.05: "
+        "NV-Retriever's TopK-PercPos)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sampling", choices=SAMPLING_STRATEGIES, default=defaults.sampling_strategy,
+        help="take the top candidates left, or draw them at random (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="encoding batch size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--faiss", choices=["auto", "yes", "no"], default="auto",
+        help="search with faiss: auto uses it when installed (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of --sampling random (default: %(default)s)"
+    )
+    _add_overwrite(parser, "mine", "--output-dir")
+    parser.set_defaults(handler=_run_mine)
+
+
+def _run_mine(args: argparse.Namespace) -> None:
+    from .mine import MINED_PAIRS_FILE, MiningOptions, mine_hard_negatives
+
+    options = MiningOptions(
+        num_negatives=args.num_negatives, range_min=args.range_min, range_max=args.range_max,
+        max_score=args.max_score, min_score=args.min_score, absolute_margin=args.absolute_margin,
+        relative_margin=args.relative_margin, sampling_strategy=args.sampling, batch_size=args.batch_size,
+        use_faiss={"auto": None, "yes": True, "no": False}[args.faiss], seed=args.seed,
+    )  # fmt: skip
+    out = mine_hard_negatives(
+        args.model, args.data, args.output_dir, split=args.split, query_column=args.query_column,
+        positive_column=args.positive_column, options=options, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"mined {args.num_negatives} hard negatives per pair -> {out / MINED_PAIRS_FILE}")
+    print(f"train on it with: retromae-hf train --stage 2 --pairs {out / MINED_PAIRS_FILE} ...")
+
+
 # --------------------------------------------------------------------------------------------------- push / pull
 def _add_push(subparsers) -> None:
     parser = _add_parser(
@@ -756,6 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_evaluate(subparsers)
     _add_make_long_eval(subparsers)
+    _add_mine(subparsers)
     _add_push(subparsers)
     _add_pull(subparsers)
     return parser

@@ -7,7 +7,8 @@ tokens), packing consecutive lines into blocks the way the official RetroMAE pre
 
 Stage 2 needs (query, positive, negatives) rows: `load_pairs` reads them from CSV/TSV/JSONL/Parquet files or a Hub
 dataset, and `load_beir_training_pairs` builds them from a BEIR folder (`queries.jsonl`, `corpus.jsonl`,
-`qrels/<split>.tsv`).
+`qrels/<split>.tsv`). `load_pairs` also recognises DPR's training files (one JSON array, parsed as a stream) and
+Tevatron's JSON Lines from their rows, with the passage text joined from title and text as for BEIR.
 
 Everything here is strict about bad input: undecodable bytes, missing columns and empty required values raise
 `DataError` with the file and line (or row), and whatever is skipped on purpose (empty lines, over-long sentences
@@ -25,6 +26,7 @@ import logging
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -42,15 +44,20 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CORPUS_FEATURES",
+    "NEGATIVE_KINDS",
     "PAIR_FEATURES",
+    "PASSAGE_ROW_LAYOUTS",
     "SUPPORTED_EXTENSIONS",
     "TOKENIZED_FEATURES",
     "DataError",
     "DataFileNotFoundError",
+    "PassageRowLayout",
     "line_ranges",
     "load_beir_training_pairs",
     "load_corpus",
     "load_pairs",
+    "passage_row_layout",
+    "passage_text",
     "shard_file_specs",
     "tokenize_corpus",
 ]
@@ -333,6 +340,37 @@ def _json_is_array(path: str, compressed: bool) -> bool:
     return False
 
 
+def _iter_json_array(path: str, compressed: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield `(where, record)` for the objects of a file holding one JSON array, parsed as a stream (`ijson`).
+
+    DPR's training files are single arrays of several GB; only one record is held in memory at a time. A parse
+    error names the record it falls in (1-based), so a broken row can be found without reading the file by eye.
+    """
+    import ijson
+
+    with _open_binary(path, compressed) as handle:
+        if handle.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte-order mark, which the parser does not skip
+            handle.seek(0)
+        index = 0
+        records = ijson.items(handle, "item", use_float=True)
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                return
+            except ijson.JSONError as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise DataError(
+                    f"{path}, record {index + 1}: invalid JSON ({reason}); the records before it were read. Fix or "
+                    "remove that record (a JSON array file must be one well-formed array of objects)."
+                ) from error
+            index += 1
+            where = f"{path}, record {index}"
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            yield where, record
+
+
 def _iter_records(spec: _FileSpec, stats: dict[str, int]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield `(where, record)` for every record of a file; `where` names the file and line/row for messages.
 
@@ -351,16 +389,7 @@ def _iter_records(spec: _FileSpec, stats: dict[str, int]) -> Iterator[tuple[str,
             where = f"{path}, line {number}"
             yield where, _json_object(line, where)
     elif fmt == "json":
-        text = "".join(line for _, line in _iter_lines(path, compressed))
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}, line {error.lineno}: invalid JSON ({error.msg})") from error
-        for index, record in enumerate(records, start=1):
-            where = f"{path}, record {index}"
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
+        yield from _iter_json_array(path, compressed)
     elif fmt in ("csv", "tsv"):
         yield from _iter_delimited(path, fmt, compressed, stats)
     elif fmt == "parquet":
@@ -1020,6 +1049,140 @@ def tokenize_corpus(
     return tokenized
 
 
+# ----------------------------------------------------------------------------------- DPR and Tevatron training rows
+#: Which negatives of a DPR or Tevatron row become the pair's negatives (`load_pairs(negative_kind=...)`): DPR's
+#: `hard_negative_ctxs` (BM25 passages without the answer), its `negative_ctxs` (random passages), or both.
+#: Tevatron rows have one list, `negative_passages` (hard negatives), and no random ones.
+NEGATIVE_KINDS = ("hard", "random", "both")
+
+
+@dataclass(frozen=True)
+class PassageRowLayout:
+    """Where a retrieval training format keeps the query, the positive passages and each kind of negatives."""
+
+    name: str
+    query: str
+    positives: str
+    hard_negatives: str | None
+    random_negatives: str | None
+
+
+#: The formats recognised from a file's first record, by the key that holds its positive passages.
+PASSAGE_ROW_LAYOUTS = (
+    PassageRowLayout("DPR", "question", "positive_ctxs", "hard_negative_ctxs", "negative_ctxs"),
+    PassageRowLayout("Tevatron", "query", "positive_passages", "negative_passages", None),
+)
+
+
+def passage_text(title: Any, text: Any) -> str:
+    """A passage as one text, the way BEIR folders are read everywhere in this package: `title + " " + text`
+    when the title is non-empty, else the text (sentence-transformers and mteb join BEIR titles the same way)."""
+    title = str(title or "").strip()
+    text = str(text or "").strip()
+    return f"{title} {text}" if title and text else (title or text)
+
+
+def passage_row_layout(record: Mapping[str, Any]) -> PassageRowLayout | None:
+    """The DPR or Tevatron layout of a record (`positive_ctxs` or `positive_passages` among its keys), or None."""
+    return next((layout for layout in PASSAGE_ROW_LAYOUTS if layout.positives in record), None)
+
+
+def _file_layout(spec: _FileSpec) -> PassageRowLayout | None:
+    """The DPR/Tevatron layout of a JSON file, detected from its first record; None for other files."""
+    if spec[1] not in ("json", "jsonl"):
+        return None
+    first = next(iter(_iter_records(spec, {})), None)
+    return passage_row_layout(first[1]) if first is not None else None
+
+
+def _passages(record: Mapping[str, Any], key: str | None, where: str, required: bool) -> list[str]:
+    """The passage texts of one list-valued key (`[{title, text, ...}, ...]`); a missing optional key is empty."""
+    if key is None or (key not in record and not required):
+        return []
+    if key not in record:
+        raise _missing_in_record(where, record, key)
+    value = record[key]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DataError(f"{where}: {key!r} holds a {type(value).__name__}, expected a list of passages")
+    texts = []
+    for position, passage in enumerate(value):
+        if not isinstance(passage, dict) or "text" not in passage:
+            got = f"keys {list(passage)}" if isinstance(passage, dict) else f"a {type(passage).__name__}"
+            raise DataError(
+                f"{where}: {key}[{position}] is {got}; every passage needs a `text` (and optionally a `title`)"
+            )
+        text = passage_text(passage.get("title"), passage["text"])
+        if text:
+            texts.append(text)
+    return texts
+
+
+class _PassageRowBuilder:
+    """Turns DPR or Tevatron rows into `{"query", "positive", "negatives"}` pairs.
+
+    The positive is the row's first positive passage (DPR's trainer does the same unless `shuffle_positives` is
+    set); the negatives are those of `negative_kind`, at most `max_negatives` of each kind (0: all), the first in
+    file order. Rows without a positive are skipped and counted, as
+    DPR's own trainer drops them; so are rows without negatives when `require_negatives` (training that samples
+    hard negatives cannot use them).
+    """
+
+    def __init__(self, negative_kind: str, max_negatives: int, require_negatives: bool, skip_empty: bool) -> None:
+        self.negative_kind = negative_kind
+        self.max_negatives = max_negatives
+        self.require_negatives = require_negatives
+        self.skip_empty = skip_empty
+
+    def negative_keys(self, layout: PassageRowLayout) -> list[str | None]:
+        keys = {"hard": [layout.hard_negatives], "random": [layout.random_negatives]}
+        return keys.get(self.negative_kind, [layout.hard_negatives, layout.random_negatives])
+
+    def build(self, layout: PassageRowLayout, record: Mapping[str, Any], where: str) -> tuple[dict | None, str | None]:
+        """Return the pair, or None and why the row was skipped (`"query"`, `"positive"`, `"negatives"`)."""
+        query = _text_value(record, layout.query, where)
+        if not query:
+            if self.skip_empty:
+                return None, "query"
+            raise DataError(
+                f"{where}: empty query (key {layout.query!r} of a {layout.name} row); pass skip_empty=True "
+                "(recipe key of the source: skip_empty: true) to skip such rows with a count"
+            )
+        positives = _passages(record, layout.positives, where, required=True)
+        if not positives:
+            return None, "positive"
+        negatives: list[str] = []
+        for key in self.negative_keys(layout):
+            texts = _passages(record, key, where, required=False)
+            negatives.extend(texts[: self.max_negatives] if self.max_negatives else texts)
+        if not negatives and self.require_negatives:
+            return None, "negatives"
+        return {"query": query, "positive": positives[0], "negatives": negatives}, None
+
+
+def _check_negative_options(negative_kind: str, max_negatives: int) -> None:
+    if negative_kind not in NEGATIVE_KINDS:
+        raise DataError(
+            f"negative_kind must be one of {', '.join(map(repr, NEGATIVE_KINDS))} (which negatives of DPR / "
+            f"Tevatron rows to train on), got {negative_kind!r}"
+        )
+    if isinstance(max_negatives, bool) or not isinstance(max_negatives, int) or max_negatives < 0:
+        raise DataError(f"max_negatives must be a whole number >= 0 (0 keeps all), got {max_negatives!r}")
+
+
+def _check_layout(spec: _FileSpec, layout: PassageRowLayout, negative_kind: str) -> None:
+    if negative_kind == "random" and layout.random_negatives is None:
+        raise DataError(
+            f"{spec[0]}: {layout.name} rows have no random negatives (only {layout.hard_negatives!r}, which are hard "
+            "negatives); choose negative_kind 'hard' (or 'both') for this file"
+        )
+    logger.info(
+        "%s: %s training rows (query %r, first of %r as the positive, %s negatives)",
+        spec[0], layout.name, layout.query, layout.positives, negative_kind,
+    )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------------------ pairs
 def _text_value(record: Mapping[str, Any], column: str, where: str) -> str:
     if column not in record:
@@ -1082,10 +1245,22 @@ class _PairBuilder:
 
 
 def _generate_pairs(
-    files: list[_FileSpec], query_column: str, positive_column: str, negative_columns: tuple[str, ...], skip_empty: bool
+    files: list[_FileSpec],
+    query_column: str,
+    positive_column: str,
+    negative_columns: tuple[str, ...],
+    skip_empty: bool,
+    negative_kind: str = "hard",
+    max_negatives: int = 0,
+    require_negatives: bool = False,
 ) -> Iterator[dict[str, Any]]:
     builder = _PairBuilder(query_column, positive_column, negative_columns, skip_empty)
+    passage_builder = _PassageRowBuilder(negative_kind, max_negatives, require_negatives, skip_empty)
     for spec in files:
+        layout = _file_layout(spec)
+        if layout is not None:
+            yield from _generate_passage_pairs(spec, layout, passage_builder)
+            continue
         stats: dict[str, int] = {}
         skipped = empty_negatives = 0
         for where, record in _iter_records(spec, stats):
@@ -1101,6 +1276,79 @@ def _generate_pairs(
             logger.info("dropped %d empty negative values in %s", empty_negatives, spec[0])
         if stats.get("blank"):
             logger.info("skipped %d blank lines in %s", stats["blank"], spec[0])
+
+
+def _generate_passage_pairs(
+    spec: _FileSpec, layout: PassageRowLayout, builder: _PassageRowBuilder
+) -> Iterator[dict[str, Any]]:
+    """Pairs from one DPR or Tevatron file, with a progress bar (these files hold hundreds of thousands of rows)."""
+    stats: dict[str, int] = {}
+    skipped = dict.fromkeys(("query", "positive", "negatives"), 0)
+    rows = tqdm(_iter_records(spec, stats), desc=f"Reading {Path(spec[0]).name}", unit=" rows", disable=None)
+    for where, record in rows:
+        if passage_row_layout(record) is not layout:
+            found = passage_row_layout(record)
+            raise DataError(
+                f"{where}: a {found.name if found else 'non-DPR, non-Tevatron'} row in a file whose first row is "
+                f"{layout.name} (key {layout.positives!r}); one file holds one format"
+            )
+        pair, reason = builder.build(layout, record, where)
+        if pair is None:
+            skipped[str(reason)] += 1
+        else:
+            yield pair
+    if skipped["positive"]:
+        logger.warning("skipped %d %s rows without a positive passage in %s", skipped["positive"], layout.name, spec[0])
+    if skipped["negatives"]:
+        logger.warning(
+            "skipped %d %s rows without %s negatives in %s (training samples hard negatives: num_negatives > 0)",
+            skipped["negatives"], layout.name, builder.negative_kind, spec[0],
+        )  # fmt: skip
+    if skipped["query"]:
+        logger.warning("skipped %d %s rows with an empty query in %s", skipped["query"], layout.name, spec[0])
+    if stats.get("blank"):
+        logger.info("skipped %d blank lines in %s", stats["blank"], spec[0])
+
+
+def _hub_passage_pairs(
+    dataset: Dataset | IterableDataset,
+    name: str,
+    layout: PassageRowLayout,
+    builder: _PassageRowBuilder,
+    streaming: bool,
+) -> Dataset | IterableDataset:
+    """Pairs from a Hub dataset in DPR's or Tevatron's layout (Tevatron publishes its training sets this way)."""
+    columns = _column_names(dataset)
+    if builder.negative_kind == "random" and layout.random_negatives is None:
+        raise DataError(
+            f"Hub dataset {name!r}: {layout.name} rows have no random negatives (only {layout.hard_negatives!r}); "
+            "choose negative_kind 'hard' (or 'both') for it"
+        )
+    skipped = {
+        reason: _RunningCount(f"skipped %d {layout.name} rows {why} in Hub dataset %r", name, level=logging.WARNING,
+                              live=streaming)
+        for reason, why in (("query", "with an empty query"), ("positive", "without a positive passage"),
+                            ("negatives", f"without {builder.negative_kind} negatives"))
+    }  # fmt: skip
+
+    def convert(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"query": [], "positive": [], "negatives": []}
+        for offset, index in enumerate(indices):
+            record = {column: batch[column][offset] for column in columns}
+            pair, reason = builder.build(layout, record, f"Hub dataset {name!r}, row {index + 1}")
+            if pair is None:
+                skipped[str(reason)].add()
+                continue
+            for key, value in pair.items():
+                out[key].append(value)
+        return out
+
+    logger.info("Hub dataset %r: %s training rows (%s negatives)", name, layout.name, builder.negative_kind)
+    converted = dataset.map(convert, batched=True, with_indices=True, remove_columns=columns, features=PAIR_FEATURES)
+    if not streaming:
+        for count in skipped.values():
+            count.report()
+    return converted
 
 
 def _hub_pairs(
@@ -1150,8 +1398,18 @@ def load_pairs(
     dataset_config: str | None = None,
     skip_empty: bool = False,
     cache_dir: str | None = None,
+    negative_kind: str = "hard",
+    max_negatives: int = 0,
+    require_negatives: bool = False,
 ) -> Dataset | IterableDataset:
     """Load (query, positive, negatives) rows for contrastive training.
+
+    JSON and JSON Lines files in DPR's layout (`{question, answers, positive_ctxs: [{title, text}, ...],
+    negative_ctxs, hard_negative_ctxs}`, e.g. `biencoder-nq-train.json`, one JSON array) or Tevatron's (`{query_id,
+    query, positive_passages: [{docid, title, text}], negative_passages}`) are recognised from their first record
+    (Hub datasets from their columns) and read as such, whatever the column options say: the query, the first positive passage, and the negatives
+    chosen by `negative_kind`; a passage is `title + " " + text` (`passage_text`). JSON arrays are parsed as a
+    stream, so a file of several GB is never held in memory.
 
     Args:
         sources: files, directories or Hub dataset names, as for `load_corpus` (`.txt` files have no columns and
@@ -1165,6 +1423,12 @@ def load_pairs(
         dataset_config: the configuration (subset) of a Hub dataset.
         skip_empty: skip rows whose query or positive is empty and log their number, instead of raising.
         cache_dir: where `datasets` writes the non-streaming dataset built from local files.
+        negative_kind: for DPR and Tevatron files, which negatives to keep: `"hard"` (the default; DPR's
+            `hard_negative_ctxs`, Tevatron's `negative_passages`), `"random"` (DPR's `negative_ctxs`) or `"both"`.
+        max_negatives: for DPR and Tevatron files, keep at most this many negatives of each kind per row, the first
+            ones in file order; 0 (the default) keeps all.
+        require_negatives: for DPR and Tevatron files, skip (and count) rows that have no negative of
+            `negative_kind`, for training that samples hard negatives for every query.
 
     Returns:
         A dataset with columns `query` (str), `positive` (str) and `negatives` (list of str, possibly empty);
@@ -1181,6 +1445,7 @@ def load_pairs(
         negatives = (negative_columns,)
     else:
         negatives = tuple(negative_columns)
+    _check_negative_options(negative_kind, max_negatives)
     builder = _PairBuilder(query_column, positive_column, negatives, skip_empty)
     parts: list[Dataset | IterableDataset] = []
     for kind, payload in _resolve_sources(sources):
@@ -1188,20 +1453,33 @@ def load_pairs(
             for spec in payload:
                 if spec[1] == "text":
                     raise DataError(f"{spec[0]}: a .txt file has no columns; pairs need CSV, TSV, JSON(L) or Parquet")
-                _check_columns(spec, [query_column, positive_column, *negatives], "pairs")
+                layout = _file_layout(spec)
+                if layout is not None:
+                    _check_layout(spec, layout, negative_kind)
+                else:
+                    _check_columns(spec, [query_column, positive_column, *negatives], "pairs")
             gen_kwargs = {
                 "files": payload,
                 "query_column": query_column,
                 "positive_column": positive_column,
                 "negative_columns": negatives,
                 "skip_empty": skip_empty,
+                "negative_kind": negative_kind,
+                "max_negatives": max_negatives,
+                "require_negatives": require_negatives,
             }
             parts.append(
                 _from_generator(_generate_pairs, gen_kwargs, PAIR_FEATURES, streaming=streaming, cache_dir=cache_dir)
             )
             continue
         dataset = _load_hub(payload, dataset_config=dataset_config, split=split, streaming=streaming)
-        parts.append(_hub_pairs(dataset, payload, builder, streaming))
+        hub_columns = _column_names(dataset)
+        layout = next((layout for layout in PASSAGE_ROW_LAYOUTS if layout.positives in hub_columns), None)
+        if layout is not None:
+            passage_builder = _PassageRowBuilder(negative_kind, max_negatives, require_negatives, skip_empty)
+            parts.append(_hub_passage_pairs(dataset, payload, layout, passage_builder, streaming))
+        else:
+            parts.append(_hub_pairs(dataset, payload, builder, streaming))
     pairs = _concatenate(parts)
     if not streaming:
         logger.info("loaded %d training pairs", len(pairs))
@@ -1249,9 +1527,7 @@ def _read_beir_texts(path: Path, wanted: set[str], with_title: bool) -> dict[str
         key = str(record["_id"])
         if key not in wanted:
             continue
-        text = str(record.get("text") or "").strip()
-        title = str(record.get("title") or "").strip() if with_title else ""
-        text = f"{title} {text}" if title and text else (title or text)
+        text = passage_text(record.get("title") if with_title else "", record.get("text"))
         if not text:
             raise DataError(f"{where}: id {key!r} has an empty text")
         found[key] = text

@@ -136,6 +136,17 @@ class Recipe:
         "hard-negative column(s); one list-valued column or several", default_factory=list
     )
     num_negatives: int = _help("hard negatives per query in a batch (0: in-batch negatives only)", default=1)
+    negative_kind: str = _help(
+        "which negatives of DPR / Tevatron pair files to train on: DPR's hard_negative_ctxs and Tevatron's "
+        "negative_passages (hard), DPR's negative_ctxs (random), or both",
+        choices=("hard", "random", "both"),
+        default="hard",
+    )
+    max_negatives: int = _help(
+        "DPR / Tevatron pair files: keep at most this many negatives of each kind per row, the first in file order "
+        "(0: all)",
+        default=0,
+    )
     query_max_length: int = _help("query truncation length", default=64)
     passage_max_length: int = _help("passage truncation length for the contrastive loss", default=256)
     retromae_weight: float = _help("weight of the RetroMAE loss (0 disables it)", default=1.0)
@@ -175,6 +186,8 @@ class Recipe:
             raise RecipeError(f"{_key('tokenizer_train_samples')} must be >= 0 (0: all texts)")
         if self.num_negatives < 0:
             raise RecipeError(f"{_key('num_negatives')} must be >= 0, got {self.num_negatives}")
+        if self.max_negatives < 0:
+            raise RecipeError(f"{_key('max_negatives')} must be >= 0 (0: all), got {self.max_negatives}")
         if min(self.retromae_weight, self.contrastive_weight, self.bag_of_words_weight) < 0:
             raise RecipeError("loss weights (retromae_weight, contrastive_weight, bag_of_words_weight) must be >= 0")
         if self.stage == 1 and not self.corpus:
@@ -197,7 +210,9 @@ class Recipe:
             if not math.isfinite(getattr(self, name)):
                 raise RecipeError(f"{_key(name)} must be a finite number, got {getattr(self, name)}")
         if self.torch_threads is not None and self.torch_threads < 1:
-            raise RecipeError(f"{_key('torch_threads')} must be >= 1 (or unset for torch's default), got {self.torch_threads}")
+            raise RecipeError(
+                f"{_key('torch_threads')} must be >= 1 (or unset for torch's default), got {self.torch_threads}"
+            )
         if self.temperature <= 0:
             raise RecipeError(f"{_key('temperature')} must be > 0, got {self.temperature}")
         check_training_values(self.training)

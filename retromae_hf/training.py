@@ -530,6 +530,10 @@ def load_pair_data(recipe: Recipe):
             if isinstance(path, str | os.PathLike) and (Path(path) / "qrels").is_dir():
                 parts.append(load_beir_training_pairs(path, split=options.get("split", "train")))
             else:
+                # DPR / Tevatron files: a source mapping may choose its own negatives ({path, negative_kind, ...}).
+                options.setdefault("negative_kind", recipe.negative_kind)
+                options.setdefault("max_negatives", recipe.max_negatives)
+                options.setdefault("require_negatives", recipe.num_negatives > 0)
                 parts.append(
                     load_pairs(
                         path,

@@ -626,3 +626,200 @@ def test_split_long_text_cuts_at_spaces_and_loses_nothing() -> None:
     assert "".join(pieces) == text and all(len(piece) <= 100 for piece in pieces)
     assert all(piece.startswith(" ") for piece in pieces[1:] if "word" in piece)  # words stay whole
     assert any(piece == "x" * 100 for piece in pieces)  # no space to cut at: cut at the size
+
+
+# ------------------------------------------------------------------------------------ DPR and Tevatron training files
+def dpr_rows(count: int = 6) -> list[dict[str, Any]]:
+    """Rows in the layout of DPR's `biencoder-nq-train.json`: two positives, random and hard negatives with titles."""
+    lines = project_lines(8 * count)
+    return [
+        {
+            "dataset": "nq_train_psgs_w100",
+            "question": f"question {i}: {lines[8 * i]}",
+            "answers": [f"answer {i}"],
+            "positive_ctxs": [
+                {
+                    "title": f"Title {i}",
+                    "text": lines[8 * i + 1],
+                    "score": 1000,
+                    "title_score": 1,
+                    "passage_id": str(i),
+                },
+                {"title": "", "text": lines[8 * i + 2], "score": 900, "title_score": 0, "passage_id": f"{i}b"},
+            ],
+            "negative_ctxs": [{"title": f"Random {i}", "text": lines[8 * i + 3], "score": 0, "passage_id": "r"}],
+            "hard_negative_ctxs": [
+                {"title": f"Hard {i}.{j}", "text": lines[8 * i + 4 + j], "score": 10 - j, "passage_id": "h"}
+                for j in range(3)
+            ],
+        }
+        for i in range(count)
+    ]
+
+
+def tevatron_rows(count: int = 6) -> list[dict[str, Any]]:
+    """Rows in Tevatron's JSONL layout (`{query_id, query, positive_passages, negative_passages}`)."""
+    lines = project_lines(4 * count)
+    return [
+        {
+            "query_id": str(i),
+            "query": lines[4 * i],
+            "positive_passages": [{"docid": f"p{i}", "title": f"Doc {i}", "text": lines[4 * i + 1]}],
+            "negative_passages": [{"docid": f"n{i}.{j}", "title": "", "text": lines[4 * i + 2 + j]} for j in range(2)],
+        }
+        for i in range(count)
+    ]
+
+
+def write_dpr(path: Path, rows: list[dict[str, Any]]) -> Path:
+    text = json.dumps(rows, indent=2)  # DPR's files are one indented JSON array
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+        return path
+    return _write(path, text)
+
+
+def write_tevatron(path: Path, rows: list[dict[str, Any]]) -> Path:
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(lines)
+        return path
+    return _write(path, lines)
+
+
+@pytest.mark.parametrize("name", ["nq-train.json", "nq-train.json.gz"])
+def test_dpr_array_gives_question_first_positive_and_hard_negatives(tmp_path: Path, cache_dir: str, name) -> None:
+    rows = dpr_rows()
+    pairs = load_pairs(write_dpr(tmp_path / name, rows), cache_dir=cache_dir)
+    assert len(pairs) == len(rows)
+    for row, pair in zip(rows, pairs, strict=True):
+        assert pair["query"] == row["question"]
+        first = row["positive_ctxs"][0]
+        assert pair["positive"] == f"{first['title']} {first['text']}"  # title + " " + text, as for BEIR
+        assert pair["negatives"] == [f"{ctx['title']} {ctx['text']}" for ctx in row["hard_negative_ctxs"]]
+
+
+def test_dpr_negative_kind_and_max_negatives(tmp_path: Path, cache_dir: str) -> None:
+    rows = dpr_rows(3)
+    path = write_dpr(tmp_path / "dpr.json", rows)
+    random_only = load_pairs(path, negative_kind="random", cache_dir=cache_dir)
+    assert [p["negatives"] for p in random_only] == [
+        [f"Random {i} {rows[i]['negative_ctxs'][0]['text']}"] for i in range(3)
+    ]
+    both = load_pairs(path, negative_kind="both", max_negatives=2, cache_dir=cache_dir)
+    hard = rows[0]["hard_negative_ctxs"]
+    assert both[0]["negatives"] == [
+        f"{hard[0]['title']} {hard[0]['text']}",
+        f"{hard[1]['title']} {hard[1]['text']}",
+        f"Random 0 {rows[0]['negative_ctxs'][0]['text']}",
+    ]  # at most 2 of each kind, the first in file order
+    with pytest.raises(DataError, match="negative_kind must be one of 'hard', 'random', 'both'"):
+        load_pairs(path, negative_kind="hardest")
+    with pytest.raises(DataError, match="max_negatives must be a whole number >= 0"):
+        load_pairs(path, max_negatives=-1)
+
+
+def test_tevatron_jsonl_and_its_missing_random_negatives(tmp_path: Path, cache_dir: str) -> None:
+    rows = tevatron_rows()
+    for name in ("train.jsonl", "train.jsonl.gz"):
+        pairs = load_pairs(write_tevatron(tmp_path / name, rows), cache_dir=cache_dir)
+        assert pairs[2] == {
+            "query": rows[2]["query"],
+            "positive": f"Doc 2 {rows[2]['positive_passages'][0]['text']}",
+            "negatives": [passage["text"] for passage in rows[2]["negative_passages"]],  # empty title: text alone
+        }
+    with pytest.raises(DataError, match="Tevatron rows have no random negatives"):
+        load_pairs(tmp_path / "train.jsonl", negative_kind="random")
+
+
+def test_dpr_and_tevatron_stream_as_they_load(tmp_path: Path, cache_dir: str) -> None:
+    for path in (
+        write_dpr(tmp_path / "dpr.json.gz", dpr_rows()),
+        write_tevatron(tmp_path / "tev.jsonl", tevatron_rows()),
+    ):
+        streamed = load_pairs(path, streaming=True, negative_kind="both")
+        assert isinstance(streamed, IterableDataset)
+        assert list(streamed) == list(load_pairs(path, negative_kind="both", cache_dir=cache_dir))
+
+
+def test_dpr_array_is_parsed_as_a_stream(tmp_path: Path) -> None:
+    """Records before a broken one come out before the parser reaches it: the array is never read whole."""
+    rows = dpr_rows(4)
+    text = json.dumps(rows, indent=2)
+    path = _write(tmp_path / "cut.json", text[: text.rindex('"hard_negative_ctxs"')] + '"hard_negative_ctxs": [}')
+    streamed = iter(load_pairs(path, streaming=True))
+    assert [next(streamed)["query"] for _ in range(3)] == [row["question"] for row in rows[:3]]
+    with pytest.raises(DataError, match=r"cut\.json, record 4: invalid JSON"):
+        next(streamed)
+
+
+def test_broken_dpr_and_tevatron_rows_are_named(tmp_path: Path, caplog) -> None:
+    rows = dpr_rows(4)
+    rows[2]["positive_ctxs"] = "not a list"
+    with pytest.raises(DataError, match=r"dpr\.json, record 3: 'positive_ctxs' holds a str, expected a list"):
+        load_pairs(write_dpr(tmp_path / "dpr.json", rows))
+    rows = dpr_rows(4)
+    rows[1]["hard_negative_ctxs"][0] = {"title": "no text here"}
+    with pytest.raises(DataError, match=r"record 2: hard_negative_ctxs\[0\] is keys \['title'\]; every passage needs"):
+        load_pairs(write_dpr(tmp_path / "dpr2.json", rows))
+    rows = dpr_rows(4)
+    del rows[3]["question"]
+    with pytest.raises(DataError, match=r"dpr3\.json, record 4: column 'question' not found"):
+        load_pairs(write_dpr(tmp_path / "dpr3.json", rows))
+    rows = tevatron_rows(4)
+    rows[3] = {"query": "q", "positive": "a plain pair in a Tevatron file"}
+    with pytest.raises(DataError, match=r"tev\.jsonl, line 4: a non-DPR, non-Tevatron row in a file whose first row"):
+        load_pairs(write_tevatron(tmp_path / "tev.jsonl", rows))
+
+
+def test_rows_without_positives_or_needed_negatives_are_skipped_and_counted(
+    tmp_path: Path, cache_dir: str, caplog
+) -> None:
+    rows = dpr_rows(5)
+    rows[1]["positive_ctxs"] = []  # DPR's own trainer drops these too
+    rows[3]["hard_negative_ctxs"] = []
+    path = write_dpr(tmp_path / "dpr.json", rows)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        kept = load_pairs(path, cache_dir=cache_dir)
+    assert [p["query"] for p in kept] == [rows[i]["question"] for i in (0, 2, 3, 4)] and kept[2]["negatives"] == []
+    assert "skipped 1 DPR rows without a positive passage" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        needed = load_pairs(path, require_negatives=True, cache_dir=cache_dir)
+    assert [p["query"] for p in needed] == [rows[i]["question"] for i in (0, 2, 4)]
+    assert "skipped 1 DPR rows without hard negatives" in caplog.text
+
+
+def test_other_json_arrays_still_read_by_columns(tmp_path: Path, cache_dir: str) -> None:
+    path = _write(tmp_path / "pairs.json", json.dumps([{"query": "q1", "positive": "p1", "neg": ["n1"]}]))
+    assert load_pairs(path, negative_columns="neg", cache_dir=cache_dir)[0] == {
+        "query": "q1", "positive": "p1", "negatives": ["n1"]
+    }  # fmt: skip
+    broken = _write(tmp_path / "broken.json", '[{"query": "q1", "positive": "p1"}, 7]')
+    with pytest.raises(DataError, match=r"broken\.json, record 2: expected a JSON object, got int"):
+        load_pairs(broken)
+
+
+def test_hub_dataset_in_tevatron_layout(monkeypatch) -> None:
+    rows = tevatron_rows(3)
+    rows[1]["positive_passages"] = []
+    table = Dataset.from_list(rows)
+    monkeypatch.setattr(
+        data_module.datasets,
+        "load_dataset",
+        lambda name, config=None, *, split, streaming: table.to_iterable_dataset() if streaming else table,
+    )
+    expected = [
+        {
+            "query": rows[i]["query"],
+            "positive": f"Doc {i} {rows[i]['positive_passages'][0]['text']}",
+            "negatives": [rows[i]["negative_passages"][0]["text"]],
+        }
+        for i in (0, 2)
+    ]
+    assert load_pairs("Tevatron/tiny", max_negatives=1).to_list() == expected
+    assert list(load_pairs("Tevatron/tiny", max_negatives=1, streaming=True)) == expected
+    with pytest.raises(DataError, match=r"Hub dataset 'Tevatron/tiny': Tevatron rows have no random negatives"):
+        load_pairs("Tevatron/tiny", negative_kind="random")

@@ -280,7 +280,7 @@ def test_help_examples_run(tmp_path, monkeypatch, capfd, wordpiece_tokenizer):
 
 
 @pytest.mark.parametrize(
-    "command", [None, "convert", "demo", "train", "export", "evaluate", "make-long-eval", "push", "pull"]
+    "command", [None, "convert", "demo", "train", "export", "evaluate", "make-long-eval", "mine", "push", "pull"]
 )
 def test_help_answers_without_importing_the_heavy_libraries(command):
     """`--help` builds the parser only: torch, transformers, datasets, mteb stay unimported (fast help)."""

@@ -520,3 +520,47 @@ def test_length_limit_read_up_front_is_the_models_own(architecture, tmp_path, tr
         effective_lengths(recipe, positions)
     fitting = build_recipe({"stage": 1, "corpus": ["c.txt"], "model": str(checkpoint), "max_length": MAX_LENGTH})
     assert effective_lengths(fitting, positions) == {"max_length": MAX_LENGTH}
+
+
+def stage2_scratch_args(pairs: Path, output_dir: Path, tokenizer: Path, *extra: str) -> list[str]:
+    """A tiny stage-2 run from scratch: 3 steps of 8 queries, one hard negative each."""
+    return [
+        "train", "--stage", "2", "--model", "scratch", "--tokenizer", str(tokenizer), "--pairs", str(pairs),
+        "--max-length", "64", "--passage-max-length", "64", "--query-max-length", "32", "--num-negatives", "1",
+        "--output-dir", str(output_dir), "--no-evaluate", "--set", TINY_MODEL,
+        "--set", "training.max_steps=3", "--set", "training.per_device_train_batch_size=8",
+        "--set", "training.logging_steps=1", "--set", "training.dataloader_num_workers=0", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["dpr", "tevatron"])
+def test_stage2_trains_on_dpr_and_tevatron_files(layout, tmp_path, tokenizer_dir):
+    from test_data import dpr_rows, tevatron_rows, write_dpr, write_tevatron
+
+    if layout == "dpr":
+        pairs = write_dpr(tmp_path / "biencoder-nq-train.json.gz", dpr_rows(16))
+        extra = ["--negative-kind", "both", "--max-negatives", "2"]
+    else:
+        pairs = write_tevatron(tmp_path / "train.jsonl", tevatron_rows(16))
+        extra = []
+    result = cli(*stage2_scratch_args(pairs, tmp_path / "stage2", tokenizer_dir, *extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{'DPR' if layout == 'dpr' else 'Tevatron'} training rows" in result.stderr
+    log = read_log(tmp_path / "stage2")
+    assert sorted(log) == [1, 2, 3]
+    for record in log.values():
+        assert record["contrastive_loss"] > 0 and record["retromae_loss"] > 0
+    recipe = yaml.safe_load((tmp_path / "stage2" / "final" / "recipe.yaml").read_text())
+    assert recipe["negative_kind"] == ("both" if layout == "dpr" else "hard")
+
+
+def test_a_broken_dpr_record_stops_training_before_it_starts(tmp_path, tokenizer_dir):
+    from test_data import dpr_rows, write_dpr
+
+    rows = dpr_rows(16)
+    rows[9]["hard_negative_ctxs"] = {"title": "a mapping, not a list"}
+    pairs = write_dpr(tmp_path / "nq.json", rows)
+    result = cli(*stage2_scratch_args(pairs, tmp_path / "stage2", tokenizer_dir))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "nq.json, record 10: 'hard_negative_ctxs' holds a dict, expected a list of passages" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "stage2" / "checkpoint-1").exists()

@@ -254,13 +254,34 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]
     return rows
 
 
+def _field_default(key: str) -> Any:
+    """The dataclass default of a top-level recipe key, or a sentinel where it has none (nested keys included)."""
+    spec = RECIPE_FIELDS.get(key)
+    if spec is None:
+        return _NO_DEFAULT
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return _NO_DEFAULT
+
+
+_NO_DEFAULT = object()
+
+
 def recipe_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for every setting that differs between two fingerprints."""
+    """`key: old -> new` for every setting that differs between two fingerprints.
+
+    A key that `before` lacks and `after` holds at its default is no difference: the run was recorded by a version
+    of the package that did not have that setting yet, and a new setting's default keeps what older versions did.
+    """
     keys = sorted(set(before) | set(after))
     missing = object()
     lines = []
     for key in keys:
         old, new = before.get(key, missing), after.get(key, missing)
+        if old is missing and new is not missing and new == _field_default(key):
+            continue
         if json.dumps(old, default=str, sort_keys=True) != json.dumps(new, default=str, sort_keys=True):
             show = lambda value: "(not set)" if value is missing else repr(value)  # noqa: E731
             lines.append(f"{key}: {show(old)} -> {show(new)}")

@@ -73,3 +73,11 @@ def test_fingerprints_ignore_where_and_how_often_but_not_what():
         "model_config.hidden_size: (not set) -> 64",
         "training.learning_rate: (not set) -> 3e-05",
     ]
+
+
+def test_a_setting_added_after_a_run_was_recorded_is_no_difference_at_its_default():
+    now = build_recipe({"stage": 2, "pairs": ["p.jsonl"]}, {}).fingerprint()
+    recorded_by_an_older_version = {key: value for key, value in now.items() if key != "negative_kind"}
+    assert recipe_differences(recorded_by_an_older_version, now) == []
+    changed = build_recipe({"stage": 2, "pairs": ["p.jsonl"]}, {"negative_kind": "both"}).fingerprint()
+    assert recipe_differences(recorded_by_an_older_version, changed) == ["negative_kind: (not set) -> 'both'"]

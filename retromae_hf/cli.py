@@ -102,6 +102,8 @@ def _add_overwrite(parser: argparse.ArgumentParser, command: str, destination: s
 
 def _add_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
     kwargs.setdefault("formatter_class", _ParagraphFormatter)
+    # No abbreviations: `--overwrite` must never be read as `--overwrite-output-dir` (issue 25).
+    kwargs.setdefault("allow_abbrev", False)
     parser = subparsers.add_parser(name, **kwargs)
     _common_options(parser, top_level=False)
     return parser
@@ -385,13 +387,19 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.max_steps is not None:
         overrides["training.max_steps"] = args.max_steps
 
-    # Every value of every stage, and every destination, is checked before the training code (torch's Trainer,
-    # datasets, the model) is imported: a mistake costs a second or two, not the imports and the data.
+    # Every value of every stage, every local input path and every destination (a folder another run holds, one
+    # holding a run or a user's files) is checked before the training code (torch's Trainer, datasets, tokenizers,
+    # the model) is imported: such a mistake costs well under a second (docs/design.md), not the imports and the data.
     from .outputs import check_writable
     from .recipe import plan_stages
+    from .run_folder import check_local_inputs, prepare_output_dir
 
+    finals: list[Path] = []
     for recipe in plan_stages(args.recipe, overrides, stage=args.stage, resume=args.resume):
+        prepare_output_dir(recipe, args.resume, args.overwrite_output_dir, check_only=True)
+        check_local_inputs(recipe, made_earlier=finals)
         check_writable(recipe.output_dir, what="output_dir (--output-dir)")
+        finals.append(Path(recipe.output_dir) / "final")
 
     from .training import run_recipe
 
@@ -731,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="RetroMAE pre-training, conversion, export, evaluation and Hub publishing.",
         epilog="`retromae-hf COMMAND --help` explains each command. Start with: retromae-hf train --recipe quickstart",
         formatter_class=_ParagraphFormatter,
+        allow_abbrev=False,  # an abbreviated flag is refused, on every command: it could name a destructive one
     )
     parser.add_argument("--version", action="version", version=f"retromae-hf {__version__}")
     _common_options(parser, top_level=True)

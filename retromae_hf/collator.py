@@ -579,8 +579,9 @@ class ContrastiveCollator:
     Args:
         tokenizer: a fast tokenizer.
         query_max_length, passage_max_length: truncation lengths.
-        num_negatives: hard negatives per query. An example with more is sampled without replacement, one with
-            fewer (but at least one) is sampled with replacement; 0 uses in-batch negatives only.
+        num_negatives: hard negatives per query, sampled without replacement from the example's; an example with
+            fewer is refused (`ValueError`: repeating one negative would weigh it several times over, and at
+            `num_negatives` far beyond the data it would be nearly all the batch); 0 uses in-batch negatives only.
         retromae: a `RetroMAECollator` for the joint RetroMAE loss on the passages; None for contrastive only.
         seed, generator: where negative sampling draws from, as for `RetroMAECollator` (the RetroMAE collator
             keeps its own).
@@ -621,10 +622,13 @@ class ContrastiveCollator:
                 "set num_negatives: 0 to train with in-batch negatives only"
             )
         count = len(negatives)
-        if count >= self.num_negatives:
-            picks = torch.randperm(count, generator=self.generator)[: self.num_negatives]
-        else:
-            picks = torch.randint(count, (self.num_negatives,), generator=self.generator)
+        if count < self.num_negatives:
+            raise ValueError(
+                f"example {index} has {count} hard negative(s) but num_negatives={self.num_negatives}; each would be "
+                f"repeated. Set num_negatives to {count} or less (--num-negatives), or give every example at least "
+                f"{self.num_negatives}"
+            )
+        picks = torch.randperm(count, generator=self.generator)[: self.num_negatives]
         return [negatives[int(i)] for i in picks]
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

@@ -333,8 +333,11 @@ class WrittenScalar(str):
 
 
 def _with_written_scalar(value: Any, written: Any) -> Any:
-    """`value` wrapped as a `WrittenScalar` holding its text (`written`) when YAML retyped it, else as it is."""
-    if (_is_retyped(value) or value is None) and isinstance(written, str):
+    """`value` wrapped as a `WrittenScalar` holding its text (`written`) where YAML 1.1 read a word as a boolean, a
+    null or a date (`no`, `~`, `2023-01-01`); numbers stay numbers (a text field converts them itself)."""
+    import datetime
+
+    if isinstance(value, bool | datetime.date | None) and isinstance(written, str):
         return WrittenScalar(written, value)
     return value
 

@@ -280,7 +280,7 @@ def test_contrastive_collator_groups_passages_per_query(wordpiece_tokenizer):
 
     examples = [
         {"query": "what is retromae", "positive": "RetroMAE is a pre-training method.", "negatives": ["a", "b", "c"]},
-        {"query": "capital of france", "positive": "Paris is the capital of France.", "negatives": ["lyon"]},
+        {"query": "capital of france", "positive": "Paris is the capital of France.", "negatives": ["lyon", "nice"]},
     ]
     collator = ContrastiveCollator(
         wordpiece_tokenizer, num_negatives=2, retromae=RetroMAECollator(wordpiece_tokenizer, max_length=32)
@@ -291,7 +291,9 @@ def test_contrastive_collator_groups_passages_per_query(wordpiece_tokenizer):
     decoded = wordpiece_tokenizer.batch_decode(batch["passage_input_ids"], skip_special_tokens=True)
     assert decoded[0] == "retromae is a pre - training method." and decoded[3] == "paris is the capital of france."
     assert set(decoded[1:3]) <= {"a", "b", "c"} and len(set(decoded[1:3])) == 2  # without replacement
-    assert decoded[4:6] == ["lyon", "lyon"]  # fewer than asked: with replacement
+    assert sorted(decoded[4:6]) == ["lyon", "nice"]
+    with pytest.raises(ValueError, match=r"example 1 has 1 hard negative\(s\) but num_negatives=2; each would be repeated"):
+        collator([examples[0], {**examples[1], "negatives": ["lyon"]}])  # fewer than asked: never repeated
     # the RetroMAE keys are computed on the positives
     assert wordpiece_tokenizer.decode(batch["decoder_input_ids"][1], skip_special_tokens=True) == decoded[3]
     in_batch_only = ContrastiveCollator(wordpiece_tokenizer, num_negatives=0)(examples)

@@ -96,7 +96,7 @@ def _add_overwrite(parser: argparse.ArgumentParser, command: str, destination: s
         action="store_true",
         help=f"replace {destination} only if it holds an earlier output of `retromae-hf {command}` (marked by its "
         ".retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as "
-        "`train --overwrite-output-dir` deletes only what train made",
+        "`train --overwrite-output-dir` clears only a folder holding its run record",
     )
 
 
@@ -160,8 +160,9 @@ def _run_convert(args: argparse.Namespace) -> None:
     from .outputs import check_output, staged_output
 
     if args.max_positions is not None:
-        from .convert import extend_masked_lm, is_masked_lm_source
+        from .convert import check_position_count, extend_masked_lm, is_masked_lm_source
 
+        check_position_count(args.max_positions)  # an absurd length is refused before anything is read
         if is_masked_lm_source(args.source):
             model = extend_masked_lm(args.source, args.output_dir, args.max_positions, args.tokenizer, args.overwrite)
             print(f"converted {args.source} -> {args.output_dir} ({model.max_sequence_length()} tokens, fresh decoder)")
@@ -336,9 +337,10 @@ def _add_train(subparsers) -> None:
     parser.add_argument(
         "--overwrite-output-dir",
         action="store_true",
-        help="start over in an output_dir that holds an earlier run: deletes only what train made there "
-        "(checkpoint-*, final/, training_log.jsonl, evaluation*/); other files are kept, as export's and "
-        "evaluate's --overwrite replace only their own earlier output",
+        help="start over in an output_dir that holds an earlier run (its run record, retromae_run.json): deletes "
+        "only what train made there (checkpoint-*, final/, training_log.jsonl, evaluation*/); other files are "
+        "kept, and a folder without a run record is refused, as export's and evaluate's --overwrite replace only "
+        "their own earlier output",
     )
     parser.add_argument(
         "--max-steps",
@@ -530,6 +532,9 @@ def _run_export(args: argparse.Namespace) -> None:
     from .outputs import check_output
 
     # The destination is checked before torch and sentence-transformers are imported (seconds on a cold start).
+    from .run_folder import refuse_run_folder_as_model
+
+    refuse_run_folder_as_model(args.checkpoint, "the checkpoint argument")
     inputs = [args.checkpoint, args.tokenizer]
     check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, what="export folder", command="export")
 
@@ -581,6 +586,9 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from .outputs import check_output
 
     # The destination is checked before torch and mteb are imported (seconds on a cold start).
+    from .run_folder import refuse_run_folder_as_model
+
+    refuse_run_folder_as_model(args.model, "the model argument")
     check_output(
         args.output_dir, overwrite=args.overwrite, inputs=[args.model, *args.tasks],
         what="evaluation folder (--output-dir)", command="evaluate",

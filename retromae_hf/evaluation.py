@@ -662,6 +662,8 @@ def _longest_input(st_model: Any) -> int | None:
     from .modeling_retromae import absolute_position_table
 
     auto_model = getattr(st_model[0], "auto_model", None) if len(st_model) else None
+    if callable(getattr(auto_model, "max_sequence_length", None)):  # a RetroMAE checkpoint knows its own
+        return auto_model.max_sequence_length()
     config = getattr(auto_model, "config", None)
     if config is None:
         return None

@@ -96,7 +96,9 @@ def _data_paths_of(sources: list[Any]) -> list[str]:
 
 def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: bool, check_only: bool = False) -> None:
     """Make sure a run loses nothing: a fresh run into a folder that holds an earlier run is refused unless
-    `overwrite`, which deletes only what `train` creates there (`RUN_ARTEFACTS`); other files stay. With
+    `overwrite`, which deletes only what `train` creates there (`RUN_ARTEFACTS`); other files stay. A folder without
+    a run record is never cleared: with `overwrite` and anything in it, or with a file `train` would replace, it is
+    refused (`_refuse_a_folder_train_did_not_make`). With
     `check_only`, nothing is deleted (`run_recipe` checks every stage before the first one starts).
 
     Raises:
@@ -179,6 +181,29 @@ def _refuse_a_folder_train_did_not_make(folder: Path, found: list[Path], overwri
         "these are not a training run's files, and a run there would replace them. Nothing was changed. Choose "
         "another --output-dir (a new or empty folder), or move those out of it."
     )
+
+
+def refuse_run_folder_as_model(path: str | os.PathLike, flag: str) -> None:
+    """A run folder passed where a model is read (`export RUN`, `evaluate RUN`): its model is in `final/` (or a
+    checkpoint), not at its top. Refused naming the folder to pass instead; anything else is left to the loaders.
+
+    Raises:
+        MissingInputError: `path` is a run folder without a model of its own.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or (folder / "config.json").is_file() or (folder / "modules.json").is_file():
+        return
+    checkpoints = _checkpoints(folder)
+    if not ((folder / RUN_RECORD).is_file() or (folder / FINAL_DIR).is_dir() or checkpoints):
+        return
+    final = folder / FINAL_DIR
+    if final.is_dir():
+        instead = f"pass its finished model, {final}"
+    elif checkpoints:
+        instead = f"the run has not finished: pass its newest checkpoint, {checkpoints[0]}, or finish the run first"
+    else:
+        instead = "the run has no model yet (no final/, no checkpoint-*): finish it first (retromae-hf train --resume)"
+    raise MissingInputError(f"{path} ({flag}) is a training run folder, not a model: {instead}.")
 
 
 def new_run_record(recipe: Recipe) -> dict[str, Any]:

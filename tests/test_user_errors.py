@@ -714,10 +714,10 @@ def test_no_command_accepts_an_abbreviated_option(round3, monkeypatch, capfd):
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     checked = 0
     for command, sub in [(None, parser), *subparsers.choices.items()]:
-        required = []
-        for action in sub._actions:
-            value = str(action.choices[0]) if action.choices else "1"
-            if not action.option_strings and action.dest not in ("command", "help"):
+        required = [command] if command else []  # a valid command line up to the abbreviation
+        for action in sub._actions if command else []:
+            value = str(next(iter(action.choices))) if action.choices else "1"
+            if not action.option_strings:
                 required += [value] * (1 if action.nargs in (None, "+") else 0)
             elif action.required:
                 required += [action.option_strings[-1], value]
@@ -725,9 +725,7 @@ def test_no_command_accepts_an_abbreviated_option(round3, monkeypatch, capfd):
             prefix = option[:-1]
             if prefix in sub._option_string_actions or len(prefix) < 4:
                 continue
-            argv = ([command] if command else []) + required + [prefix, "1"]
-            if command is None:
-                argv = [prefix, "1"]
+            argv = [*required, prefix, "1"] if command else [prefix, "pull", "org/name"]
             with pytest.raises(SystemExit) as exited:
                 parser.parse_args(argv)
             err = capfd.readouterr().err
@@ -806,8 +804,8 @@ ROUND3_CASES = [
      "--output-dir", "ev"], r"--max-length 100000 is longer than the model's 32 positions"),
     ("evaluate-long-eval-missing-a-corpus", ["evaluate", "ckpt", "--tasks", "long", "--output-dir", "ev"],
      r"long: the BEIR folder\(s\) passkey-128 lack corpus\.jsonl, beside 1 complete one"),
-    ("num-negatives-beyond-the-data", ["train", "--stage", "2", "--model", "ckpt", "--pairs", "pairs.jsonl", "--num-negatives",
-     "1000", "--query-max-length", "16", "--passage-max-length", "32", "--max-length", "32", "--output-dir", "new"],
+    ("num-negatives-beyond-the-data", ["train", "--stage", "2", "--model", "ckpt", "--pairs", "pairs.jsonl",
+     "--negative-columns", "negatives", "--num-negatives", "1000", "--query-max-length", "16", "--passage-max-length", "32", "--max-length", "32", "--output-dir", "new"],
      r"num_negatives 1000 \(--num-negatives\): 3 of 3 training example\(s\) have fewer hard negatives \(the fewest: 1\)"),
     ("gradient-accumulation-beyond-an-epoch", [*TRAIN, "--output-dir", "new", "--max-length", "32", "--set",
      "training.gradient_accumulation_steps=1e9"],

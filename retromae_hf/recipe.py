@@ -177,6 +177,14 @@ class Recipe:
             raise RecipeError(f"{_key('num_negatives')} must be >= 0, got {self.num_negatives}")
         if min(self.retromae_weight, self.contrastive_weight, self.bag_of_words_weight) < 0:
             raise RecipeError("loss weights (retromae_weight, contrastive_weight, bag_of_words_weight) must be >= 0")
+        for name in ("corpus", "pairs"):
+            for item in getattr(self, name):
+                usable = (isinstance(item, str) and item.strip()) or (isinstance(item, dict) and item.get("path"))
+                if not usable:
+                    raise RecipeError(
+                        f"{_key(name)}: each source is a file, folder or Hub name, or a mapping with `path`; got "
+                        f"{item!r}"
+                    )
         if self.stage == 1 and not self.corpus:
             raise RecipeError("stage 1 needs `corpus` (--corpus: files, folders or Hub dataset names)")
         if self.stage == 2 and not self.pairs:

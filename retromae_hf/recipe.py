@@ -808,6 +808,10 @@ def _stage_of(spec: dict[str, Any], source: Path) -> int:
 def _with_suggestion(key: str) -> str:
     import difflib
 
+    if "." not in key:  # the recipe's own keys first: no need to import transformers (and torch) for them
+        match = difflib.get_close_matches(key, list(RECIPE_FIELDS), n=1)
+        if match:
+            return f"{key} (did you mean {match[0]}?)"
     candidates = list(RECIPE_FIELDS) + [f"training.{name}" for name in _training_argument_types()]
     plain = {candidate.split(".")[-1]: candidate for candidate in candidates}
     match = difflib.get_close_matches(key.split(".")[-1], list(plain), n=1)

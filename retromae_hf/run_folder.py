@@ -167,9 +167,11 @@ def _refuse_a_folder_train_did_not_make(folder: Path, found: list[Path], overwri
     present = sorted(path for path in folder.iterdir() if path.name not in held) if folder.is_dir() else []
     if not present or not (overwrite or found):
         return
-    listed = lambda paths: ", ".join(p.name + ("/" if p.is_dir() else "") for p in paths[:6]) + (  # noqa: E731
-        f" and {len(paths) - 6} more" if len(paths) > 6 else ""
-    )
+
+    def listed(paths: list[Path]) -> str:
+        more = f" and {len(paths) - 6} more" if len(paths) > 6 else ""
+        return ", ".join(path.name + ("/" if path.is_dir() else "") for path in paths[:6]) + more
+
     if overwrite:
         raise OutputExistsError(
             f"{what} {folder} holds files that retromae-hf train did not write ({listed(present)}): it has no run "
@@ -202,7 +204,7 @@ def refuse_run_folder_as_model(path: str | os.PathLike, flag: str) -> None:
     elif checkpoints:
         instead = f"the run has not finished: pass its newest checkpoint, {checkpoints[0]}, or finish the run first"
     else:
-        instead = "the run has no model yet (no final/, no checkpoint-*): finish it first (retromae-hf train --resume)"
+        instead = "the run has no model yet (no final/, no checkpoint-*): let it finish, or start it over, first"
     raise MissingInputError(f"{path} ({flag}) is a training run folder, not a model: {instead}.")
 
 

@@ -891,3 +891,11 @@ def test_cheap_train_mistakes_come_before_tokenizers_and_torch():
     assert "missing.txt: no such file or folder (--corpus)" in result.stderr
     assert "model './no-model' (--model): no such file or folder" in result.stderr
     assert "proj holds files that retromae-hf train did not write" in result.stderr
+
+
+def test_the_cheap_data_file_suffixes_are_the_readers():
+    """run_folder's torch-free list of data-file suffixes (for the early missing-path check) is data.py's."""
+    from retromae_hf.data import SUPPORTED_EXTENSIONS
+    from retromae_hf.run_folder import DATA_FILE_SUFFIXES
+
+    assert set(DATA_FILE_SUFFIXES) == {*SUPPORTED_EXTENSIONS, ".gz"}

@@ -96,12 +96,14 @@ def _add_overwrite(parser: argparse.ArgumentParser, command: str, destination: s
         action="store_true",
         help=f"replace {destination} only if it holds an earlier output of `retromae-hf {command}` (marked by its "
         ".retromae-output.json); a file, a training run, a checkpoint or any other folder is refused, as "
-        "`train --overwrite-output-dir` deletes only what train made",
+        "`train --overwrite-output-dir` clears only a folder holding its run record",
     )
 
 
 def _add_parser(subparsers, name: str, **kwargs) -> argparse.ArgumentParser:
     kwargs.setdefault("formatter_class", _ParagraphFormatter)
+    # No abbreviations: `--overwrite` must never be read as `--overwrite-output-dir` (issue 25).
+    kwargs.setdefault("allow_abbrev", False)
     parser = subparsers.add_parser(name, **kwargs)
     _common_options(parser, top_level=False)
     return parser
@@ -158,8 +160,9 @@ def _run_convert(args: argparse.Namespace) -> None:
     from .outputs import check_output, staged_output
 
     if args.max_positions is not None:
-        from .convert import extend_masked_lm, is_masked_lm_source
+        from .convert import check_position_count, extend_masked_lm, is_masked_lm_source
 
+        check_position_count(args.max_positions)  # an absurd length is refused before anything is read
         if is_masked_lm_source(args.source):
             model = extend_masked_lm(args.source, args.output_dir, args.max_positions, args.tokenizer, args.overwrite)
             print(f"converted {args.source} -> {args.output_dir} ({model.max_sequence_length()} tokens, fresh decoder)")
@@ -334,9 +337,10 @@ def _add_train(subparsers) -> None:
     parser.add_argument(
         "--overwrite-output-dir",
         action="store_true",
-        help="start over in an output_dir that holds an earlier run: deletes only what train made there "
-        "(checkpoint-*, final/, training_log.jsonl, evaluation*/); other files are kept, as export's and "
-        "evaluate's --overwrite replace only their own earlier output",
+        help="start over in an output_dir that holds an earlier run (its run record, retromae_run.json): deletes "
+        "only what train made there (checkpoint-*, final/, training_log.jsonl, evaluation*/); other files are "
+        "kept, and a folder without a run record is refused, as export's and evaluate's --overwrite replace only "
+        "their own earlier output",
     )
     parser.add_argument(
         "--max-steps",
@@ -385,13 +389,19 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.max_steps is not None:
         overrides["training.max_steps"] = args.max_steps
 
-    # Every value of every stage, and every destination, is checked before the training code (torch's Trainer,
-    # datasets, the model) is imported: a mistake costs a second or two, not the imports and the data.
+    # Every value of every stage, every local input path and every destination (a folder another run holds, one
+    # holding a run or a user's files) is checked before the training code (torch's Trainer, datasets, tokenizers,
+    # the model) is imported: such a mistake costs well under a second (docs/design.md), not the imports and the data.
     from .outputs import check_writable
     from .recipe import plan_stages
+    from .run_folder import check_local_inputs, prepare_output_dir
 
+    finals: list[Path] = []
     for recipe in plan_stages(args.recipe, overrides, stage=args.stage, resume=args.resume):
+        prepare_output_dir(recipe, args.resume, args.overwrite_output_dir, check_only=True)
+        check_local_inputs(recipe, made_earlier=finals)
         check_writable(recipe.output_dir, what="output_dir (--output-dir)")
+        finals.append(Path(recipe.output_dir) / "final")
 
     from .training import run_recipe
 
@@ -536,6 +546,9 @@ def _run_export(args: argparse.Namespace) -> None:
     from .outputs import check_output
 
     # The destination is checked before torch and sentence-transformers are imported (seconds on a cold start).
+    from .run_folder import refuse_run_folder_as_model
+
+    refuse_run_folder_as_model(args.checkpoint, "the checkpoint argument")
     inputs = [args.checkpoint, args.tokenizer]
     check_output(args.output_dir, overwrite=args.overwrite, inputs=inputs, what="export folder", command="export")
 
@@ -587,6 +600,9 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from .outputs import check_output
 
     # The destination is checked before torch and mteb are imported (seconds on a cold start).
+    from .run_folder import refuse_run_folder_as_model
+
+    refuse_run_folder_as_model(args.model, "the model argument")
     check_output(
         args.output_dir, overwrite=args.overwrite, inputs=[args.model, *args.tasks],
         what="evaluation folder (--output-dir)", command="evaluate",
@@ -839,6 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="RetroMAE pre-training, conversion, export, evaluation and Hub publishing.",
         epilog="`retromae-hf COMMAND --help` explains each command. Start with: retromae-hf train --recipe quickstart",
         formatter_class=_ParagraphFormatter,
+        allow_abbrev=False,  # an abbreviated flag is refused, on every command: it could name a destructive one
     )
     parser.add_argument("--version", action="version", version=f"retromae-hf {__version__}")
     _common_options(parser, top_level=True)

@@ -1,9 +1,9 @@
 """RetroMAE's masking: whole-word masks for the encoder, position-specific attention masks for the decoder.
 
-`RetroMAECollator` turns texts (or tokenized examples) into the keys `RetroMAEForPreTraining.forward` takes: the six
-`FORWARD_KEYS` (dense decoder mask, the official layout), or, with `decoder_mask="compact"` (what training uses),
-the same with `decoder_attention_mask` replaced by `decoder_mask_pool` + `decoder_mask_pick` (O(P x L) per
-sequence instead of L x L). It follows the official collator's rules, vectorised in torch over the batch:
+`RetroMAECollator` turns texts (or tokenized examples) into the keys `RetroMAEForPreTraining.forward` takes: by
+default (`decoder_mask="compact"`, what training uses) `FORWARD_KEYS` with `decoder_attention_mask` replaced by
+`decoder_mask_pool` + `decoder_mask_pick` (O(P x L) per sequence), or, with `decoder_mask="dense"`, the six
+`FORWARD_KEYS` with the official `[B, L, L]` decoder mask (L x L per sequence; the parity fixtures' layout). It follows the official collator's rules, vectorised in torch over the batch:
 
 - **Encoder**: whole words are chosen in random order until `max(1, round(n * encoder_mask_ratio))` tokens are
   selected (`n` counts the special tokens, as the official code does); selected tokens become [MASK] 80% of the
@@ -371,12 +371,13 @@ class RetroMAECollator:
             whole words masked at `decoder_mask_ratio` replaced by [MASK], labels only there, and a padding-only
             `[B, L, L]` attention mask (none with `decoder_mask="compact"`: the model masks padding from
             `encoder_attention_mask`).
-        decoder_mask: how enhanced decoding's position-specific masks travel. `"dense"` (default, the official
-            layout): `decoder_attention_mask` `[B, L, L]` uint8, which grows with the square of the length.
-            `"compact"` (what training uses): `decoder_mask_pool` `[B, P, L]` bool and `decoder_mask_pick`
-            `[B, L]` int16 (int32 past 32,767 pool members) instead, O(P x L) per sequence; the model expands
-            them block of query rows by block on its own device. Same random draws: expanded
-            (`expand_decoder_mask(pool, pick, encoder_attention_mask)`), they equal the dense mask bit for bit.
+        decoder_mask: how enhanced decoding's position-specific masks travel. `"compact"` (default, what
+            training uses): `decoder_mask_pool` `[B, P, L]` bool and `decoder_mask_pick` `[B, L]` int16 (int32
+            past 32,767 pool members), O(P x L) per sequence; the model expands them block of query rows by block
+            on its own device. `"dense"` (the official layout, on request): `decoder_attention_mask` `[B, L, L]`
+            uint8, which grows with the square of the length (128 MiB at 2 x 8,192). Same random draws: expanded
+            (`expand_decoder_mask(pool, pick, encoder_attention_mask)`), the compact masks equal the dense one
+            bit for bit.
 
     Each example may be a string, a mapping with a `text` key, or a mapping with `input_ids` (special tokens
     included) and optionally `word_ids` (-1 for special tokens); without `word_ids` the words are recovered from
@@ -396,7 +397,7 @@ class RetroMAECollator:
         seed: int | None = None,
         generator: torch.Generator | None = None,
         decoding: str = "enhanced",
-        decoder_mask: str = "dense",
+        decoder_mask: str = "compact",
     ):
         if decoding not in ("enhanced", "plain"):
             raise ValueError(f"decoding must be 'enhanced' or 'plain', got {decoding!r}")
@@ -579,8 +580,9 @@ class ContrastiveCollator:
     Args:
         tokenizer: a fast tokenizer.
         query_max_length, passage_max_length: truncation lengths.
-        num_negatives: hard negatives per query. An example with more is sampled without replacement, one with
-            fewer (but at least one) is sampled with replacement; 0 uses in-batch negatives only.
+        num_negatives: hard negatives per query, sampled without replacement from the example's; an example with
+            fewer is refused (`ValueError`: repeating one negative would weigh it several times over, and at
+            `num_negatives` far beyond the data it would be nearly all the batch); 0 uses in-batch negatives only.
         retromae: a `RetroMAECollator` for the joint RetroMAE loss on the passages; None for contrastive only.
         seed, generator: where negative sampling draws from, as for `RetroMAECollator` (the RetroMAE collator
             keeps its own).
@@ -621,10 +623,13 @@ class ContrastiveCollator:
                 "set num_negatives: 0 to train with in-batch negatives only"
             )
         count = len(negatives)
-        if count >= self.num_negatives:
-            picks = torch.randperm(count, generator=self.generator)[: self.num_negatives]
-        else:
-            picks = torch.randint(count, (self.num_negatives,), generator=self.generator)
+        if count < self.num_negatives:
+            raise ValueError(
+                f"example {index} has {count} hard negative(s) but num_negatives={self.num_negatives}; each would be "
+                f"repeated. Set num_negatives to {count} or less (--num-negatives), or give every example at least "
+                f"{self.num_negatives}"
+            )
+        picks = torch.randperm(count, generator=self.generator)[: self.num_negatives]
         return [negatives[int(i)] for i in picks]
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:

@@ -203,6 +203,33 @@ def _tiled(table: torch.nn.Embedding, rows: int, keep: int = 0) -> torch.nn.Embe
     return tiled
 
 
+#: The most positions `--max-positions` gives a table. 2^20 tokens is already far beyond what full attention reads
+#: (its cost grows with the square of the length: a 1M-token sequence needs 10^12 scores per head and layer), while
+#: the table itself stays small (3 GB for BERT-base's 768 float32 values per row).
+MAX_POSITIONS = 1 << 20
+
+
+def check_position_count(max_length: int, hidden_size: int | None = None, element_size: int = 4) -> None:
+    """Refuse a `--max-positions` above `MAX_POSITIONS` before any table is allocated, naming the limit and why.
+
+    Raises:
+        PositionExtensionError: with the size the table would have had.
+    """
+    if max_length <= MAX_POSITIONS:
+        return
+    from .outputs import human_size
+
+    size = f" (its position table alone would take {human_size(max_length * hidden_size * element_size)})" if (
+        hidden_size
+    ) else ""
+    raise PositionExtensionError(
+        f"--max-positions {max_length:,} is above the limit of {MAX_POSITIONS:,} tokens{size}: "
+        "full attention costs the square of the length (a sequence of 2^20 tokens already needs 10^12 attention "
+        f"scores per head and layer), so no encoder trains or reads that many. Give {MAX_POSITIONS:,} or less "
+        "(RetroMAE long-document runs use 8,192)."
+    )
+
+
 def extend_positions(model: RetroMAEPreTrainedModel | PreTrainedModel, max_length: int) -> PreTrainedModel:
     """Let an encoder with an absolute position table (BERT, RoBERTa, XLM-R) take `max_length` tokens, in place.
 
@@ -254,6 +281,7 @@ def extend_positions(model: RetroMAEPreTrainedModel | PreTrainedModel, max_lengt
             f"--max-positions {max_length} would not lengthen it. Give a length above {current}, or train at "
             f"{max_length} as it is (--max-length {max_length})."
         )
+    check_position_count(max_length, config.hidden_size, table.weight.element_size())
     rows = max_length + offset
     embeddings.position_embeddings = _tiled(table, rows, keep=offset)
     device = table.weight.device
@@ -353,9 +381,11 @@ def extend_masked_lm(
 
 
 __all__ = [
+    "MAX_POSITIONS",
     "CheckpointError",
     "PositionExtensionError",
     "check_extension",
+    "check_position_count",
     "config_from_bert",
     "extend_masked_lm",
     "extend_positions",

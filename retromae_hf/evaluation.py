@@ -598,6 +598,18 @@ def expand_task_folders(tasks: Sequence[str | Path | AbsTask]) -> list[str | Pat
         if not children:
             expanded.append(spec)  # reported by the BEIR reader, which names the missing corpus.jsonl
             continue
+        incomplete = sorted(
+            (child for child in path.iterdir() if child.is_dir() and not (child / "corpus.jsonl").is_file()
+             and ((child / "queries.jsonl").is_file() or (child / "qrels").is_dir())),
+            key=lambda child: _natural_key(child.name),
+        )  # fmt: skip
+        if incomplete:  # one length of a set lost its corpus: scoring the others would hide that length
+            names = ", ".join(child.name for child in incomplete)
+            raise EvaluationDataError(
+                f"{path}: the BEIR folder(s) {names} lack corpus.jsonl, beside {len(children)} complete one(s). "
+                "Restore the file (or write the set again with `retromae-hf make-long-eval`), or pass the complete "
+                "folders one by one with --tasks."
+            )
         logger.info("%s holds %d BEIR folders: %s", path, len(children), ", ".join(child.name for child in children))
         expanded += [type(spec)(child) if isinstance(spec, Path) else str(child) for child in children]
     return expanded
@@ -681,6 +693,25 @@ def _load_model(model: str | Path) -> SentenceTransformer:
     from .export import load_sentence_transformer  # lazy: keeps torch-heavy imports off `import evaluation`
 
     return load_sentence_transformer(str(model))
+
+
+def _longest_input(st_model: Any) -> int | None:
+    """The longest input of a sentence-transformers model's transformer in tokens (its absolute position table
+    less RoBERTa's offset, else `max_position_embeddings`), or None where it states none."""
+    from .modeling_retromae import absolute_position_table
+
+    auto_model = getattr(st_model[0], "auto_model", None) if len(st_model) else None
+    if callable(getattr(auto_model, "max_sequence_length", None)):  # a RetroMAE checkpoint knows its own
+        return auto_model.max_sequence_length()
+    config = getattr(auto_model, "config", None)
+    if config is None:
+        return None
+    embeddings = getattr(auto_model, "embeddings", None)
+    found = absolute_position_table(embeddings, config.hidden_size) if embeddings is not None else None
+    if found is not None:
+        return found[0].num_embeddings - found[1]
+    positions = getattr(config, "max_position_embeddings", None)
+    return positions if isinstance(positions, int) and positions > 0 else None
 
 
 def _model_display_name(model: Any, given: str | Path | None) -> str:
@@ -934,6 +965,13 @@ def _evaluate_into(
     check_long_eval_tokenizer(resolved, st_model)
     display_name = _model_display_name(st_model, given_name)
 
+    positions = _longest_input(st_model)
+    if max_length is not None and positions is not None and max_length > positions:
+        raise EvaluationDataError(
+            f"--max-length {max_length} is longer than the model's {positions} positions ({display_name}): it "
+            f"cannot read more tokens than that. Use --max-length {positions} or less (or leave it out: the model's "
+            "own length), or a model with a longer position table (docs/encoders.md)."
+        )
     saved = (st_model.max_seq_length, st_model.similarity_fn_name)
     try:
         if max_length is not None:

@@ -444,6 +444,7 @@ def push_to_hub(
         ValueError: The folder is not a RetroMAE checkpoint nor an export, or the revision options conflict.
         HubPushError: A Hub call failed; the folder is untouched and the message holds a retry command.
     """
+    _check_repo_id(repo_id)
     folder = Path(checkpoint_or_export).expanduser().resolve()
     kind = detect_kind(folder)
     branch = _check_revision(revision, create_pr)
@@ -629,6 +630,25 @@ def _replace_file(path: Path, text: str) -> None:
     if path.is_symlink() or path.exists():
         path.unlink()
     path.write_text(text, encoding="utf-8")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    """Refuse a repository id the Hub would never accept, before anything is read or sent (the Hub's own answer
+    to it reads like a credentials problem).
+
+    Raises:
+        UserError: naming the id, what is wrong with it and the form it must have.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise UserError(
+            f"repository id {repo_id!r} is not a valid Hugging Face repository id ({' '.join(str(error).split())}). "
+            "Give 'name' or 'namespace/name' (letters, digits, '-', '_' and '.', at most 96 characters), e.g. "
+            "my-org/retromae-base."
+        ) from None
 
 
 def _push_hint(error: BaseException, secret: str | None) -> str:

@@ -30,7 +30,15 @@ from .errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOCK_FILE", "LOCK_INFO", "FolderLockedError", "RunLock", "is_main_process", "pid_alive"]
+__all__ = [
+    "LOCK_FILE",
+    "LOCK_INFO",
+    "FolderLockedError",
+    "RunLock",
+    "check_not_locked",
+    "is_main_process",
+    "pid_alive",
+]
 
 LOCK_FILE = ".retromae.lock"
 LOCK_INFO = ".retromae.lock.json"
@@ -86,6 +94,41 @@ def _describe(info: dict | None) -> str:
     return f"process {info.get('pid', '?')} on {info.get('host', '?')} ({command}, started {info.get('started', '?')})"
 
 
+#: Why a second run may not share a run folder (what `RunLock` says by default).
+RUN_CLASH = "two runs in one folder would mix their checkpoints and logs"
+
+
+def _locked_message(what: str, folder: Path, info: dict | None, clash: str = RUN_CLASH) -> str:
+    return (
+        f"{what} {folder} is in use by {_describe(info)}: {clash}, so nothing was changed. Wait for that run to "
+        "finish (or stop it), or choose another --output-dir."
+    )
+
+
+def check_not_locked(folder: str | os.PathLike, what: str = "output folder", clash: str = RUN_CLASH) -> None:
+    """Refuse at once a folder whose lock a live process holds, naming it (pid, host, start), before anything else
+    is checked or loaded; creates and changes nothing. `RunLock` takes the lock itself later (this is a probe: the
+    folder may be taken between the two, which `RunLock` then refuses the same way).
+
+    Raises:
+        FolderLockedError: another process holds the folder's lock.
+    """
+    path = Path(folder)
+    lock_path = path / LOCK_FILE
+    if not is_main_process() or not lock_path.is_file():
+        return
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(lock_path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise FolderLockedError(_locked_message(what, path, _read_info(path / LOCK_INFO), clash)) from None
+    except OSError:
+        return  # cannot even open it (a read-only folder): RunLock reports what is wrong
+    lock.release()
+
+
 class RunLock:
     """Exclusive, non-blocking lock on a run folder, held from `acquire` (or `with`) until `release`.
 
@@ -105,7 +148,7 @@ class RunLock:
         folder: str | os.PathLike,
         what: str = "output folder",
         command: str = "retromae-hf train",
-        clash: str = "two runs in one folder would mix their checkpoints and logs",
+        clash: str = RUN_CLASH,
     ):
         self.folder = Path(folder)
         self.what = what
@@ -132,11 +175,7 @@ class RunLock:
             try:
                 lock.acquire()
             except Timeout:
-                holder = _describe(_read_info(info_path))
-                raise FolderLockedError(
-                    f"{self.what} {self.folder} is in use by {holder}: {self.clash}, so nothing was changed. Wait "
-                    "for that run to finish (or stop it), or choose another --output-dir."
-                ) from None
+                raise FolderLockedError(_locked_message(self.what, self.folder, _read_info(info_path), self.clash)) from None
             if _same_file(lock, lock_path):
                 break
             lock.release()  # the holder removed the file between our open and our lock: lock the current one

@@ -111,6 +111,11 @@ def source_sentences(text_file: str | os.PathLike | None = None) -> tuple[list[s
     for sentence in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", text).strip()):
         words = sentence.split()
         sentences += [" ".join(words[i : i + _MAX_PIECE_WORDS]) for i in range(0, len(words), _MAX_PIECE_WORDS)]
+    if not sentences:
+        raise LongEvalError(
+            f"{path} (--text) holds no text (it is empty or only white space): give a UTF-8 file of ordinary prose, "
+            "at least twice as long as the longest length, or leave --text out to use Python's docstrings"
+        )
     return sentences, str(path)
 
 

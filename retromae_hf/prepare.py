@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MissingInputError, OutputExistsError, UserError, is_disk_full
-from .locks import LOCK_FILE, LOCK_INFO, RunLock
+from .locks import LOCK_FILE, LOCK_INFO, RunLock, check_not_locked
 from .outputs import check_inputs, check_writable, disk_full_error, human_size
 
 if TYPE_CHECKING:
@@ -70,6 +70,10 @@ BATCH_LINES = 1000
 OWN_NAMES = frozenset({MANIFEST, SHARDS_DIR, PROGRESS_DIR, LOCK_FILE, LOCK_INFO})
 #: Texts read from the start of the corpus to measure the tokenizer's [UNK] share before any work.
 VOCABULARY_SAMPLE_TEXTS = 1000
+
+
+#: Why a second `prepare` may not share a folder (the lock's refusal says it).
+PREPARE_CLASH = "two preparations in one folder would write and resume the same shards"
 
 
 class PreparedCorpusError(UserError, ValueError):
@@ -283,6 +287,7 @@ def check_request(
                 "dataset is downloaded first, or streamed by train --streaming); check the path."
             )
     folder = Path(output_dir).expanduser()
+    check_not_locked(folder, what="--output-dir", clash=PREPARE_CLASH)  # a running prepare is named at once
     kind = folder_kind(folder)
     check_inputs(folder, corpus, replacing=overwrite and kind != "new", what="--output-dir")
     if kind == "other":
@@ -504,8 +509,7 @@ def prepare_corpus(
         # Word indices (-1 for special tokens) are below the block length.
         "word_dtype": "int16" if max_length < 2**15 else "int32",
     }
-    clash = "two preparations in one folder would write and resume the same shards"
-    with RunLock(folder, what="--output-dir", command="retromae-hf prepare", clash=clash):
+    with RunLock(folder, what="--output-dir", command="retromae-hf prepare", clash=PREPARE_CLASH):
         plan = _load_or_make_plan(folder, corpus, settings, num_proc, shard_bytes, overwrite, tokenizer, allow_unknown)
         if plan is None:  # already complete
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

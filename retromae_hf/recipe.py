@@ -190,6 +190,14 @@ class Recipe:
             raise RecipeError(f"{_key('max_negatives')} must be >= 0 (0: all), got {self.max_negatives}")
         if min(self.retromae_weight, self.contrastive_weight, self.bag_of_words_weight) < 0:
             raise RecipeError("loss weights (retromae_weight, contrastive_weight, bag_of_words_weight) must be >= 0")
+        for name in ("corpus", "pairs"):
+            for item in getattr(self, name):
+                usable = (isinstance(item, str) and item.strip()) or (isinstance(item, dict) and item.get("path"))
+                if not usable:
+                    raise RecipeError(
+                        f"{_key(name)}: each source is a file, folder or Hub name, or a mapping with `path`; got "
+                        f"{item!r}"
+                    )
         if self.stage == 1 and not self.corpus:
             raise RecipeError("stage 1 needs `corpus` (--corpus: files, folders or Hub dataset names)")
         if self.stage == 2 and not self.pairs:
@@ -350,16 +358,56 @@ def _as_written(value: Any, written: Any) -> Any:
     return value
 
 
+class WrittenScalar(str):
+    """A YAML scalar that YAML 1.1 retyped (`no` -> False, `~` -> None, `2023-01-01` -> a date), kept with its text.
+
+    `coerce` decides by the field's declared type: a field that takes text (a `str` or an enum of strings, such as
+    `TrainingArguments.save_strategy`) gets the text as written (`no`), any other field YAML's value (`False`).
+    """
+
+    value: Any
+
+    def __new__(cls, text: str, value: Any) -> "WrittenScalar":
+        scalar = super().__new__(cls, text)
+        scalar.value = value
+        return scalar
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy.deepcopy and pickle: text and value together
+        return (WrittenScalar, (str(self), self.value))
+
+
+def _with_written_scalar(value: Any, written: Any) -> Any:
+    """`value` wrapped as a `WrittenScalar` holding its text (`written`) where YAML 1.1 read a word as a boolean, a
+    null or a date (`no`, `~`, `2023-01-01`); numbers stay numbers (a text field converts them itself)."""
+    import datetime
+
+    if isinstance(value, bool | datetime.date | None) and isinstance(written, str):
+        return WrittenScalar(written, value)
+    return value
+
+
+def _training_as_written(training: Any, written: Any) -> Any:
+    """The `training` mapping with each retyped value a `WrittenScalar` (one level: nested mappings such as
+    `accelerator_config` are the field's own to read)."""
+    if not isinstance(training, dict) or not isinstance(written, dict):
+        return training
+    return {key: _with_written_scalar(item, written.get(str(key))) for key, item in training.items()}
+
+
 def _keep_written_text(raw: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
     """Text fields as the user wrote them: YAML 1.1 reads `tokenizer: no` as False, `text_column: 123` as a number
     and `config: 2023-01` as a date, but these keys want the text itself (and so do the options of data sources).
-    Other keys keep YAML's types, which `build_recipe` converts and checks."""
+    Under `training`, each retyped value keeps its text too (`WrittenScalar`): `save_strategy: no` is the string
+    transformers spells, which its field's type (a str enum) asks for. Other keys keep YAML's types, which
+    `build_recipe` converts and checks."""
     if not isinstance(written, dict):
         return raw
     kept = dict(raw)
     for key, value in raw.items():
         if key in _TEXT_KEYS or key in _SOURCE_KEYS:
             kept[key] = _as_written(value, written.get(key))
+        elif key == "training":
+            kept[key] = _training_as_written(value, written.get(key))
         elif key == "stages" and isinstance(value, list) and isinstance(written.get(key), list):
             texts = written[key]
             kept[key] = [
@@ -399,8 +447,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError as error:
         raise RecipeError(f"--set {text}: the value is not valid YAML ({error})") from error
     keys = key.strip().split(".")
+    written = yaml.load(value, Loader=yaml.BaseLoader)
     if len(keys) == 1 and (keys[0] in _TEXT_KEYS or keys[0] in _SOURCE_KEYS):
-        parsed = _as_written(parsed, yaml.load(value, Loader=yaml.BaseLoader))  # --set tokenizer=no: the text
+        parsed = _as_written(parsed, written)  # --set tokenizer=no: the text
+    elif keys == ["training"]:
+        parsed = _training_as_written(parsed, written)
+    elif len(keys) == 1 or (len(keys) == 2 and keys[0] == "training"):
+        # --set training.save_strategy=no: the field's type decides between the text and YAML's value
+        parsed = _with_written_scalar(parsed, written)
     return keys, parsed
 
 
@@ -433,6 +487,8 @@ def coerce(value: Any, annotation: Any) -> Any:
     Text that spells a number or a boolean becomes one where the type asks for it (`"5e-5"` -> 5e-05, `"true"` ->
     True); an int becomes a float where a float is wanted; anything else must already have the right type.
     """
+    if isinstance(value, WrittenScalar):
+        value = str(value) if _takes_text(annotation) and not _takes_as_is(value.value, annotation) else value.value
     if annotation is Any or annotation is object:
         return value
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -456,6 +512,8 @@ def coerce(value: Any, annotation: Any) -> Any:
             return value
         raise _Unconvertible
     if origin in (list, tuple, set, typing.Sequence) or annotation in (list, tuple):
+        if value is None:  # `--set corpus=~`: YAML's null is no list (and no path)
+            raise _Unconvertible
         item_type = args[0] if args else Any
         items = value if isinstance(value, list | tuple) else [value]
         return [coerce(item, item_type) for item in items]
@@ -505,6 +563,31 @@ def coerce(value: Any, annotation: Any) -> Any:
             return value
         raise _Unconvertible
     return value
+
+
+def _takes_text(annotation: Any) -> bool:
+    """Whether a field of this declared type holds text: `str`, an enum of strings, a Literal of strings, or a
+    union with one of them."""
+    if annotation is str:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return all(isinstance(member.value, str) for member in annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return any(isinstance(arg, str) for arg in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_text(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _takes_as_is(value: Any, annotation: Any) -> bool:
+    """Whether a field of this declared type takes YAML's value itself (`None` where it is optional, `False` where
+    a bool is one of its types)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_as_is(value, arg) for arg in typing.get_args(annotation))
+    if value is None:
+        return annotation is type(None)
+    return annotation is not str and _is_instance(value, annotation)
 
 
 def _number(value: Any) -> float | None:
@@ -680,8 +763,19 @@ def build_recipe(raw: dict[str, Any], overrides: dict[str, Any] | None = None, s
     try:
         recipe.validate()
     except RecipeError as error:
-        raise RecipeError(f"{source}: {error}") from None
+        raise RecipeError(f"{_blamed(str(error), overridden, source)}: {error}") from None
     return recipe
+
+
+def _blamed(message: str, overridden: set[str], source: str) -> str:
+    """Where a value a check refused came from: the command line when the message names a key set there (a flag or
+    --set), else the recipe file."""
+    import re
+
+    for key in overridden:
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
+            return "command line"
+    return source
 
 
 def plan_stages(
@@ -750,6 +844,10 @@ def _stage_of(spec: dict[str, Any], source: Path) -> int:
 def _with_suggestion(key: str) -> str:
     import difflib
 
+    if "." not in key:  # the recipe's own keys first: no need to import transformers (and torch) for them
+        match = difflib.get_close_matches(key, list(RECIPE_FIELDS), n=1)
+        if match:
+            return f"{key} (did you mean {match[0]}?)"
     candidates = list(RECIPE_FIELDS) + [f"training.{name}" for name in _training_argument_types()]
     plain = {candidate.split(".")[-1]: candidate for candidate in candidates}
     match = difflib.get_close_matches(key.split(".")[-1], list(plain), n=1)

@@ -1,7 +1,8 @@
 """Run folders: what `train` writes into `--output-dir`, who may replace it, and which checkpoint `--resume` takes.
 
 A run folder belongs to one run. `prepare_output_dir` refuses a fresh run into a folder that holds an earlier one
-(unless `--overwrite-output-dir`, which deletes only `RUN_ARTEFACTS`); the run record (`RUN_RECORD`: run id and
+(unless `--overwrite-output-dir`, which deletes only `RUN_ARTEFACTS`, and only in a folder holding a run record:
+a user's folder is never cleared, whatever its files are called); the run record (`RUN_RECORD`: run id and
 recipe), written by the main process alone and copied into every checkpoint, lets `resolve_resume` pick the newest
 intact checkpoint of this run and recipe, and refuse anything else by name. Nothing here imports torch: the CLI can
 check a folder before the training code is loaded.
@@ -12,10 +13,12 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputExistsError, damaged_safetensors
+from .errors import MissingInputError, OutputExistsError, damaged_safetensors, looks_like_local_path
+from .locks import LOCK_FILE, LOCK_INFO, check_not_locked
 from .outputs import check_inputs
 from .recipe import FINAL_DIR, PYTHON_DOCSTRINGS, Recipe, RecipeError, recipe_differences
 
@@ -49,8 +52,42 @@ def run_artefacts(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def _data_paths(recipe: Recipe) -> list[str]:
+    return _data_paths_of([*recipe.corpus, *recipe.pairs])
+
+
+#: Names that can only be local data files (`data.SUPPORTED_EXTENSIONS`, optionally gzipped); kept here so that the
+#: check runs before `datasets` is imported (tests/test_user_errors.py compares the two).
+DATA_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".gz")
+
+
+def check_local_inputs(recipe: Recipe, made_earlier: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse a missing local input (model, tokenizer, corpus or pairs path) by name, before torch, tokenizers or
+    data are loaded: a mistyped path costs a fraction of a second instead of the imports. Names that may be Hub ids
+    (`bert-base-uncased`, `org/name`) are left to the loaders, which know the Hub; `made_earlier` are the final
+    folders of the stages run before this one (a `model: previous` that does not exist yet).
+
+    Raises:
+        MissingInputError: naming the path and its flag.
+    """
+    made = {str(Path(path)) for path in made_earlier}
+    named = [("model", recipe.model, "--model"), ("tokenizer", recipe.tokenizer, "--tokenizer")]
+    for role, name, flag in named:
+        if not name or name in ("scratch", "train") or str(Path(name)) in made:
+            continue
+        if not Path(name).expanduser().exists() and looks_like_local_path(name):
+            raise MissingInputError(f"{role} {name!r} ({flag}): no such file or folder. Check the path.")
+    sources = [(path, "--corpus") for path in _data_paths_of(recipe.corpus)]
+    sources += [(path, "--pairs") for path in _data_paths_of(recipe.pairs)]
+    for path, flag in sources:
+        if Path(path).expanduser().exists():
+            continue
+        if looks_like_local_path(path) or Path(path).suffix.lower() in DATA_FILE_SUFFIXES:
+            raise MissingInputError(f"{path}: no such file or folder ({flag}). Check the path.")
+
+
+def _data_paths_of(sources: list[Any]) -> list[str]:
     paths = []
-    for source in [*recipe.corpus, *recipe.pairs]:
+    for source in sources:
         path = source.get("path") if isinstance(source, dict) else source
         if isinstance(path, str | os.PathLike) and path != PYTHON_DOCSTRINGS:
             paths.append(str(path))
@@ -59,7 +96,9 @@ def _data_paths(recipe: Recipe) -> list[str]:
 
 def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: bool, check_only: bool = False) -> None:
     """Make sure a run loses nothing: a fresh run into a folder that holds an earlier run is refused unless
-    `overwrite`, which deletes only what `train` creates there (`RUN_ARTEFACTS`); other files stay. With
+    `overwrite`, which deletes only what `train` creates there (`RUN_ARTEFACTS`); other files stay. A folder without
+    a run record is never cleared: with `overwrite` and anything in it, or with a file `train` would replace, it is
+    refused (`_refuse_a_folder_train_did_not_make`). With
     `check_only`, nothing is deleted (`run_recipe` checks every stage before the first one starts).
 
     Raises:
@@ -70,9 +109,14 @@ def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: boo
     what = "output_dir (--output-dir)"
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"{what} {folder} is a file, not a folder. Choose another --output-dir.")
+    if check_only:
+        # A folder another run holds is named as such (its process) before anything else is said about it.
+        check_not_locked(folder, what=what)
     inputs = [recipe.model, recipe.tokenizer, *_data_paths(recipe)]
     check_inputs(folder, inputs, replacing=False, what=what)
     found = run_artefacts(folder)
+    if not resume and not (folder / RUN_RECORD).is_file():
+        _refuse_a_folder_train_did_not_make(folder, found, overwrite, what)
     if found and not resume and not overwrite:
         names = ", ".join(path.name + ("/" if path.is_dir() else "") for path in found[:6])
         if not _checkpoints(folder) and not (folder / FINAL_DIR).is_dir():
@@ -109,6 +153,59 @@ def prepare_output_dir(recipe: Recipe, resume: str | bool | None, overwrite: boo
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+def _refuse_a_folder_train_did_not_make(folder: Path, found: list[Path], overwrite: bool, what: str) -> None:
+    """A folder without a run record was not made by `train`: its files are the user's, even where their names are
+    those `train` writes (`final/`, `evaluation/`). A fresh run may add to it only where it replaces nothing, and
+    `--overwrite-output-dir` deletes nothing in it.
+
+    Raises:
+        OutputExistsError: with `overwrite` and anything in the folder, or without it where a name would clash.
+    """
+    held = {LOCK_FILE, LOCK_INFO}  # a run's own lock, taken before this check is repeated under it
+    present = sorted(path for path in folder.iterdir() if path.name not in held) if folder.is_dir() else []
+    if not present or not (overwrite or found):
+        return
+
+    def listed(paths: list[Path]) -> str:
+        more = f" and {len(paths) - 6} more" if len(paths) > 6 else ""
+        return ", ".join(path.name + ("/" if path.is_dir() else "") for path in paths[:6]) + more
+
+    if overwrite:
+        raise OutputExistsError(
+            f"{what} {folder} holds files that retromae-hf train did not write ({listed(present)}): it has no run "
+            f"record ({RUN_RECORD}), so it is not a training run, and --overwrite-output-dir replaces only a run "
+            "folder that train made. Nothing was changed. Choose another --output-dir (a new or empty folder)."
+        )
+    raise OutputExistsError(
+        f"{what} {folder} holds {listed(found)}, which a run would write, but it has no run record ({RUN_RECORD}): "
+        "these are not a training run's files, and a run there would replace them. Nothing was changed. Choose "
+        "another --output-dir (a new or empty folder), or move those out of it."
+    )
+
+
+def refuse_run_folder_as_model(path: str | os.PathLike, flag: str) -> None:
+    """A run folder passed where a model is read (`export RUN`, `evaluate RUN`): its model is in `final/` (or a
+    checkpoint), not at its top. Refused naming the folder to pass instead; anything else is left to the loaders.
+
+    Raises:
+        MissingInputError: `path` is a run folder without a model of its own.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or (folder / "config.json").is_file() or (folder / "modules.json").is_file():
+        return
+    checkpoints = _checkpoints(folder)
+    if not ((folder / RUN_RECORD).is_file() or (folder / FINAL_DIR).is_dir() or checkpoints):
+        return
+    final = folder / FINAL_DIR
+    if final.is_dir():
+        instead = f"pass its finished model, {final}"
+    elif checkpoints:
+        instead = f"the run has not finished: pass its newest checkpoint, {checkpoints[0]}, or finish the run first"
+    else:
+        instead = "the run has no model yet (no final/, no checkpoint-*): let it finish, or start it over, first"
+    raise MissingInputError(f"{path} ({flag}) is a training run folder, not a model: {instead}.")
 
 
 def new_run_record(recipe: Recipe) -> dict[str, Any]:
@@ -195,6 +292,14 @@ def resolve_resume(resume: str | bool | None, output_dir: str, recipe: Recipe | 
         problem = checkpoint_problem(path)
         if problem is not None:
             intact = _newest_intact(path.parent, exclude=path) if path.parent.is_dir() else None
+            if not path.exists():
+                intact = intact or (_newest_intact(folder) if folder.is_dir() else None)
+                instead = (
+                    f" The newest intact checkpoint is {intact}: resume from it with --resume {intact}."
+                    if intact
+                    else f" Check the path, or drop the path (--resume alone takes the newest checkpoint in {folder})."
+                )
+                raise RecipeError(f"--resume {path}: no such checkpoint folder (it is missing).{instead}")
             instead = (
                 f" The newest intact checkpoint there is {intact}: resume from it with --resume {intact}."
                 if intact

@@ -333,7 +333,27 @@ def _model_limits(config: RetroMAEConfig) -> tuple[int | None, int]:
     return encoder.max_sequence_length(), int(config.vocab_size)
 
 
-def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
+def _has_position_table(config: RetroMAEConfig) -> bool:
+    """Whether the encoder has an absolute position table (BERT, RoBERTa, XLM-R), which `convert --max-positions`
+    can extend; rotary encoders (ModernBERT) have none. Built on the meta device: no memory, no weights."""
+    import copy
+
+    from .modeling_retromae import RetroMAEModel, absolute_position_table
+
+    with torch.device("meta"):
+        encoder = RetroMAEModel(copy.deepcopy(config))
+    return absolute_position_table(encoder.get_encoder().embeddings, config.hidden_size) is not None
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as under taskset or a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def effective_lengths(recipe: Recipe, positions: int | None, extendable: bool = True) -> dict[str, int]:
     """The sequence lengths a run uses, checked against the model's longest input (`max_sequence_length()`).
 
     A length the user set (in the recipe or on the command line) beyond the model's positions is refused, naming
@@ -351,10 +371,21 @@ def effective_lengths(recipe: Recipe, positions: int | None) -> dict[str, int]:
         if positions is not None and value > positions:
             flag = "--" + key.replace("_", "-")
             if explicit is None or key in explicit:
+                if extendable:
+                    longer = (
+                        "a model with a longer position table (extending the table of a trained model: `retromae-hf "
+                        "convert MODEL FOLDER --max-positions N`, see docs/encoders.md)"
+                    )
+                elif recipe.model == "scratch":
+                    longer = "a longer encoder (model_config.encoder.max_position_embeddings)"
+                else:  # rotary positions (ModernBERT): no table whose rows could be copied
+                    longer = (
+                        "a checkpoint trained for longer inputs (this encoder's positions are rotary, so there is "
+                        "no position table to extend by copying rows; answerdotai/ModernBERT-base takes 8,192)"
+                    )
                 raise RecipeError(
                     f"{key} {value} ({flag}) is longer than the model's {positions} positions (its longest input, "
-                    f"model {recipe.model!r}). Use {flag} {positions} or less, or a model with a longer position "
-                    "table (extending the table of a trained model: see docs/encoders.md)."
+                    f"model {recipe.model!r}). Use {flag} {positions} or less, or {longer}."
                 )
             logger.info("%s: the default %d is longer than the model's %d positions: using %d (%s)", key, value,
                         positions, positions, flag)  # fmt: skip
@@ -704,10 +735,18 @@ class RetroMAETrainer(Trainer):
             kept = ", ".join(path.name for path in reversed(_checkpoints(Path(run_dir)))) or "none yet"
             # The weights plus Adam's two moments: what one checkpoint needs, roughly.
             size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters()) * 3
+            # A new checkpoint is staged whole before the oldest is rotated away, so a lower save_total_limit does
+            # not make room for it: what helps is free space, or a smaller checkpoint.
+            if kept != "none yet":
+                then = (f"; the earlier checkpoints are intact ({kept}): once there is room for one more "
+                        "checkpoint, continue with --resume")
+            else:
+                then = ("; there is no earlier checkpoint to resume from: once there is room, start again with "
+                        "--overwrite-output-dir")
             raise disk_full_error(
                 error, run_dir, what=f"the run folder (saving {name}, about {human_size(size)} per checkpoint)",
-                written=written, extra=f"; the earlier checkpoints are intact ({kept}): continue with --resume once "
-                "there is room, or keep fewer checkpoints (--set training.save_total_limit=1)",
+                written=written, extra=then + ". Checkpoints without the optimizer's state are about a third of that "
+                "size (--set training.save_only_model=true; such a run can no longer be resumed exactly)",
             ) from error  # fmt: skip
         finally:
             self._staging_dir = None
@@ -882,6 +921,13 @@ def _train_holding_the_folder(
     if recipe.torch_threads:
         # Intra-op threads spin while they wait: on a busy machine, or for a tiny model whose operations are too
         # small to share, they cost far more than they give (benchmarks/threads.py).
+        cores = available_cores()
+        if recipe.torch_threads > cores:
+            logger.warning(
+                "torch_threads %d is more than the %d core(s) this process may use: threads would wait on each other "
+                "(many times slower). Use --torch-threads %d or less (1 for a tiny model or a shared machine)",
+                recipe.torch_threads, cores, cores,
+            )  # fmt: skip
         torch.set_num_threads(recipe.torch_threads)
         logger.info("torch uses %d thread(s) (torch_threads)", recipe.torch_threads)
     resume_from = resolve_resume(resume, output_dir, recipe)
@@ -895,11 +941,17 @@ def _train_holding_the_folder(
     args = training_arguments(recipe, output_dir)
     config = read_model_config(recipe)
     positions, vocab_size = _model_limits(config)
-    lengths = effective_lengths(recipe, positions)
+    lengths = effective_lengths(recipe, positions, extendable=_has_position_table(config))
 
     from .prepare import find_prepared, load_prepared
 
     prepared = find_prepared(recipe.corpus) if recipe.stage == 1 and train_dataset is None else None
+    if prepared is not None and recipe.streaming:
+        raise RecipeError(
+            f"--corpus {prepared} is a prepared corpus, which training memory-maps shard by shard (every rank at "
+            "once, nothing held in memory); --streaming does not apply to it and would be ignored. Drop --streaming "
+            "(or set streaming: false), or pass the text files to stream them instead."
+        )
     if prepared is not None and recipe.tokenizer == "train":
         raise RecipeError(
             f"--corpus {prepared} is already tokenized: pass the tokenizer it was prepared with (--tokenizer), not "
@@ -978,6 +1030,7 @@ def _train_holding_the_folder(
             contrastive=recipe.contrastive_weight,
             bag_of_words=recipe.bag_of_words_weight,
         )
+    _check_data_against_settings(dataset, recipe, args)
     _check_first_batch(dataset, collator, recipe)
     if recipe.stage == 1:
         check_corpus_vocabulary(dataset, tokenizer, recipe)
@@ -1128,6 +1181,45 @@ def check_corpus_vocabulary(dataset, tokenizer: PreTrainedTokenizerBase, recipe:
         allow_flag="--allow-small-vocabulary",
         allowed=recipe.allow_small_vocabulary,
     )
+
+
+def _check_data_against_settings(dataset, recipe: Recipe, args: TrainingArguments) -> None:
+    """Settings that only the data can show absurd, checked on a dataset of known size before the model is built
+    (a streamed one is checked row by row: the collator refuses a row with too few negatives).
+
+    - `num_negatives` beyond the hard negatives of a row would repeat them (read from the Arrow column's list
+      lengths, without reading the texts);
+    - `gradient_accumulation_steps` beyond the batches of an epoch would never complete an optimizer step.
+
+    Raises:
+        RecipeError: naming the setting, what the data holds and the value that fits.
+    """
+    import datasets
+
+    if not isinstance(dataset, datasets.Dataset):
+        return
+    if recipe.stage == 2 and recipe.num_negatives > 0 and "negatives" in (dataset.column_names or []):
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(dataset.data.column("negatives")).fill_null(0)
+        fewest = int(pc.min(lengths).as_py() or 0) if len(lengths) else 0
+        if fewest < recipe.num_negatives:
+            short = int(pc.sum(pc.less(lengths, recipe.num_negatives)).as_py() or 0)
+            raise RecipeError(
+                f"num_negatives {recipe.num_negatives} (--num-negatives): {short} of {len(dataset)} training "
+                f"example(s) have fewer hard negatives (the fewest: {fewest}); their negatives would be repeated to "
+                f"fill the batch. Use --num-negatives {fewest} or less (0: in-batch negatives only), or give every "
+                "example enough negatives."
+            )
+    accumulation = args.gradient_accumulation_steps
+    batches = len(dataset) // max(1, args.per_device_train_batch_size * args.world_size)
+    if accumulation > 1 and accumulation > batches:
+        raise RecipeError(
+            f"training.gradient_accumulation_steps {accumulation} (--set training.gradient_accumulation_steps=N): "
+            f"one optimizer step would sum {accumulation} batches, but an epoch of the training data holds "
+            f"{batches} batch(es) ({len(dataset)} examples, {args.per_device_train_batch_size} per device on "
+            f"{args.world_size} process(es)). Use {max(1, batches)} or less."
+        )
 
 
 def _check_first_batch(dataset, collator, recipe: Recipe) -> None:

@@ -15,6 +15,11 @@ TEXTS = [
 ]
 
 
+
+def dense_collator(*args, **kwargs) -> RetroMAECollator:
+    """The official layout (`decoder_mask="dense"`): the `[B, L, L]` mask these tests inspect row by row."""
+    return RetroMAECollator(*args, **{"decoder_mask": "dense", **kwargs})
+
 def corpus_lines(count=64):
     return project_lines(count)
 
@@ -52,8 +57,17 @@ def assert_decoder_mask_structure(mask, word_ids, lengths):
                 assert tokens.all() or not tokens.any(), f"word {int(w)} split in row {i}"
 
 
-def test_outputs_exactly_the_forward_keys(wordpiece_tokenizer):
+def test_the_default_decoder_mask_is_compact(wordpiece_tokenizer):
+    """Built by hand, the collator gives what `train` uses: O(P x L) pool and picks, no `[B, L, L]` mask."""
+    from retromae_hf.collator import COMPACT_DECODER_MASK_KEYS
+
     batch = RetroMAECollator(wordpiece_tokenizer, max_length=32)(TEXTS)
+    assert "decoder_attention_mask" not in batch
+    assert set(batch) == (set(FORWARD_KEYS) - {"decoder_attention_mask"}) | set(COMPACT_DECODER_MASK_KEYS)
+
+
+def test_outputs_exactly_the_forward_keys(wordpiece_tokenizer):
+    batch = dense_collator(wordpiece_tokenizer, max_length=32)(TEXTS)
     assert tuple(batch) == FORWARD_KEYS
     bsz, seq_len = batch["encoder_input_ids"].shape
     assert bsz == len(TEXTS) and seq_len <= 32
@@ -63,7 +77,7 @@ def test_outputs_exactly_the_forward_keys(wordpiece_tokenizer):
 
 def test_accepts_texts_mappings_and_tokenized_examples_alike(wordpiece_tokenizer):
     def collator():
-        return RetroMAECollator(wordpiece_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
+        return dense_collator(wordpiece_tokenizer, max_length=40, generator=torch.Generator().manual_seed(0))
 
     from_texts = collator()(TEXTS)
     from_dicts = collator()([{"text": t} for t in TEXTS])
@@ -75,21 +89,21 @@ def test_accepts_texts_mappings_and_tokenized_examples_alike(wordpiece_tokenizer
 
 
 def test_seeded_masks_depend_only_on_seed_epoch_and_content(wordpiece_tokenizer):
-    collator = RetroMAECollator(wordpiece_tokenizer, max_length=40, seed=5)
+    collator = dense_collator(wordpiece_tokenizer, max_length=40, seed=5)
     first = collator(TEXTS)
     collator(TEXTS[:2])  # other calls in between do not shift anything
-    again = RetroMAECollator(wordpiece_tokenizer, max_length=40, seed=5)(TEXTS)
+    again = dense_collator(wordpiece_tokenizer, max_length=40, seed=5)(TEXTS)
     assert all(torch.equal(first[k], again[k]) for k in FORWARD_KEYS)
     collator.set_epoch(1)
     next_epoch = collator(TEXTS)
     assert not torch.equal(first["decoder_attention_mask"], next_epoch["decoder_attention_mask"])
-    other_seed = RetroMAECollator(wordpiece_tokenizer, max_length=40, seed=6)(TEXTS)
+    other_seed = dense_collator(wordpiece_tokenizer, max_length=40, seed=6)(TEXTS)
     assert not torch.equal(first["decoder_attention_mask"], other_seed["decoder_attention_mask"])
 
 
 def test_encoder_mask_ratio_replacement_and_special_tokens(wordpiece_tokenizer):
     lines = corpus_lines(64)
-    collator = RetroMAECollator(wordpiece_tokenizer, encoder_mask_ratio=0.3, max_length=128)
+    collator = dense_collator(wordpiece_tokenizer, encoder_mask_ratio=0.3, max_length=128)
     selected = total = masked = unchanged = 0
     for _ in range(10):
         batch = collator(lines)
@@ -114,7 +128,7 @@ def test_encoder_mask_ratio_replacement_and_special_tokens(wordpiece_tokenizer):
 
 def test_encoder_masks_whole_words(wordpiece_tokenizer):
     lines = corpus_lines(32)
-    collator = RetroMAECollator(wordpiece_tokenizer, max_length=96)
+    collator = dense_collator(wordpiece_tokenizer, max_length=96)
     word_rows = words_of(wordpiece_tokenizer, lines, 96)
     multi_piece_words_seen = 0
     for _ in range(5):
@@ -131,7 +145,7 @@ def test_encoder_masks_whole_words(wordpiece_tokenizer):
 
 def test_decoder_mask_rules_and_ratio(wordpiece_tokenizer):
     lines = corpus_lines(24)
-    collator = RetroMAECollator(wordpiece_tokenizer, decoder_mask_ratio=0.5, max_length=64)
+    collator = dense_collator(wordpiece_tokenizer, decoder_mask_ratio=0.5, max_length=64)
     batch = collator(lines)
     lengths = batch["encoder_attention_mask"].sum(1)
     word_ids = padded_word_ids(words_of(wordpiece_tokenizer, lines, 64), lengths.max())
@@ -164,7 +178,7 @@ def test_property_checker_accepts_the_official_collators_masks():
 
 
 def test_decoder_labels_cover_every_real_token_but_cls_and_final_sep(wordpiece_tokenizer):
-    batch = RetroMAECollator(wordpiece_tokenizer, max_length=32)(TEXTS)
+    batch = dense_collator(wordpiece_tokenizer, max_length=32)(TEXTS)
     lengths = batch["encoder_attention_mask"].sum(1)
     for b, n in enumerate(lengths.tolist()):
         labels = batch["decoder_labels"][b]
@@ -211,7 +225,7 @@ def test_bpe_tokenizer_whole_words():
         cls_token="<s>",
         sep_token="</s>",
     )
-    collator = RetroMAECollator(tokenizer, max_length=64)
+    collator = dense_collator(tokenizer, max_length=64)
     word_rows = words_of(tokenizer, TEXTS, 64)
     encoded = tokenizer(TEXTS, truncation=True, max_length=64)
     for i, ids in enumerate(encoded["input_ids"]):
@@ -236,7 +250,7 @@ def test_bpe_tokenizer_whole_words():
 
 
 def test_over_long_inputs_are_truncated_keeping_the_final_separator(wordpiece_tokenizer):
-    collator = RetroMAECollator(wordpiece_tokenizer, max_length=16)
+    collator = dense_collator(wordpiece_tokenizer, max_length=16)
     long_ids = wordpiece_tokenizer(" ".join(["retrieval"] * 40))["input_ids"]
     batch = collator([{"input_ids": long_ids}, " ".join(["embedding"] * 40)])
     assert batch["encoder_input_ids"].shape[1] == 16
@@ -244,7 +258,7 @@ def test_over_long_inputs_are_truncated_keeping_the_final_separator(wordpiece_to
 
 
 def test_bad_input_fails_clearly(wordpiece_tokenizer):
-    collator = RetroMAECollator(wordpiece_tokenizer)
+    collator = dense_collator(wordpiece_tokenizer)
     with pytest.raises(ValueError, match="empty batch"):
         collator([])
     with pytest.raises(ValueError, match="example 1 has an empty"):
@@ -254,13 +268,13 @@ def test_bad_input_fails_clearly(wordpiece_tokenizer):
     with pytest.raises(ValueError, match="word_ids has 2 entries"):
         collator([{"input_ids": [101, 2000, 102], "word_ids": [-1, 0]}])
     with pytest.raises(ValueError, match="encoder_mask_ratio"):
-        RetroMAECollator(wordpiece_tokenizer, encoder_mask_ratio=1.5)
+        dense_collator(wordpiece_tokenizer, encoder_mask_ratio=1.5)
 
 
 def test_generator_makes_masks_reproducible(wordpiece_tokenizer):
-    first = RetroMAECollator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
-    second = RetroMAECollator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
-    third = RetroMAECollator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(8))(TEXTS)
+    first = dense_collator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
+    second = dense_collator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(7))(TEXTS)
+    third = dense_collator(wordpiece_tokenizer, generator=torch.Generator().manual_seed(8))(TEXTS)
     assert all(torch.equal(first[k], second[k]) for k in FORWARD_KEYS)
     assert not torch.equal(first["decoder_attention_mask"], third["decoder_attention_mask"])
 
@@ -269,7 +283,7 @@ def test_batch_trains_the_model(wordpiece_tokenizer, tiny_config):
     from retromae_hf import RetroMAEForPreTraining
 
     model = RetroMAEForPreTraining(tiny_config)
-    batch = RetroMAECollator(wordpiece_tokenizer, max_length=tiny_config.max_position_embeddings)(TEXTS)
+    batch = dense_collator(wordpiece_tokenizer, max_length=tiny_config.max_position_embeddings)(TEXTS)
     output = model(**batch)
     assert torch.isfinite(output.loss) and output.encoder_loss > 0 and output.decoder_loss > 0
     output.loss.backward()
@@ -280,10 +294,10 @@ def test_contrastive_collator_groups_passages_per_query(wordpiece_tokenizer):
 
     examples = [
         {"query": "what is retromae", "positive": "RetroMAE is a pre-training method.", "negatives": ["a", "b", "c"]},
-        {"query": "capital of france", "positive": "Paris is the capital of France.", "negatives": ["lyon"]},
+        {"query": "capital of france", "positive": "Paris is the capital of France.", "negatives": ["lyon", "nice"]},
     ]
     collator = ContrastiveCollator(
-        wordpiece_tokenizer, num_negatives=2, retromae=RetroMAECollator(wordpiece_tokenizer, max_length=32)
+        wordpiece_tokenizer, num_negatives=2, retromae=dense_collator(wordpiece_tokenizer, max_length=32)
     )
     batch = collator(examples)
     assert set(FORWARD_KEYS) <= set(batch)
@@ -291,7 +305,9 @@ def test_contrastive_collator_groups_passages_per_query(wordpiece_tokenizer):
     decoded = wordpiece_tokenizer.batch_decode(batch["passage_input_ids"], skip_special_tokens=True)
     assert decoded[0] == "retromae is a pre - training method." and decoded[3] == "paris is the capital of france."
     assert set(decoded[1:3]) <= {"a", "b", "c"} and len(set(decoded[1:3])) == 2  # without replacement
-    assert decoded[4:6] == ["lyon", "lyon"]  # fewer than asked: with replacement
+    assert sorted(decoded[4:6]) == ["lyon", "nice"]
+    with pytest.raises(ValueError, match=r"example 1 has 1 hard negative\(s\) but num_negatives=2; each would be repeated"):
+        collator([examples[0], {**examples[1], "negatives": ["lyon"]}])  # fewer than asked: never repeated
     # the RetroMAE keys are computed on the positives
     assert wordpiece_tokenizer.decode(batch["decoder_input_ids"][1], skip_special_tokens=True) == decoded[3]
     in_batch_only = ContrastiveCollator(wordpiece_tokenizer, num_negatives=0)(examples)
@@ -306,7 +322,7 @@ def test_plain_decoding_inputs(wordpiece_tokenizer, tiny_config):
     from retromae_hf import RetroMAEForPreTraining
 
     lines = corpus_lines(16)
-    batch = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
+    batch = dense_collator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
     real = batch["encoder_attention_mask"].bool()
     masked = batch["decoder_input_ids"] == wordpiece_tokenizer.mask_token_id
     labelled = batch["decoder_labels"] != -100
@@ -330,7 +346,7 @@ def test_spelling_word_boundaries_on_a_padded_batch(trained_tokenizer, kind, lay
     assert boundaries.is_wordpiece == (kind == "wordpiece")
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     words = boundaries.word_ids(batch["input_ids"], batch["attention_mask"].bool())
-    collator = RetroMAECollator(tokenizer)
+    collator = dense_collator(tokenizer)
     for row, (ids, mask) in enumerate(zip(batch["input_ids"], batch["attention_mask"], strict=True)):
         n = int(mask.sum())
         assert words[row, :n].tolist() == collator._words_from_spelling(ids[:n].tolist())
@@ -358,7 +374,7 @@ def test_whole_words_and_special_tokens_with_real_subword_tokenizers(trained_tok
     assert any(token.startswith(marker) for token in tokens)
     word_rows = words_of(tokenizer, texts, 64)
     assert any(row.count(w) > 1 for row in word_rows for w in set(row) if w >= 0)  # words of several pieces exist
-    collator = RetroMAECollator(tokenizer, max_length=64, generator=torch.Generator().manual_seed(0))
+    collator = dense_collator(tokenizer, max_length=64, generator=torch.Generator().manual_seed(0))
     # Pre-tokenized examples without word_ids: words recovered from the spelling never split a tokenizer word.
     for i, ids in enumerate(encoded["input_ids"]):
         spelled = collator._words_from_spelling(ids)
@@ -397,7 +413,7 @@ def test_compact_decoder_mask_expands_to_the_dense_mask_bit_for_bit(wordpiece_to
 
     lines = [*corpus_lines(12), "Short."]  # rows of different lengths: padding in the batch
     for pool_size in (256, 3):  # 3: rows pick among fewer members than their length
-        dense = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoder_pool_size=pool_size, seed=3)(lines)
+        dense = dense_collator(wordpiece_tokenizer, max_length=64, decoder_pool_size=pool_size, seed=3)(lines)
         compact = RetroMAECollator(
             wordpiece_tokenizer, max_length=64, decoder_pool_size=pool_size, seed=3, decoder_mask="compact"
         )(lines)
@@ -423,7 +439,7 @@ def test_compact_pool_has_one_shape_per_length(wordpiece_tokenizer):
     from retromae_hf.collator import expand_decoder_mask
 
     options = dict(max_length=64, pad_to_multiple_of=64, decoder_pool_size=256, seed=1)
-    dense = RetroMAECollator(wordpiece_tokenizer, **options)(TEXTS[2:3])
+    dense = dense_collator(wordpiece_tokenizer, **options)(TEXTS[2:3])
     compact = RetroMAECollator(wordpiece_tokenizer, decoder_mask="compact", **options)(TEXTS[2:3])
     real = compact["encoder_attention_mask"].bool()
     assert int(real.sum()) < 64 and compact["decoder_mask_pool"].shape == (1, 64, 64)
@@ -450,7 +466,7 @@ def test_compact_plain_decoding_sends_no_mask_and_the_same_loss(wordpiece_tokeni
     from retromae_hf import RetroMAEForPreTraining
 
     lines = [*corpus_lines(8), "Short."]
-    dense = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
+    dense = dense_collator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0)(lines)
     compact = RetroMAECollator(wordpiece_tokenizer, max_length=64, decoding="plain", seed=0, decoder_mask="compact")(
         lines
     )

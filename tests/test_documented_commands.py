@@ -57,10 +57,11 @@ def readme_commands() -> list[tuple[list[str], bool]]:
     return commands
 
 
-def readme_snippets() -> list[tuple[str, str]]:
-    """`(code, needs)` for every Python block of the README; `needs` is what its first-line `# needs: ...` comment
-    names (empty for a block that runs as written, offline, in the sandbox after the README's commands)."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def readme_snippets(document: str = "README.md") -> list[tuple[str, str]]:
+    """`(code, needs)` for every Python block of the README (or another `document`); `needs` is what its first-line
+    `# needs: ...` comment names (empty for a block that runs as written, offline, in the sandbox after the
+    README's commands)."""
+    text = (REPO / document).read_text(encoding="utf-8")
     snippets = []
     for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
         first = block.splitlines()[0] if block.strip() else ""
@@ -108,6 +109,19 @@ def test_readme_snippets_define_every_name_or_say_what_they_need():
             if isinstance(node, ast.Import | ast.ImportFrom)
             for alias in node.names
         }
+
+
+@pytest.mark.parametrize("document", ["docs/encoders.md"])
+def test_doc_snippets_run_or_say_what_they_need(document, tmp_path, monkeypatch):
+    """The Python blocks of the docs: each defines every name it uses, and each that needs nothing runs as written
+    (offline, in an empty folder)."""
+    snippets = readme_snippets(document)
+    assert snippets
+    monkeypatch.chdir(tmp_path)
+    for code, needs in snippets:
+        assert not undefined_names(code, set()), (code[:200], undefined_names(code, set()))
+        if not needs:
+            exec(compile(code, f"{document} snippet", "exec"), {"__name__": "doc_snippet"})
 
 
 def help_commands() -> list[list[str]]:

@@ -290,7 +290,10 @@ def architecture_setup(request, trained_tokenizer):
 
 
 def collated(tokenizer, seed=0):
-    collator = RetroMAECollator(tokenizer, max_length=MAX_LENGTH, generator=torch.Generator().manual_seed(seed))
+    # The official layout, explicitly: several tests read or replace the [B, L, L] decoder mask.
+    collator = RetroMAECollator(
+        tokenizer, max_length=MAX_LENGTH, generator=torch.Generator().manual_seed(seed), decoder_mask="dense"
+    )
     return collator(SENTENCES)
 
 

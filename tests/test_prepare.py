@@ -64,6 +64,15 @@ def test_a_second_prepare_into_a_locked_folder_is_refused_naming_the_holder(word
     assert manifest["totals"]["blocks"] > 0 and not (folder / ".retromae.lock").exists()
 
 
+def test_the_cheap_checks_name_a_running_prepare_before_the_tokenizer_loads(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus")
+    folder = tmp_path / "prepared"
+    holder = f"in use by process {os.getpid()}.*{prepare.PREPARE_CLASH}"
+    with RunLock(folder, what="--output-dir", command="retromae-hf prepare"), pytest.raises(FolderLockedError, match=holder):
+        prepare.check_request([corpus], folder)
+    prepare.check_request([corpus], folder)  # released: nothing to refuse
+
+
 POOL_SCRIPT = """
 import multiprocessing, os, sys, time
 from retromae_hf.prepare import _init_worker

@@ -179,7 +179,7 @@ def test_masks_are_the_collators(model):
     ours = loss.retromae_inputs(batch, torch.Generator().manual_seed(3))
     ids = [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
     collator = RetroMAECollator(
-        tokenizer, max_length=64, decoder_pool_size=16, generator=torch.Generator().manual_seed(3)
+        tokenizer, max_length=64, decoder_pool_size=16, generator=torch.Generator().manual_seed(3), decoder_mask="dense"
     )
     theirs = collator([{"input_ids": row} for row in ids])
     for key in FORWARD_KEYS:

@@ -289,6 +289,7 @@ def test_cheap_checks_run_before_anything_is_loaded(tmp_path, monkeypatch):
         train(bad_ratio)
     used = tmp_path / "run"
     (used / "checkpoint-2").mkdir(parents=True)
+    (used / "retromae_run.json").write_text(json.dumps({"run_id": "earlier"}))  # a run train made
     recipe = build_recipe(
         {"stage": 1, "corpus": ["c.txt"], "model": "scratch", "tokenizer": "t", "output_dir": str(used)}
     )
@@ -367,9 +368,16 @@ def test_overwrite_output_dir_deletes_only_what_train_made(tmp_path):
     (run / "training_log.jsonl").write_text("{}\n")
     (run / "notes.txt").write_text("mine")
     recipe = build_recipe({"stage": 1, "corpus": ["c.txt"], "output_dir": str(run)})
+    # Without train's run record the folder is the user's, whatever its files are called: nothing is deleted.
+    before = snapshot(run)
+    with pytest.raises(OutputExistsError, match=r"holds files that retromae-hf train did not write.*no run record"):
+        prepare_output_dir(recipe, resume=None, overwrite=True)
+    assert snapshot(run) == before
+    (run / "retromae_run.json").write_text(json.dumps({"run_id": "earlier"}))
     prepare_output_dir(recipe, resume=None, overwrite=True)
     assert sorted(path.name for path in run.iterdir()) == ["notes.txt"]
     # A model inside the folder would be deleted by the clean-up: refused instead.
+    (run / "retromae_run.json").write_text(json.dumps({"run_id": "next"}))
     (run / "final").mkdir()
     (run / "final" / "config.json").write_text("{}")
     uses_it = build_recipe({"stage": 1, "corpus": ["c.txt"], "model": str(run / "final"), "output_dir": str(run)})

@@ -704,3 +704,267 @@ def test_train_on_a_corrupt_gzip_names_the_file(workspace, tmp_path, capfd):
     code, err = run_cli(argv, capfd)
     assert code == 2 and f"{corpus}: cannot be read as a gzip file" in err, err
     assert "probably a bug" not in err
+
+
+# --------------------------------------------------------------------------------------------------- issue 25 (train, CLI)
+@pytest.fixture(scope="module")
+def round3(workspace, tmp_path_factory):
+    """Round three's inputs, beside (not inside) the shared workspace: a user's folder named like a run, a run that
+    finished, a long-eval set missing one length's corpus, a masked-LM config of a rotary encoder, pairs with one
+    negative, a prepared corpus."""
+    import shutil
+
+    from transformers import ModernBertConfig
+
+    ws = tmp_path_factory.mktemp("careless-user-3")
+    for name in ("tok", "ckpt", "corpus.txt", "empty.txt"):
+        source = workspace / name
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, ws / name)
+    thesis = ws / "proj"  # a user's own folder, whose names happen to be those train writes
+    (thesis / "final").mkdir(parents=True)
+    (thesis / "final" / "thesis.tex").write_text("\\section{Results}\n")
+    (thesis / "evaluation").mkdir()
+    (thesis / "evaluation" / "corpus.jsonl").write_text('{"_id": "1", "text": "mine"}\n')
+    (thesis / "notes.txt").write_text("my notes\n")
+    (ws / "notes-only").mkdir()
+    (ws / "notes-only" / "notes.txt").write_text("only notes\n")
+    finished = ws / "finished-run"  # a run folder: its model is final/
+    (finished / "final").mkdir(parents=True)
+    (finished / "retromae_run.json").write_text(json.dumps({"run_id": "x"}))
+    for length, complete in ((64, True), (128, False)):
+        folder = ws / "long" / f"passkey-{length}"
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a query"}) + "\n")
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+        if complete:
+            (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "a passage"}) + "\n")
+    ModernBertConfig(
+        vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3,
+        architectures=["ModernBertForMaskedLM"],
+    ).save_pretrained(ws / "short-modernbert")  # fmt: skip
+    lines = project_lines(12)
+    rows = [{"query": lines[i], "positive": lines[i + 1], "negatives": [lines[i + 2]]} for i in range(0, 9, 3)]
+    (ws / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return ws
+
+
+def unchanged_after(folder: Path, argv: list[str], capfd) -> tuple[int, str]:
+    before = snapshot(folder)
+    code, err = run_cli(argv, capfd)
+    assert snapshot(folder) == before, "a refused command changed files"
+    assert "Traceback" not in err and "probably a bug" not in err, err
+    return code, err
+
+
+def test_overwrite_output_dir_never_clears_a_folder_without_a_run_record(round3, monkeypatch, capfd):
+    """Item 1: a user's folder (final/thesis.tex, evaluation/corpus.jsonl, notes.txt) is refused with and without
+    the flag; the refusal names its files and the fix, never calls it a training run nor offers to delete it."""
+    monkeypatch.chdir(round3)
+    code, err = unchanged_after(round3, [*TRAIN, "--output-dir", "proj", "--overwrite-output-dir"], capfd)
+    assert code == 2 and re.search(r"proj holds files that retromae-hf train did not write \(evaluation/, final/, "
+                                   r"notes\.txt\): it has no run record \(retromae_run\.json\)", err), err
+    assert "replaces only a run folder that train made" in err and "Choose another --output-dir" in err
+    code, err = unchanged_after(round3, [*TRAIN, "--output-dir", "proj"], capfd)
+    assert code == 2 and "proj holds evaluation/, final/, which a run would write, but it has no run record" in err
+    assert "already holds a training run" not in err and "--overwrite-output-dir" not in err, err
+    code, err = unchanged_after(round3, [*TRAIN, "--output-dir", "notes-only", "--overwrite-output-dir"], capfd)
+    assert code == 2 and "notes-only holds files that retromae-hf train did not write (notes.txt)" in err, err
+
+
+def test_no_command_accepts_an_abbreviated_option(round3, monkeypatch, capfd):
+    """Item 2: every parser refuses an abbreviation of each of its long options as an unrecognized argument (with
+    abbreviations allowed, argparse would take it for the option); `train --overwrite` deletes nothing."""
+    import argparse
+
+    from retromae_hf.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    checked = 0
+    for command, sub in [(None, parser), *subparsers.choices.items()]:
+        required = [command] if command else []  # a valid command line up to the abbreviation
+        for action in sub._actions if command else []:
+            value = str(next(iter(action.choices))) if action.choices else "1"
+            if not action.option_strings:
+                required += [value] * (1 if action.nargs in (None, "+") else 0)
+            elif action.required:
+                required += [action.option_strings[-1], value]
+        for option in [o for action in sub._actions for o in action.option_strings if o.startswith("--")]:
+            prefix = option[:-1]
+            if prefix in sub._option_string_actions or len(prefix) < 4:
+                continue
+            argv = [*required, prefix, "1"] if command else [prefix, "pull", "org/name"]
+            with pytest.raises(SystemExit) as exited:
+                parser.parse_args(argv)
+            err = capfd.readouterr().err
+            assert exited.value.code == 2 and f"unrecognized arguments: {prefix}" in err, (argv, err)
+            checked += 1
+    assert checked > 60
+    monkeypatch.chdir(round3)
+    code, err = unchanged_after(round3, [*TRAIN, "--output-dir", "proj", "--overwrite"], capfd)
+    assert code == 2 and "unrecognized arguments: --overwrite" in err, err
+
+
+def test_a_running_folder_is_named_before_anything_loads(round3, tmp_path, monkeypatch, capfd):
+    """Item 10: a second train into a folder whose run holds the lock (before its first checkpoint) names the
+    holder, with or without --resume / --overwrite-output-dir, and says nothing about stopped runs."""
+    import os
+    import socket
+
+    from retromae_hf.locks import RunLock
+
+    monkeypatch.chdir(round3)
+    run = tmp_path / "running"
+    run.mkdir()
+    (run / "retromae_run.json").write_text(json.dumps({"run_id": "running"}))
+    with RunLock(run, what="output_dir (--output-dir)"):
+        for extra in ([], ["--resume"], ["--overwrite-output-dir"]):
+            code, err = unchanged_after(round3, [*TRAIN, "--output-dir", str(run), *extra], capfd)
+            assert code == 2, err
+            assert f"is in use by process {os.getpid()} on {socket.gethostname()} (retromae-hf train, started" in err
+            assert "stopped before" not in err and "--overwrite-output-dir (deletes" not in err, err
+
+
+@pytest.mark.parametrize("field", ["save_strategy", "eval_strategy", "logging_strategy", "hub_strategy"])
+def test_yaml_booleans_in_text_options_reach_the_trainer_as_text(field, tmp_path):
+    """Item 11: `--set training.save_strategy=no` (transformers' spelling) is the string 'no', as the field's type
+    asks; a bool field given `no` is still False; the same in a recipe file."""
+    from retromae_hf.recipe import parse_override, read_recipe_file
+    from retromae_hf.training import training_arguments
+
+    value = "end" if field == "hub_strategy" else "no"
+    keys, parsed = parse_override(f"training.{field}={value}")
+    _, bf16 = parse_override("training.bf16=no")
+    recipe = build_recipe({"corpus": ["c.txt"]}, {".".join(keys): parsed, "training.bf16": bf16})
+    assert recipe.training[field] == value and type(recipe.training[field]) is str
+    assert recipe.training["bf16"] is False
+    assert str(getattr(training_arguments(recipe, str(tmp_path)), field).value) == value
+    (tmp_path / "r.yaml").write_text(f"corpus: [c.txt]\ntraining:\n  {field}: {value}\n  bf16: no\n")
+    from_file = build_recipe(read_recipe_file(tmp_path / "r.yaml")[0])
+    assert from_file.training == {field: value, "bf16": False}
+
+
+# fmt: off
+ROUND3_CASES = [
+    ("set-corpus-null", [*TRAIN, "--output-dir", "new", "--set", "corpus=~"], r"command line: corpus must be list, got None"),
+    ("set-value-blamed-on-the-command-line", ["train", "--recipe", "quickstart", "--stage", "1", "--set",
+     "encoder_mask_ratio=1.5"], r"^error: command line: encoder_mask_ratio"),
+    ("resume-a-missing-checkpoint", [*TRAIN, "--output-dir", "new", "--resume", "new/checkpoint-9"],
+     r"--resume new/checkpoint-9: no such checkpoint folder \(it is missing\)(?!.*damaged)"),
+    ("corpus-missing-before-the-tokenizer", ["train", "--stage", "1", "--model", "scratch", "--tokenizer", "nowhere/tok",
+     "--corpus", "missing.txt", "--output-dir", "new"], r"missing\.txt: no such file or folder \(--corpus\)\. Check the path"),
+    ("export-a-run-folder", ["export", "finished-run", "st"],
+     r"finished-run \(the checkpoint argument\) is a training run folder, not a model: pass its finished model, finished-run/final"),
+    ("evaluate-a-run-folder", ["evaluate", "finished-run", "--tasks", "long", "--output-dir", "ev"],
+     r"finished-run \(the model argument\) is a training run folder.*finished-run/final"),
+    ("push-an-invalid-repo-id", ["push", "ckpt", "not a/valid id!"],
+     r"repository id 'not a/valid id!' is not a valid Hugging Face repository id(?!.*HF_TOKEN)"),
+    ("stage1-beyond-a-rotary-encoder", ["train", "--stage", "1", "--model", "short-modernbert", "--corpus", "corpus.txt",
+     "--max-length", "128", "--output-dir", "new"],
+     r"longer than the model's 64 positions.*positions are rotary, so there is no position table to extend(?!.*convert)"),
+    ("stage1-beyond-a-bert-table", ["train", "--stage", "1", "--model", "ckpt", "--corpus", "corpus.txt", "--max-length",
+     "128", "--output-dir", "new"], r"longer than the model's 32 positions.*retromae-hf convert MODEL FOLDER --max-positions N"),
+    ("make-long-eval-empty-text", ["make-long-eval", "--tokenizer", "tok", "--text", "empty.txt", "--output-dir", "le"],
+     r"empty\.txt \(--text\) holds no text \(it is empty or only white space\)"),
+    ("convert-absurd-max-positions", ["convert", "ckpt", "conv", "--max-positions", "1000000000"],
+     r"--max-positions 1,000,000,000 is above the limit of 1,048,576 tokens: full attention costs the square"),
+    ("evaluate-max-length-beyond-the-model", ["evaluate", "ckpt", "--tasks", "long/passkey-64", "--max-length", "100000",
+     "--output-dir", "ev"], r"--max-length 100000 is longer than the model's 32 positions"),
+    ("evaluate-long-eval-missing-a-corpus", ["evaluate", "ckpt", "--tasks", "long", "--output-dir", "ev"],
+     r"long: the BEIR folder\(s\) passkey-128 lack corpus\.jsonl, beside 1 complete one"),
+    ("num-negatives-beyond-the-data", ["train", "--stage", "2", "--model", "ckpt", "--pairs", "pairs.jsonl",
+     "--negative-columns", "negatives", "--num-negatives", "1000", "--query-max-length", "16", "--passage-max-length", "32", "--max-length", "32", "--output-dir", "new"],
+     r"num_negatives 1000 \(--num-negatives\): 3 of 3 training example\(s\) have fewer hard negatives \(the fewest: 1\)"),
+    ("gradient-accumulation-beyond-an-epoch", [*TRAIN, "--output-dir", "new", "--max-length", "32", "--set",
+     "training.gradient_accumulation_steps=1e9"],
+     r"gradient_accumulation_steps 1000000000 .*an epoch of the training data holds \d+ batch\(es\)"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("argv", "message"), [c[1:] for c in ROUND3_CASES], ids=[c[0] for c in ROUND3_CASES])
+def test_round_three_mistakes(round3, monkeypatch, capfd, argv, message):
+    """Items 7, 9 and 10: each refused with one paragraph naming the problem and the fix; nothing changes."""
+    monkeypatch.chdir(round3)
+    code, err = unchanged_after(round3, argv, capfd)
+    assert code == 2, err
+    assert re.search(message, err, re.DOTALL | re.MULTILINE), err
+    assert not (round3 / "new").exists()
+
+
+def test_streaming_a_prepared_corpus_is_refused_and_many_threads_warned(round3, monkeypatch, capfd, caplog):
+    """Item 7: --streaming with a prepared corpus would be ignored: refused; torch_threads above the cores is
+    warned about (docs/scaling.md says so), naming the cores."""
+    from retromae_hf.training import available_cores
+
+    monkeypatch.chdir(round3)
+    if not (round3 / "prepared").is_dir():
+        code, err = run_cli(["prepare", "--tokenizer", "tok", "--corpus", "corpus.txt", "--max-length", "32",
+                             "--output-dir", "prepared", "--num-proc", "1"], capfd)  # fmt: skip
+        assert code == 0, err
+    argv = ["train", "--stage", "1", "--model", "ckpt", "--corpus", "prepared", "--max-length", "32", "--streaming",
+            "--max-steps", "2", "--torch-threads", str(available_cores() + 7), "--output-dir", "new"]  # fmt: skip
+    code, err = unchanged_after(round3, argv, capfd)
+    assert code == 2 and "is a prepared corpus" in err and "Drop --streaming" in err, err
+    assert f"torch_threads {available_cores() + 7} is more than the {available_cores()} core(s)" in caplog.text
+
+
+def test_disk_full_advice_can_help(round3, tmp_path, monkeypatch, capfd):
+    """Item 10: a full disk at the first checkpoint offers no --resume (nothing to resume) and never
+    save_total_limit (the new checkpoint is staged before the old one rotates)."""
+    import errno
+
+    monkeypatch.chdir(round3)
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if "checkpoint-1" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "full"
+    code, err = run_cli([*TRAIN, "--output-dir", str(run), "--max-steps", "2", "--set", "training.save_steps=1",
+                         *TINY_RUN], capfd)  # fmt: skip
+    assert code == 2, err
+    assert "there is no earlier checkpoint to resume from" in err and "--overwrite-output-dir" in err, err
+    assert "save_total_limit" not in err and "continue with --resume" not in err
+    assert "save_only_model=true" in err
+
+
+def test_cheap_train_mistakes_come_before_tokenizers_and_torch():
+    """docs/design.md: a missing corpus, a missing model folder or a user's folder as --output-dir is refused
+    before torch, transformers or datasets are imported."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from conftest import REPO
+
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "proj", "final").mkdir(parents=True)
+        code = (
+            "import sys; from retromae_hf.cli import main; "
+            "codes = [main(['train', '--stage', '1', '--model', 'scratch', '--tokenizer', 'tok', '--corpus', 'missing.txt']), "
+            "main(['train', '--stage', '1', '--model', './no-model', '--corpus', 'c.txt']), "
+            "main(['train', '--stage', '1', '--model', 'scratch', '--tokenizer', 'tok', '--corpus', 'c.txt', "
+            "'--output-dir', 'proj', '--overwrite-output-dir'])]; "
+            "print(*codes, *(name in sys.modules for name in ('torch', 'transformers', 'datasets')))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=folder, timeout=120,
+            env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+    assert result.stdout.split() == ["2", "2", "2", "False", "False", "False"], result.stderr[-2000:]
+    assert "missing.txt: no such file or folder (--corpus)" in result.stderr
+    assert "model './no-model' (--model): no such file or folder" in result.stderr
+    assert "proj holds files that retromae-hf train did not write" in result.stderr
+
+
+def test_the_cheap_data_file_suffixes_are_the_readers():
+    """run_folder's torch-free list of data-file suffixes (for the early missing-path check) is data.py's."""
+    from retromae_hf.data import SUPPORTED_EXTENSIONS
+    from retromae_hf.run_folder import DATA_FILE_SUFFIXES
+
+    assert set(DATA_FILE_SUFFIXES) == {*SUPPORTED_EXTENSIONS, ".gz"}

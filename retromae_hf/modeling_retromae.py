@@ -293,15 +293,16 @@ def _run_base_model(
 def select_hidden_states(
     hidden_states: tuple[torch.Tensor, ...] | None, selection: bool | int | list[int] | None
 ) -> tuple[torch.Tensor, ...] | None:
-    """The hidden states `output_hidden_states` asks for: all for `True`, else those at the given indices (negative
-    ones count from the end; out-of-range ones select nothing), in order, as transformers' own models select them.
-    Done here rather than by the encoder, so that releases without index selection (before 5.2x) behave the same."""
+    """The hidden states `output_hidden_states` asks for, as transformers' own models return them: all for `True`;
+    for indices (negative ones count from the end, out-of-range ones select nothing), the full-length tuple with
+    `None` where a state was not asked for. Done here rather than by the encoder, so that transformers releases
+    without index selection behave the same."""
     if hidden_states is None or selection is None or isinstance(selection, bool):
         return hidden_states
     indices = [selection] if isinstance(selection, int) else list(selection)
     count = len(hidden_states)
-    chosen = sorted({index % count for index in indices if -count <= index < count})
-    return tuple(hidden_states[index] for index in chosen)
+    kept = {index % count for index in indices if -count <= index < count}
+    return tuple(state if index in kept else None for index, state in enumerate(hidden_states))
 
 
 # --------------------------------------------------------------------------------------------------- decoder
@@ -927,7 +928,10 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             dtype = getattr(torch, saved) if isinstance(saved, str) else saved
         with torch.device("meta"):  # sizes only: no memory, no weights
             model = cls(copy.deepcopy(config)).to(dtype if isinstance(dtype, torch.dtype) else torch.float32)
-        lm_map = _get_device_map(model.lm, device_map, kwargs.get("max_memory"), None)
+        try:
+            lm_map = _get_device_map(model.lm, device_map, kwargs.get("max_memory"), None)
+        except TypeError:  # another signature in this transformers release: its own inference decides
+            return device_map
         layout = {f"lm.{name}" if name else "lm": device for name, device in lm_map.items()}
         embeddings = f"lm.{model._encoder_prefix}.embeddings"
         holders = [name for name in layout if embeddings == name or embeddings.startswith(name + ".")]
@@ -1045,7 +1049,10 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
                     output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_targets)
         if query_input_ids is not None:
             output["query_embedding"] = self.encode(
-                query_input_ids, attention_mask=query_attention_mask, output_hidden_states=False, output_attentions=False
+                query_input_ids,
+                attention_mask=query_attention_mask,
+                output_hidden_states=False,
+                output_attentions=False,
             ).sentence_embedding
         if passage_input_ids is not None:
             output["passage_embedding"] = self.encode(

@@ -889,20 +889,30 @@ def test_attention_implementation_switched_after_loading(architecture_setup, tmp
 
 
 def test_feature_extraction_pipeline_on_a_remote_code_checkpoint(trained_tokenizer, tmp_path):
-    from transformers import pipeline
-
+    """`pipeline("feature-extraction")` on a `RetroMAEModel` checkpoint, in a process where only the code saved
+    beside the weights can provide the model (the package is not importable there)."""
     tokenizer = trained_tokenizer(*ARCHITECTURES["bert"])
     config = RetroMAEConfig(encoder=tiny_encoder_config("bert", tokenizer))
     torch.manual_seed(0)
     model = RetroMAEModel(config).eval()
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    extractor = pipeline("feature-extraction", model=str(tmp_path), trust_remote_code=True)
-    assert "retromae_hf" not in type(extractor.model).__module__  # the code saved beside the weights
-    features = torch.tensor(extractor(SENTENCES[0])[0])
-    batch = tokenizer(SENTENCES[0], return_tensors="pt")
-    expected = model(**batch).last_hidden_state[0]
-    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["retromae_hf"] = None  # any import of the package now fails
+        import torch
+        from transformers import pipeline
+        extractor = pipeline("feature-extraction", model={str(tmp_path / "ckpt")!r}, trust_remote_code=True)
+        assert type(extractor.model).__name__ == "RetroMAEModel", type(extractor.model)
+        torch.save(torch.tensor(extractor({SENTENCES[0]!r})[0]), {str(tmp_path / "out.pt")!r})
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = model(**tokenizer(SENTENCES[0], return_tensors="pt")).last_hidden_state[0]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("architecture_setup", ["bert", "modernbert"], indirect=True)

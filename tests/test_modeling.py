@@ -486,8 +486,12 @@ def test_config_is_composite_and_upgrades_the_flat_bert_layout(tiny_config):
     saved = tiny_config.to_dict()
     assert "hidden_size" not in saved and saved["encoder"]["hidden_size"] == 32
     assert RetroMAEConfig(**saved).to_dict() == saved
-    with pytest.raises(ValueError, match="inside `encoder`"):
-        RetroMAEConfig(encoder={"model_type": "bert"}, hidden_size=64)
+    # With an encoder, its sizes given at the top level are the encoder's; other fields stay at the top level.
+    config = RetroMAEConfig(
+        encoder={"model_type": "bert", "num_attention_heads": 4}, hidden_size=64, layer_norm_eps=1.0
+    )
+    assert config.encoder.hidden_size == 64 and config.decoder_num_attention_heads == 4
+    assert config.layer_norm_eps == 1.0 and config.encoder.layer_norm_eps != 1.0
     with pytest.raises(ValueError, match="model_type"):
         RetroMAEConfig(encoder={"hidden_size": 64})
     with pytest.raises(ValueError, match="decoder_positions"):

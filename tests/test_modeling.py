@@ -804,6 +804,29 @@ def test_named_device_maps_load_the_plain_weights(architecture_setup, device_map
             torch.testing.assert_close(mapped[name], value, atol=0, rtol=0, msg=f"{model_class.__name__} {name}")
 
 
+def test_a_device_map_split_across_cpu_and_disk_keeps_blocks_whole_and_outputs_equal(tmp_path):
+    encoder = AutoConfig.for_model(
+        "bert", vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37
+    )
+    encoder.max_position_embeddings = 64
+    config = RetroMAEConfig(encoder=encoder)
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    budget = {"cpu": size // 2}  # about half the weights fit: the rest is offloaded to disk
+    layout = RetroMAEForPreTraining.infer_device_map(tmp_path / "ckpt", "auto", max_memory=budget)
+    assert set(layout.values()) == {"cpu", "disk"}
+    assert layout["decoder"] == layout["lm.bert.embeddings"]  # the decoder runs on the embeddings' output
+    assert not any(".layer.0." in name or name.endswith((".query", ".key", ".value")) for name in layout)
+    loaded = RetroMAEForPreTraining.from_pretrained(
+        tmp_path / "ckpt", device_map="auto", max_memory=budget, offload_folder=tmp_path / "offload"
+    ).eval()
+    batch = random_batch(config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
+
+
 @pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
 def test_device_map_keeps_the_encoders_blocks_whole(architecture_setup):
     config = architecture_setup[2]

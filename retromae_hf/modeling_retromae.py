@@ -773,9 +773,9 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if output_hidden_states is None:
-            output_hidden_states = getattr(self.config, "output_hidden_states", False)
+            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
         if output_attentions is None:
-            output_attentions = getattr(self.config, "output_attentions", False)
+            output_attentions = bool(getattr(self.config, "output_attentions", False))
         self._check_length((input_ids if input_ids is not None else inputs_embeds).shape[1])
         outputs = _run_base_model(
             self.get_encoder(),
@@ -783,7 +783,7 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
             attention_mask,
             token_type_ids,
             inputs_embeds,
-            output_hidden_states=output_hidden_states is not False and output_hidden_states is not None,
+            output_hidden_states=output_hidden_states is not False,
             output_attentions=output_attentions,
         )
         hidden = outputs.last_hidden_state

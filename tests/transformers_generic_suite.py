@@ -70,7 +70,9 @@ def download_sdist(version: str, timeout: float = 300) -> Path:
         return archive
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-    command += ["--no-build-isolation", "--dest", str(folder), f"transformers=={version}"]
+    # Few retries and a short timeout: offline, the tests skip in seconds instead of waiting on the network.
+    command += ["--no-build-isolation", "--retries", "1", "--timeout", "15"]
+    command += ["--dest", str(folder), f"transformers=={version}"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as error:

@@ -84,8 +84,8 @@ class RetroMAEModelOutput(ModelOutput):
     Args:
         last_hidden_state: `[batch, seq_len, hidden]`, the encoder's last layer.
         sentence_embedding: `[batch, hidden]`, the last layer's [CLS] vector (no pooler, no projection).
-        hidden_states: the embedding output and every layer's output, when `output_hidden_states=True` (only the
-            ones selected, when it is a list of indices).
+        hidden_states: the embedding output and every layer's output, when `output_hidden_states=True`; with
+            indices, those the encoder selects for them (`None` elsewhere), as transformers' own models return them.
         attentions: every encoder layer's attention weights, when `output_attentions=True` (the encoder's own
             behaviour: with an attention kernel that returns no weights, such as SDPA, transformers warns and returns
             none; `attn_implementation="eager"` returns them).
@@ -269,8 +269,8 @@ def _run_base_model(
     attention_mask: torch.Tensor | None,
     token_type_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
-    output_hidden_states: bool | None = None,
-    output_attentions: bool | None = None,
+    output_hidden_states: bool | int | list[int] = False,
+    output_attentions: bool = False,
 ):
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
     # Some architectures (ModernBERT) take no token types; BERT tokenizers still return them. Read once per model:
@@ -282,27 +282,14 @@ def _run_base_model(
             base._retromae_takes_token_types = takes_token_types
         if takes_token_types:
             inputs["token_type_ids"] = token_type_ids
-    # Passed as booleans: the caller resolved them from the RetroMAE config, whose flags the encoder's config lacks.
-    inputs["output_hidden_states"] = bool(output_hidden_states)
-    inputs["output_attentions"] = bool(output_attentions)
+    # Always passed: the caller resolved them from the RetroMAE config, whose flags the encoder's config lacks.
+    # Indices of hidden states go to the encoder as they are, so they mean what they mean in the installed
+    # transformers (its releases count them differently).
+    inputs["output_hidden_states"] = output_hidden_states
+    inputs["output_attentions"] = output_attentions
     # transformers' mask helpers already drop an all-ones padding mask for SDPA, so unpadded batches (packed
     # pre-training blocks) run the encoder without a mask.
     return base(**inputs, return_dict=True)
-
-
-def select_hidden_states(
-    hidden_states: tuple[torch.Tensor, ...] | None, selection: bool | int | list[int] | None
-) -> tuple[torch.Tensor, ...] | None:
-    """The hidden states `output_hidden_states` asks for, as transformers' own models return them: all for `True`;
-    for indices (negative ones count from the end, out-of-range ones select nothing), the full-length tuple with
-    `None` where a state was not asked for. Done here rather than by the encoder, so that transformers releases
-    without index selection behave the same."""
-    if hidden_states is None or selection is None or isinstance(selection, bool):
-        return hidden_states
-    indices = [selection] if isinstance(selection, int) else list(selection)
-    count = len(hidden_states)
-    kept = {index % count for index in indices if -count <= index < count}
-    return tuple(state if index in kept else None for index, state in enumerate(hidden_states))
 
 
 # --------------------------------------------------------------------------------------------------- decoder
@@ -783,14 +770,14 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
             attention_mask,
             token_type_ids,
             inputs_embeds,
-            output_hidden_states=output_hidden_states is not False,
+            output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
         )
         hidden = outputs.last_hidden_state
         # Collected first: ModelOutput only registers the fields that are set when it is built.
         extra = {}
         if output_hidden_states is not False:
-            extra["hidden_states"] = select_hidden_states(outputs.hidden_states, output_hidden_states)
+            extra["hidden_states"] = outputs.hidden_states
         if output_attentions:
             extra["attentions"] = outputs.attentions
         return RetroMAEModelOutput(last_hidden_state=hidden, sentence_embedding=hidden[:, 0], **extra)

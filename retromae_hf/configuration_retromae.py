@@ -40,6 +40,8 @@ BERT_FIELDS = (
     "pad_token_id",
     "tie_word_embeddings",
 )
+# The encoder's fields a `RetroMAEConfig` reads (and writes) through to its encoder's config, as properties.
+ENCODER_PROPERTIES = ("hidden_size", "vocab_size", "max_position_embeddings")
 # Where each decoder setting is read from the encoder's config when it is not given: the first name the encoder's
 # config has. Architectures name the same thing differently (BERT `hidden_act`, ModernBERT `hidden_activation`).
 _DECODER_DEFAULTS_FROM_ENCODER: dict[str, tuple[tuple[str, ...], Any]] = {
@@ -106,6 +108,8 @@ class RetroMAEConfig(PreTrainedConfig):
     Configs written by retromae-hf 0.1 held a BERT encoder's fields (`hidden_size`, `vocab_size`, ...) at their
     top level. They still load: those fields become `encoder=BertConfig(...)`, and saving writes the new layout.
     The same shorthand works in code: `RetroMAEConfig(hidden_size=256, num_hidden_layers=4, ...)` is a BERT encoder.
+    With an `encoder` given, `hidden_size`, `vocab_size` and `max_position_embeddings` read and write the encoder's
+    values, and any other field set at the top level stays there (saved and read back like any extra field).
 
     Example:
         ```python
@@ -140,15 +144,16 @@ class RetroMAEConfig(PreTrainedConfig):
     decoder_attention_block_size: int = 512
 
     def __post_init__(self, **kwargs):
-        legacy = {name: kwargs.pop(name) for name in BERT_FIELDS if name in kwargs}
-        if legacy:
-            if self.encoder is not None:
-                raise ValueError(
-                    f"RetroMAEConfig got encoder fields at its top level ({', '.join(sorted(legacy))}) and an "
-                    "`encoder` config: put them inside `encoder`"
-                )
-            # A retromae-hf 0.1 config (or the BERT shorthand): its BERT fields become the encoder's config.
-            self.encoder = {"model_type": "bert", **legacy}
+        # The encoder's sizes read through to it (see the properties below): set here, they are the encoder's.
+        through = {name: kwargs.pop(name) for name in ENCODER_PROPERTIES if name in kwargs}
+        if self.encoder is None:
+            legacy = {name: kwargs.pop(name) for name in BERT_FIELDS if name in kwargs}
+            if legacy or through:
+                # A retromae-hf 0.1 config (or the BERT shorthand): its BERT fields become the encoder's config.
+                self.encoder = {"model_type": "bert", **legacy, **through}
+                through = {}
+        # With an `encoder`, any other field set at the top level (transformers' tests set `layer_norm_eps`, PEFT
+        # and tying code `tie_word_embeddings`) is kept there like any extra field, so a saved config reads back.
         if isinstance(self.encoder, dict) and "model_type" not in self.encoder:
             raise ValueError("RetroMAEConfig(encoder={...}) needs the encoder's `model_type` (e.g. 'xlm-roberta')")
         if SubConfigSpec is None and not isinstance(self.encoder, PreTrainedConfig):
@@ -170,6 +175,8 @@ class RetroMAEConfig(PreTrainedConfig):
         if self.num_decoder_layers < 1:
             raise ValueError(f"num_decoder_layers must be at least 1, got {self.num_decoder_layers}")
         super().__post_init__(**kwargs)
+        for name, value in through.items():
+            setattr(self.encoder, name, value)
         for name, (sources, default) in _DECODER_DEFAULTS_FROM_ENCODER.items():
             if getattr(self, name) is None:
                 setattr(self, name, _first_attribute(self.encoder, sources, default))
@@ -188,17 +195,31 @@ class RetroMAEConfig(PreTrainedConfig):
 
     # The encoder's sizes, read through: the decoder works at the encoder's width, and code written for the BERT
     # layout (collators, exports) reads them here.
+    # Setting one sets the encoder's (tools that resize a vocabulary set `config.vocab_size`); they are never
+    # written at the top level of a saved config.
     @property
     def hidden_size(self) -> int:
         return self.encoder.hidden_size
+
+    @hidden_size.setter
+    def hidden_size(self, value: int) -> None:
+        self.encoder.hidden_size = value
 
     @property
     def vocab_size(self) -> int:
         return self.encoder.vocab_size
 
+    @vocab_size.setter
+    def vocab_size(self, value: int) -> None:
+        self.encoder.vocab_size = value
+
     @property
     def max_position_embeddings(self) -> int | None:
         return getattr(self.encoder, "max_position_embeddings", None)
+
+    @max_position_embeddings.setter
+    def max_position_embeddings(self, value: int) -> None:
+        self.encoder.max_position_embeddings = value
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
         """The encoder's config: it owns the vocabulary, the special tokens and the embeddings."""

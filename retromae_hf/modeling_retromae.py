@@ -18,6 +18,7 @@ This file is shipped to the Hub beside the weights (remote code): it imports onl
 configuration file next to it.
 """
 
+import copy
 import inspect
 import json
 import os
@@ -66,6 +67,12 @@ MLM_HEAD_CHAINS = {
 }
 
 
+# Named device maps that transformers infers from the model's layout (see `RetroMAEForPreTraining.infer_device_map`).
+INFERRED_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+# `from_pretrained` options that also locate the config file.
+HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+
 class UnsupportedEncoderError(ValueError):
     """The encoder architecture cannot carry RetroMAE (says why, and names the supported architectures)."""
 
@@ -77,12 +84,17 @@ class RetroMAEModelOutput(ModelOutput):
     Args:
         last_hidden_state: `[batch, seq_len, hidden]`, the encoder's last layer.
         sentence_embedding: `[batch, hidden]`, the last layer's [CLS] vector (no pooler, no projection).
-        hidden_states: the embedding output and every layer's output, when `output_hidden_states=True`.
+        hidden_states: the embedding output and every layer's output, when `output_hidden_states=True`; with
+            indices, those the encoder selects for them (`None` elsewhere), as transformers' own models return them.
+        attentions: every encoder layer's attention weights, when `output_attentions=True` (the encoder's own
+            behaviour: with an attention kernel that returns no weights, such as SDPA, transformers warns and returns
+            none; `attn_implementation="eager"` returns them).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     sentence_embedding: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -98,6 +110,8 @@ class RetroMAEForPreTrainingOutput(ModelOutput):
         decoder_last_hidden_state: `[batch, seq_len, hidden]`, the decoder's output (before the MLM head).
         query_embedding: `[queries, hidden]` [CLS] vectors of `query_input_ids` (stage-2 contrastive learning).
         passage_embedding: `[passages, hidden]` [CLS] vectors of `passage_input_ids`.
+        hidden_states, attentions: the encoder's (of `encoder_input_ids`), when `output_hidden_states` /
+            `output_attentions` ask for them, as [`RetroMAEModelOutput`] has them.
     """
 
     loss: torch.FloatTensor | None = None
@@ -108,6 +122,8 @@ class RetroMAEForPreTrainingOutput(ModelOutput):
     decoder_last_hidden_state: torch.FloatTensor | None = None
     query_embedding: torch.FloatTensor | None = None
     passage_embedding: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def write_sentence_transformers_files(
@@ -253,7 +269,8 @@ def _run_base_model(
     attention_mask: torch.Tensor | None,
     token_type_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
-    output_hidden_states: bool | None = None,
+    output_hidden_states: bool | int | list[int] = False,
+    output_attentions: bool = False,
 ):
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
     # Some architectures (ModernBERT) take no token types; BERT tokenizers still return them. Read once per model:
@@ -265,8 +282,11 @@ def _run_base_model(
             base._retromae_takes_token_types = takes_token_types
         if takes_token_types:
             inputs["token_type_ids"] = token_type_ids
-    if output_hidden_states:
-        inputs["output_hidden_states"] = True
+    # Always passed: the caller resolved them from the RetroMAE config, whose flags the encoder's config lacks.
+    # Indices of hidden states go to the encoder as they are, so they mean what they mean in the installed
+    # transformers (its releases count them differently).
+    inputs["output_hidden_states"] = output_hidden_states
+    inputs["output_attentions"] = output_attentions
     # transformers' mask helpers already drop an all-ones padding mask for SDPA, so unpadded batches (packed
     # pre-training blocks) run the encoder without a mask.
     return base(**inputs, return_dict=True)
@@ -660,10 +680,16 @@ class _HeadlessMaskedLM(nn.Module):
     """Holds a base model under its masked-LM model's attribute name (`bert`, `roberta`, `model`, ...), so that
     the encoder's parameters are named as in a pre-training checkpoint (`lm.bert.*`) and load from it as is."""
 
+    # What transformers gathers from a model's children for `device_map` and dtype handling (`post_init`): this
+    # wrapper is a plain module, so it hands on its base model's.
+    PLACEMENT_ATTRIBUTES = ("_no_split_modules", "_skip_keys_device_placement", "_keep_in_fp32_modules")
+
     def __init__(self, prefix: str, base_model: PreTrainedModel):
         super().__init__()
         self.prefix = prefix
         self.add_module(prefix, base_model)
+        for name in self.PLACEMENT_ATTRIBUTES:
+            setattr(self, name, set(getattr(base_model, name, None) or ()))
 
 
 class RetroMAEPreTrainedModel(PreTrainedModel):
@@ -675,10 +701,23 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
-    _no_split_modules = ["RetroMAELayer"]
+    # Completed in `__init__` with the encoder's own blocks (`BertLayer`, `BertEmbeddings`, ...): a `device_map`
+    # never splits one of them across devices.
+    _no_split_modules = None
+
+    def _set_no_split_modules(self, *own: str) -> None:
+        encoder_blocks = getattr(self.get_encoder(), "_no_split_modules", None) or ()
+        self._no_split_modules = sorted({*encoder_blocks, *own})
 
     def get_encoder(self, modality: str | None = None) -> PreTrainedModel:
-        """The encoder: transformers' own base model (`BertModel`, `XLMRobertaModel`, `ModernBertModel`, ...)."""
+        """The text encoder: transformers' own base model (`BertModel`, `XLMRobertaModel`, `ModernBertModel`, ...).
+
+        For `modality="image"`, `"video"` or `"audio"` the model itself, transformers' answer for a model without
+        such an encoder (so `transformers.exporters.utils.is_multimodal` sees a text-only model)."""
+        if modality is not None:
+            if modality not in ("image", "video", "audio"):
+                raise ValueError(f'modality must be "image", "video" or "audio" (or None), got {modality!r}')
+            return self
         return getattr(self.lm, self._encoder_prefix)
 
     def get_input_embeddings(self) -> nn.Module:
@@ -711,19 +750,37 @@ class RetroMAEPreTrainedModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
     ) -> RetroMAEModelOutput:
-        """Run the encoder; the sentence embedding is the last layer's first ([CLS]) vector."""
+        """Run the encoder; the sentence embedding is the last layer's first ([CLS]) vector.
+
+        `output_hidden_states` (`True`, or indices of the hidden states to keep) and `output_attentions` default
+        to the RetroMAE config's flags, as in transformers' own models."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if output_hidden_states is None:
+            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
+        if output_attentions is None:
+            output_attentions = bool(getattr(self.config, "output_attentions", False))
         self._check_length((input_ids if input_ids is not None else inputs_embeds).shape[1])
         outputs = _run_base_model(
-            self.get_encoder(), input_ids, attention_mask, token_type_ids, inputs_embeds, output_hidden_states
+            self.get_encoder(),
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
         hidden = outputs.last_hidden_state
-        return RetroMAEModelOutput(
-            last_hidden_state=hidden, sentence_embedding=hidden[:, 0], hidden_states=outputs.hidden_states
-        )
+        # Collected first: ModelOutput only registers the fields that are set when it is built.
+        extra = {}
+        if output_hidden_states is not False:
+            extra["hidden_states"] = outputs.hidden_states
+        if output_attentions:
+            extra["attentions"] = outputs.attentions
+        return RetroMAEModelOutput(last_hidden_state=hidden, sentence_embedding=hidden[:, 0], **extra)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records only the saved class's own Auto class; the encoder of a pre-training checkpoint
@@ -761,6 +818,7 @@ class RetroMAEModel(RetroMAEPreTrainedModel):
         self._encoder_prefix = prefix
         self.lm = _HeadlessMaskedLM(prefix, build_base_model(config.encoder))
         config.encoder = getattr(self.lm, prefix).config
+        self._set_no_split_modules()
         # Loading the encoder from a pre-training checkpoint leaves its MLM head and decoder behind, as intended:
         # anything outside `lm.<prefix>.` (or, in a retromae-hf 0.1 checkpoint, outside `<prefix>.`).
         self._keys_to_ignore_on_load_unexpected = [r"^decoder\.", rf"^lm\.(?!{prefix}\.)", rf"^(?!lm\.|{prefix}\.)"]
@@ -772,12 +830,15 @@ class RetroMAEModel(RetroMAEPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> RetroMAEModelOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output = self.encode(input_ids, attention_mask, token_type_ids, inputs_embeds, output_hidden_states)
+        output = self.encode(
+            input_ids, attention_mask, token_type_ids, inputs_embeds, output_hidden_states, output_attentions
+        )
         return output if return_dict else output.to_tuple()
 
 
@@ -793,6 +854,9 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
     `from_pretrained` (a RetroMAE checkpoint).
     """
 
+    # Generic tooling builds a model's inputs from this name: the first input of `forward`.
+    main_input_name = "encoder_input_ids"
+
     def __init__(self, config: RetroMAEConfig, masked_lm: PreTrainedModel | None = None):
         super().__init__(config)
         self.lm = masked_lm if masked_lm is not None else build_masked_lm(config.encoder)
@@ -801,6 +865,7 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         self._head_chain = _check_structure(self.lm, config.hidden_size)
         self._resolve_decoder_positions()
         self.decoder = RetroMAEDecoder(config)
+        self._set_no_split_modules("RetroMAELayer")
         self.post_init()
 
     @classmethod
@@ -817,6 +882,48 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         check_encoder_supported(config.encoder)
         masked_lm = AutoModelForMaskedLM.from_pretrained(name_or_path, config=config.encoder, dtype=dtype)
         return cls(config, masked_lm=masked_lm)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`; a named `device_map` ("auto", "balanced", "balanced_low_0",
+        "sequential") is laid out by `infer_device_map` (transformers' own inference cannot lay out this model)."""
+        if kwargs.get("device_map") in INFERRED_DEVICE_MAPS:
+            kwargs["device_map"] = cls.infer_device_map(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def infer_device_map(cls, pretrained_model_name_or_path, device_map: str = "auto", **kwargs) -> dict | str:
+        """A device map for `from_pretrained`: the masked-LM model's own, as transformers infers it for that model,
+        with the decoder on the device of the embedding block it reads (the two run back to back).
+
+        transformers infers a map over the whole model by matching module names against tied parameters as
+        substrings: our top-level `decoder` then "holds" the head's tied `lm.cls.predictions.decoder.weight`, and
+        the inference fails (IndexError) for every encoder. The masked-LM model alone has no such clash.
+        `kwargs` are those of `from_pretrained` (config, dtype, max_memory, hub options).
+        """
+        try:
+            from transformers.integrations.accelerate import _get_device_map
+        except ImportError:  # a transformers release without this helper: its own inference decides
+            return device_map
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            hub_options = {name: kwargs[name] for name in HUB_OPTIONS if name in kwargs}
+            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_options)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if not isinstance(dtype, torch.dtype):  # "auto" or unset: the dtype the checkpoint was saved in
+            saved = getattr(config, "dtype", None)
+            dtype = getattr(torch, saved) if isinstance(saved, str) else saved
+        with torch.device("meta"):  # sizes only: no memory, no weights
+            model = cls(copy.deepcopy(config)).to(dtype if isinstance(dtype, torch.dtype) else torch.float32)
+        try:
+            lm_map = _get_device_map(model.lm, device_map, kwargs.get("max_memory"), None)
+        except TypeError:  # another signature in this transformers release: its own inference decides
+            return device_map
+        layout = {f"lm.{name}" if name else "lm": device for name, device in lm_map.items()}
+        embeddings = f"lm.{model._encoder_prefix}.embeddings"
+        holders = [name for name in layout if embeddings == name or embeddings.startswith(name + ".")]
+        layout["decoder"] = layout[max(holders, key=len)]
+        return layout
 
     def _resolve_decoder_positions(self) -> None:
         has_table = absolute_position_table(self.get_encoder().embeddings, self.config.hidden_size) is not None
@@ -863,6 +970,8 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         query_attention_mask: torch.Tensor | None = None,
         passage_input_ids: torch.Tensor | None = None,
         passage_attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> RetroMAEForPreTrainingOutput | tuple:
@@ -884,6 +993,9 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
             query_input_ids, query_attention_mask, passage_input_ids, passage_attention_mask: optional stage-2
                 inputs, encoded in the same forward (so DDP/FSDP see one forward per step) into
                 `query_embedding` and `passage_embedding`; the contrastive loss is computed by the trainer.
+            output_hidden_states, output_attentions: the encoder's hidden states (`True`, or the indices of those to
+                keep) and attention weights for `encoder_input_ids`, as `RetroMAEModel` returns them; default: the
+                config's flags.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         # The labelled positions of both losses, found before any kernel of the step is queued: finding them waits
@@ -898,7 +1010,14 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
         # Collected first: ModelOutput only registers fields that are set when it is built.
         output: dict[str, torch.Tensor] = {}
         if encoder_input_ids is not None:
-            encoder_hidden = self.encode(encoder_input_ids, attention_mask=encoder_attention_mask).last_hidden_state
+            encoded = self.encode(
+                encoder_input_ids,
+                attention_mask=encoder_attention_mask,
+                output_hidden_states=output_hidden_states,
+                output_attentions=output_attentions,
+            )
+            encoder_hidden = encoded.last_hidden_state
+            output.update({name: getattr(encoded, name) for name in ("hidden_states", "attentions") if name in encoded})
             output["sentence_embedding"] = encoder_hidden[:, 0]
             output["encoder_last_hidden_state"] = encoder_hidden
             if encoder_labels is not None:
@@ -917,11 +1036,17 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
                     output["decoder_loss"] = self._masked_lm_loss(decoder_hidden, decoder_targets)
         if query_input_ids is not None:
             output["query_embedding"] = self.encode(
-                query_input_ids, attention_mask=query_attention_mask
+                query_input_ids,
+                attention_mask=query_attention_mask,
+                output_hidden_states=False,
+                output_attentions=False,
             ).sentence_embedding
         if passage_input_ids is not None:
             output["passage_embedding"] = self.encode(
-                passage_input_ids, attention_mask=passage_attention_mask
+                passage_input_ids,
+                attention_mask=passage_attention_mask,
+                output_hidden_states=False,
+                output_attentions=False,
             ).sentence_embedding
         if encoder_input_ids is None and query_input_ids is None and passage_input_ids is None:
             raise ValueError("pass the RetroMAE inputs (encoder_input_ids, ...) and/or query/passage inputs")

@@ -489,8 +489,12 @@ def test_config_is_composite_and_upgrades_the_flat_bert_layout(tiny_config):
     saved = tiny_config.to_dict()
     assert "hidden_size" not in saved and saved["encoder"]["hidden_size"] == 32
     assert RetroMAEConfig(**saved).to_dict() == saved
-    with pytest.raises(ValueError, match="inside `encoder`"):
-        RetroMAEConfig(encoder={"model_type": "bert"}, hidden_size=64)
+    # With an encoder, its sizes given at the top level are the encoder's; other fields stay at the top level.
+    config = RetroMAEConfig(
+        encoder={"model_type": "bert", "num_attention_heads": 4}, hidden_size=64, layer_norm_eps=1.0
+    )
+    assert config.encoder.hidden_size == 64 and config.decoder_num_attention_heads == 4
+    assert config.layer_norm_eps == 1.0 and config.encoder.layer_norm_eps != 1.0
     with pytest.raises(ValueError, match="model_type"):
         RetroMAEConfig(encoder={"hidden_size": 64})
     with pytest.raises(ValueError, match="decoder_positions"):
@@ -766,3 +770,198 @@ def test_linear_cross_entropy_gradients_taken_in_forward_equal_autograd(with_bia
     torch.testing.assert_close(got.to(expected.dtype), expected, atol=1e-6, rtol=1e-6)
     for a, b in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------- like any model
+# What transformers' generic tests (tests/test_transformers_conformance.py) check, kept here for every tested
+# architecture and for machines where that suite cannot be had.
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_fields_set_on_the_top_level_config_survive_save_load(architecture_setup, tmp_path):
+    _, tokenizer, config = architecture_setup
+    config.layer_norm_eps = 1.0  # as transformers' tests and PEFT set fields on a model's top-level config
+    config.tie_word_embeddings = False
+    config.vocab_size = len(tokenizer) + 8  # a property: it sets the encoder's
+    assert config.encoder.vocab_size == len(tokenizer) + 8
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "vocab_size" not in saved and saved["encoder"]["vocab_size"] == len(tokenizer) + 8
+    loaded = RetroMAEConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    assert (loaded.layer_norm_eps, loaded.tie_word_embeddings) == (1.0, False)
+    assert RetroMAEConfig.from_pretrained(tmp_path, vocab_size=20).encoder.vocab_size == 20
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+@pytest.mark.parametrize("device_map", ["auto", "balanced", "sequential"])
+def test_named_device_maps_load_the_plain_weights(architecture_setup, device_map, tmp_path):
+    config = architecture_setup[2]
+    torch.manual_seed(0)
+    perturbed(RetroMAEForPreTraining(config)).save_pretrained(tmp_path)
+    for model_class in (RetroMAEForPreTraining, RetroMAEModel):
+        plain = model_class.from_pretrained(tmp_path).state_dict()
+        mapped = model_class.from_pretrained(tmp_path, device_map=device_map, dtype="auto").state_dict()
+        assert plain.keys() == mapped.keys()
+        for name, value in plain.items():
+            torch.testing.assert_close(mapped[name], value, atol=0, rtol=0, msg=f"{model_class.__name__} {name}")
+
+
+def test_a_device_map_split_across_cpu_and_disk_keeps_blocks_whole_and_outputs_equal(tmp_path):
+    encoder = AutoConfig.for_model(
+        "bert", vocab_size=99, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37
+    )
+    encoder.max_position_embeddings = 64
+    config = RetroMAEConfig(encoder=encoder)
+    torch.manual_seed(0)
+    model = perturbed(RetroMAEForPreTraining(config)).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    budget = {"cpu": size // 2}  # about half the weights fit: the rest is offloaded to disk
+    layout = RetroMAEForPreTraining.infer_device_map(tmp_path / "ckpt", "auto", max_memory=budget)
+    assert set(layout.values()) == {"cpu", "disk"}
+    assert layout["decoder"] == layout["lm.bert.embeddings"]  # the decoder runs on the embeddings' output
+    assert not any(".layer.0." in name or name.endswith((".query", ".key", ".value")) for name in layout)
+    loaded = RetroMAEForPreTraining.from_pretrained(
+        tmp_path / "ckpt", device_map="auto", max_memory=budget, offload_folder=tmp_path / "offload"
+    ).eval()
+    batch = random_batch(config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).loss, model(**batch).loss)
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_device_map_keeps_the_encoders_blocks_whole(architecture_setup):
+    config = architecture_setup[2]
+    for model in (RetroMAEModel(config), RetroMAEForPreTraining(config)):
+        held = {type(module).__name__ for module in model.modules()}
+        encoder_blocks = set(type(model.get_encoder())._no_split_modules or ())
+        assert encoder_blocks and encoder_blocks <= set(model._no_split_modules)
+        assert set(model._no_split_modules) <= held, "names a class the model does not hold"
+    assert "RetroMAELayer" in model._no_split_modules
+
+
+def test_get_encoder_of_another_modality_is_the_model_itself(tiny_config):
+    for model in (RetroMAEModel(tiny_config), RetroMAEForPreTraining(tiny_config)):
+        assert model.get_encoder() is model.lm.bert
+        for modality in ("image", "video", "audio"):
+            assert model.get_encoder(modality=modality) is model
+        with pytest.raises(ValueError, match="modality"):
+            model.get_encoder(modality="smell")
+        try:
+            from transformers.exporters.utils import is_multimodal
+        except ImportError:  # transformers releases before the exporters
+            continue
+        assert not is_multimodal(model)
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_output_flags_are_honoured(architecture_setup):
+    _, tokenizer, config = architecture_setup
+    batch = collated(tokenizer)
+    layers = config.encoder.num_hidden_layers
+    torch.manual_seed(0)
+    model = RetroMAEForPreTraining(config).eval()
+    model.set_attn_implementation("eager")  # attention weights need the eager kernel (SDPA returns none)
+    encoder = RetroMAEModel(config).eval()
+    encoder.load_state_dict(model.state_dict(), strict=False)
+    inputs = {"input_ids": batch["encoder_input_ids"], "attention_mask": batch["encoder_attention_mask"]}
+    everything = encoder(**inputs, output_hidden_states=True, output_attentions=True)
+    assert len(everything.hidden_states) == layers + 1 and len(everything.attentions) == layers
+    assert everything.attentions[0].shape[-2:] == (batch["encoder_input_ids"].shape[1],) * 2
+    # Indices select what the encoder itself selects for them (transformers releases count them differently).
+    some = encoder(**inputs, output_hidden_states=[0]).hidden_states
+    own = encoder.get_encoder()(**inputs, output_hidden_states=[0]).hidden_states
+    assert len(some) == len(own) and [state is None for state in some] == [state is None for state in own]
+    assert any(state is None for state in some) and any(state is not None for state in some)
+    for ours, theirs in zip(some, own, strict=True):
+        if theirs is not None:
+            torch.testing.assert_close(ours, theirs)
+    plain = encoder(**inputs)
+    assert plain.hidden_states is None and plain.attentions is None
+    full = model(**batch, output_hidden_states=True, output_attentions=True)
+    assert len(full.hidden_states) == layers + 1 and len(full.attentions) == layers
+    torch.testing.assert_close(full.hidden_states[-1], full.encoder_last_hidden_state)
+    model.config.output_hidden_states = True  # the config's flag, as in transformers' models
+    assert len(model(**batch).hidden_states) == layers + 1
+
+
+def test_pretraining_main_input_is_its_first_forward_input(tiny_config):
+    import inspect
+
+    model = RetroMAEForPreTraining(tiny_config)
+    first = next(iter(inspect.signature(model.forward).parameters))
+    assert model.main_input_name == first == "encoder_input_ids"
+    assert RetroMAEModel(tiny_config).main_input_name == "input_ids"
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_resizing_the_vocabulary_reaches_the_encoder_and_the_head(architecture_setup):
+    _, tokenizer, config = architecture_setup
+    model = RetroMAEForPreTraining(config)
+    size = len(tokenizer) + 5
+    model.resize_token_embeddings(size)
+    assert model.config.vocab_size == model.config.encoder.vocab_size == size
+    assert model.get_input_embeddings().weight.shape[0] == model.get_output_embeddings().weight.shape[0] == size
+    output = model(**collated(tokenizer))
+    assert torch.isfinite(output.loss)
+
+
+@pytest.mark.parametrize("architecture_setup", ARCHITECTURE_NAMES, indirect=True)
+def test_attention_implementation_switched_after_loading(architecture_setup, tmp_path):
+    _, tokenizer, config = architecture_setup
+    torch.manual_seed(0)
+    perturbed(RetroMAEForPreTraining(config)).save_pretrained(tmp_path)
+    batch = collated(tokenizer)
+    model = RetroMAEForPreTraining.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    before = model(**batch)
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == model.get_encoder().config._attn_implementation == "eager"
+    after = model(**batch)
+    torch.testing.assert_close(after.loss, before.loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(after.sentence_embedding, before.sentence_embedding, atol=1e-5, rtol=1e-5)
+
+
+def test_feature_extraction_pipeline_on_a_remote_code_checkpoint(trained_tokenizer, tmp_path):
+    """`pipeline("feature-extraction")` on a `RetroMAEModel` checkpoint, in a process where only the code saved
+    beside the weights can provide the model (the package is not importable there)."""
+    tokenizer = trained_tokenizer(*ARCHITECTURES["bert"])
+    config = RetroMAEConfig(encoder=tiny_encoder_config("bert", tokenizer))
+    torch.manual_seed(0)
+    model = RetroMAEModel(config).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["retromae_hf"] = None  # any import of the package now fails
+        import torch
+        from transformers import pipeline
+        extractor = pipeline("feature-extraction", model={str(tmp_path / "ckpt")!r}, trust_remote_code=True)
+        assert type(extractor.model).__name__ == "RetroMAEModel", type(extractor.model)
+        torch.save(torch.tensor(extractor({SENTENCES[0]!r})[0]), {str(tmp_path / "out.pt")!r})
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = model(**tokenizer(SENTENCES[0], return_tensors="pt")).last_hidden_state[0]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture_setup", ["bert", "modernbert"], indirect=True)
+def test_lora_on_the_encoder_trains_only_the_adapters(architecture_setup):
+    peft = pytest.importorskip("peft", reason="PEFT is optional (pip install retromae-hf[peft])")
+    architecture, tokenizer, config = architecture_setup
+    targets = {"bert": ["query", "value"], "modernbert": ["Wqkv"]}[architecture]
+    torch.manual_seed(0)
+    model = RetroMAEModel(config)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    trainable = [name for name, parameter in lora.named_parameters() if parameter.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    batch.pop("token_type_ids", None)
+    lora(**batch).sentence_embedding.pow(2).sum().backward()
+    assert all(parameter.grad is not None for _, parameter in lora.named_parameters() if parameter.requires_grad)
+    merged = lora.merge_and_unload()
+    assert isinstance(merged, RetroMAEModel) and not any("lora_" in name for name, _ in merged.named_parameters())

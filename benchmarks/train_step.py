@@ -29,6 +29,7 @@ Run by hand (not part of the test suite):
 import argparse
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,7 @@ from retromae_hf.modeling_retromae import LinearCrossEntropy, chunked_cross_entr
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the anchors beside this script, when imported too
 from masked_lm_anchors import masked_lm_anchors
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("RETROMAE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 BERT_SHAPES = {
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),

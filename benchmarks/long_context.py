@@ -365,7 +365,7 @@ def device_report(results: list[dict], args) -> str:
     anchors, and the decoder's share of the RetroMAE step; then the largest batch each variant ran."""
     lines = [
         f"device {args.device}, {args.shape} ModernBERT (vocabulary {VOCAB_SIZE:,}), {args.dtype}, median of "
-        f"{args.steps} steps after a warm-up, variants alternated step by step",
+        f"{args.steps} step(s) after a warm-up, variants alternated step by step",
         "",
         "| L | batch | variant | step s | tokens/s | step peak MiB above idle | time / MLM | time / sparse MLM "
         "| peak / MLM | peak / sparse MLM | share of the RetroMAE step |",

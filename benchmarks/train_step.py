@@ -41,7 +41,11 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
-from retromae_hf.modeling_retromae import LinearCrossEntropy, chunked_cross_entropy
+from retromae_hf.modeling_retromae import (
+    LinearCrossEntropy,
+    chunked_cross_entropy,
+    fused_linear_cross_entropy_kernel,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the anchors beside this script, when imported too
 from masked_lm_anchors import masked_lm_anchors
@@ -191,7 +195,7 @@ def bench_model(shape: str, args, tokenizer, texts) -> dict:
         "shape": shape + (" (quick)" if args.quick else ""),
         "masked_lm": type(models["mlm"]).__name__,
         "batch": f"{args.batch_size}x{batch['encoder_input_ids'].shape[1]}",
-        "loss": "fused" if args.fused_cross_entropy else f"chunked ({args.loss_chunk_size or 'off'})",
+        "loss": loss_label(args),
         "tokens_per_s": {name: tokens / seconds for name, seconds in median.items()},
         "ratio_vs_mlm": median["retromae"] / median["mlm"],
         "ratio_vs_sparse_mlm": median["retromae"] / median["sparse_mlm"],
@@ -206,6 +210,17 @@ def bench_model(shape: str, args, tokenizer, texts) -> dict:
     if args.device == "cuda":
         torch.cuda.empty_cache()
     return row
+
+
+def loss_label(args) -> str:
+    """How RetroMAE's losses ran: the fused kernel only where the model uses it (CUDA and a kernel installed)."""
+    chunked = f"chunked ({args.loss_chunk_size or 'off'})"
+    if not args.fused_cross_entropy:
+        return chunked
+    kernel = fused_linear_cross_entropy_kernel()
+    if args.device != "cuda" or kernel is None:
+        return f"{chunked}: fused requested, no kernel on {args.device}"
+    return f"fused ({kernel.__name__})"
 
 
 def bench_eval_loss(args) -> dict:
@@ -380,7 +395,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["small", "bert-base"])
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), help="default: small and bert-base; with --quick, all but small"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="every architecture at a tiny shape, short sequences: a smoke run"
     )
@@ -415,9 +432,11 @@ def main() -> None:
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.shapes = [shape for shape in SHAPES if shape != "small"]
-        args.batch_size, args.seq_len, args.steps, args.warmup = 2, 64, 2, 1
+        args.shapes = args.shapes or [shape for shape in SHAPES if shape != "small"]
+        args.batch_size, args.seq_len = 2, 64
+        args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
         args.skip = sorted({*args.skip, "collator", "encode", "memory"})
+    args.shapes = args.shapes or ["small", "bert-base"]
     if args.memory_probe:
         memory_probe(args.memory_probe, args)
         return

@@ -411,10 +411,6 @@ def device_main(args, lengths: list[int]) -> int:
     import torch
 
     args.batch_sizes = [int(value) for value in args.batch_sizes.split(",") if value]
-    args.variants = [value for value in args.variants.split(",") if value]
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        raise SystemExit(f"long_context.py: unknown --variants {unknown}; choose among {', '.join(VARIANTS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("long_context.py: --device cuda, but torch sees no CUDA device here")
     tokenizer, ids, words = load_tokens(max(lengths) * max(args.batch_sizes))
@@ -454,11 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     device.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="autocast dtype")
     device.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="tried in turn until out of memory")
     device.add_argument(
-        "--variants", default=",".join(DEVICE_VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
+        "--variants",
+        help=f"comma-separated, of {', '.join(VARIANTS)} (default: all; device mode: {','.join(DEVICE_VARIANTS)})",
     )
     device.add_argument("--time-budget", type=float, default=300, help="seconds; no larger batch is started after")
     args = parser.parse_args(argv)
     lengths = [int(value) for value in args.lengths.split(",") if value]
+    default = DEVICE_VARIANTS if args.device else VARIANTS
+    args.variants = [value for value in args.variants.split(",") if value] if args.variants else list(default)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"long_context.py: unknown --variants {unknown}; choose among {', '.join(VARIANTS)}")
     _need_shared()
     if args.step:
         print(json.dumps(run_step(args.step, lengths[0], args.batch_size, args.steps, args.loss_chunk_size)))
@@ -491,11 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     if not args.no_steps:
         for row in rows:
-            for variant in VARIANTS:
+            for variant in args.variants:
                 row[variant] = measure_step(variant, row["length"], args.batch_size, steps, args.loss_chunk_size)
                 logger.info("L=%d %s step: %s", row["length"], variant, row[variant])
 
     first = rows[0]
+    missing = {"error": "not run"}
     print(f"\nbatch {args.batch_size} x L, tiny ModernBERT (hidden 64, 2 layers, vocab {VOCAB_SIZE}), one thread\n")
     header = (
         "| L | batch MiB dense | batch MiB compact | collation us/token dense (vs first L) | compact (vs first L) |"
@@ -518,17 +521,15 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for row in rows:
             cells = [f"{row['length']:,}"]
-            parts = [row[variant] for variant in VARIANTS]
-            if any("error" in part for part in parts):
-                cells.append("failed: " + "; ".join(f"{p['variant']}: {p.get('error')}" for p in parts if "error" in p))
-            else:
-                cells += [_fmt_mib(p["peak_mib"]) for p in parts]
-                cells += [_fmt_mib(p["step_growth_mib"]) for p in parts]
-                after = row["after"]["step_growth_mib"]
-                cells.append(f"{after / row['mlm']['step_growth_mib']:.2f}x")
-                cells.append(f"{after / row['mlm_sparse']['step_growth_mib']:.2f}x")
-                cells += [f"{p['step_s']:.2f}" for p in parts]
-            print("| " + " | ".join(cells) + " |")
+            parts = [row.get(variant, missing) for variant in VARIANTS]
+            cells += [_fmt_mib(p["peak_mib"]) if "peak_mib" in p else p["error"] for p in parts]
+            cells += [_fmt_mib(p["step_growth_mib"]) if "peak_mib" in p else "" for p in parts]
+            after = row.get("after", missing).get("step_growth_mib")
+            for anchor in ("mlm", "mlm_sparse"):
+                other = row.get(anchor, missing).get("step_growth_mib")
+                cells.append(f"{after / other:.2f}x" if after and other else "")
+            cells += [f"{p['step_s']:.2f}" if "step_s" in p else "" for p in parts]
+            print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
     last = rows[-1]
     print(f"\nchecks at {args.batch_size} x {last['length']:,} tokens:")
@@ -540,13 +541,13 @@ def main(argv: list[str] | None = None) -> int:
             f"- collation per token at {last['length']:,} vs {first['length']:,}: {ratio:.2f}x <= 1.6x: "
             f"{'yes' if ratio <= 1.6 else 'NO'}"
         )
-    if not args.no_steps and "error" not in last["after"] and "error" not in last["mlm"]:
+    if not args.no_steps and "error" not in last.get("after", missing) and "error" not in last.get("mlm", missing):
         after, mlm = last["after"]["peak_mib"], last["mlm"]["peak_mib"]
         print(
             f"- RetroMAE step peak {after:,.0f} MiB <= ModernBertForMaskedLM {mlm:,.0f} MiB: "
             f"{'yes' if after <= mlm else 'NO'}"
         )
-        if "error" not in last["mlm_sparse"]:
+        if "error" not in last.get("mlm_sparse", missing):
             sparse = last["mlm_sparse"]["peak_mib"]
             print(f"- RetroMAE step peak / sparse-prediction masked LM's {sparse:,.0f} MiB: {after / sparse:.2f}x")
     if args.json:

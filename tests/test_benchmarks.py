@@ -100,3 +100,14 @@ def test_gpu_speed_kit_fits_one_call(tmp_path):
     # long_context.py reads 6 characters per token it needs: 32 documents of 8,192 tokens.
     assert members["data/corpus/gutenberg_en.txt"] >= 6 * 32 * 8192
     assert not list(tmp_path.glob("kit.staging.*"))  # the staging folder was renamed into place
+
+
+def test_counted_step_composition_in_the_docs_is_the_scripts_output(capsys):
+    """docs/benchmarks.md's counted ratios are `benchmarks/step_composition.py`'s output, row for row (the shape
+    names may carry a note in the docs)."""
+    load_benchmark("step_composition").main([])
+    printed = [line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines()[2:]]
+    docs = (REPO / "docs" / "benchmarks.md").read_text()
+    section = docs[docs.index("## Against the masked LM as it is trained") :]
+    table = [line.split(" | ")[1:] for line in section.splitlines() if line.startswith("| ")][1 : 1 + len(printed)]
+    assert table == printed

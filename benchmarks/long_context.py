@@ -329,11 +329,14 @@ def measure_on_device(args, tokenizer, ids, words, length: int) -> dict:
                     sync()
                 except torch.cuda.OutOfMemoryError:
                     out_of_memory.add(variant)
+                elapsed = time.perf_counter() - start
+                if variant in out_of_memory:
+                    # Outside the handler, so that the traceback's frames (and the step's tensors) are gone first.
                     model.zero_grad(set_to_none=True)
+                    gc.collect()
                     torch.cuda.empty_cache()
                     logger.info("L=%d batch %d %s: out of memory", length, batch_size, variant)
                     continue
-                elapsed = time.perf_counter() - start
                 if cuda:
                     growth[variant] = max(growth[variant], (torch.cuda.max_memory_allocated() - idle) / 2**20)
                 model.zero_grad(set_to_none=True)

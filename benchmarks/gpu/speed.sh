@@ -40,7 +40,7 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 echo "== speed.sh started $(date -u +%FT%TZ) in $ROOT (tiny=$TINY)"
 
 # ---------------------------------------------------------------------------------------------------- packages
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ls "$KIT"/wheels/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import liger_kernel" >/dev/null 2>&1; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
         "$KIT"/wheels/*.whl && export PYTHONPATH="$ROOT:$SITE"

@@ -22,6 +22,7 @@ ENCODER_MASK_RATIO = 0.3  # RetroMAECollator's default share of labelled encoder
 # name: (hidden, layers, feed-forward, vocabulary, gated feed-forward, global attention every n layers, local window,
 # longest input)
 SHAPES = {
+    "small BERT (`train_step.py`, hidden 256)": (256, 4, 1024, 30522, False, 1, None, 512),
     "BERT-base": (768, 12, 3072, 30522, False, 1, None, 512),
     "RoBERTa-base": (768, 12, 3072, 50265, False, 1, None, 512),
     "XLM-R-base": (768, 12, 3072, 250002, False, 1, None, 512),

@@ -1,11 +1,17 @@
 """Performance side by side: training step, collator, encoding, peak memory.
 
-- One full training step (forward, backward, AdamW) of `RetroMAEForPreTraining` and of the encoder
-  architecture's own transformers `*ForMaskedLM` (`BertForMaskedLM`, `RobertaForMaskedLM`,
-  `ModernBertForMaskedLM`), with the same encoder weights and the same batch, alternated step by step in one run
-  so that both see the same machine state: tokens/s for each and the ratio of step times (RetroMAE / MLM). The
-  shapes are those of the public base checkpoints (layers, width, heads, feed-forward, vocabulary, positions),
-  with random weights; the batch comes from the bert-base-uncased tokenizer, whose ids fit every vocabulary.
+- One full training step (forward, backward, AdamW) of `RetroMAEForPreTraining` and of two masked-LM anchors
+  built from the encoder architecture's own transformers `*ForMaskedLM` (`BertForMaskedLM`, `RobertaForMaskedLM`,
+  `XLMRobertaForMaskedLM`, `ModernBertForMaskedLM`; `masked_lm_anchors.py`): as it is (vocabulary logits at every
+  position) and with logits at the labelled positions only (ModernBERT's `sparse_prediction`; gathered by the
+  benchmark for the others), which is how masked LMs are trained. All three hold the same encoder weights and take
+  the same batch, alternated step by step in one run so that they see the same machine state: tokens/s for each and
+  the ratios of step times (RetroMAE / each anchor). The shapes are those of the public base checkpoints (layers,
+  width, heads, feed-forward, vocabulary, positions), with random weights; the batch comes from the
+  bert-base-uncased tokenizer, whose ids fit every vocabulary. `--fused-cross-entropy` runs RetroMAE's losses
+  through liger-kernel / cut-cross-entropy (CUDA).
+- The chunked vocabulary loss under `torch.no_grad()` (evaluation), before and after it skipped the gradient
+  work `LinearCrossEntropy` does in forward (V = 50,368, N = 2,000, H = 768), alternated.
 - The collator's throughput at max length 512 (it must stay well above the model step's examples/s).
 - Encoding throughput of the exported SentenceTransformer against the same weights loaded as a plain BERT model
   in sentence-transformers, and against the RetroMAE checkpoint loaded directly (alternated batches).
@@ -16,13 +22,14 @@ Run by hand (not part of the test suite):
 
     python benchmarks/train_step.py                       # CPU defaults: small shape + BERT-base shape
     python benchmarks/train_step.py --shapes bert-base roberta-base modernbert-base --skip collator encode memory
-    python benchmarks/train_step.py --device cuda --dtype bf16 --batch-size 32 --seq-len 512
+    python benchmarks/train_step.py --device cuda --dtype bf16 --batch-size 32 --seq-len 512 [--fused-cross-entropy]
     python benchmarks/train_step.py --quick               # seconds: every architecture at a tiny shape
 """
 
 import argparse
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,8 +41,16 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
 from retromae_hf import RetroMAECollator, RetroMAEConfig, RetroMAEForPreTraining
+from retromae_hf.modeling_retromae import (
+    LinearCrossEntropy,
+    chunked_cross_entropy,
+    fused_linear_cross_entropy_kernel,
+)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the anchors beside this script, when imported too
+from masked_lm_anchors import masked_lm_anchors
+
+SHARED = Path(os.environ.get("RETROMAE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 BERT_SHAPES = {
     "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -88,6 +103,7 @@ SHAPES = {
         ),
     ),
 }
+EVAL_CHUNK = 512  # tokens per chunk in the no-grad loss timing (N = 2,000: four chunks)
 # --quick: every architecture at a tiny shape, to check the script end to end in seconds.
 QUICK = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 
@@ -134,24 +150,27 @@ def time_step(model, optimizer, batch, device, autocast_dtype) -> float:
     return time.perf_counter() - start
 
 
-def models_for(shape: str, args, sparse_mlm: bool = False):
-    """RetroMAE, and the architecture's own *ForMaskedLM holding the same encoder and head weights."""
+def models_for(shape: str, args) -> dict[str, torch.nn.Module]:
+    """RetroMAE, and the architecture's own *ForMaskedLM holding the same encoder and head weights, twice: as it is
+    (logits at every position) and with logits at the labelled positions only (`masked_lm_anchors`)."""
     torch.manual_seed(0)
     retromae = RetroMAEForPreTraining(
-        RetroMAEConfig(encoder=encoder_config(shape, args.quick), loss_chunk_size=args.loss_chunk_size)
+        RetroMAEConfig(
+            encoder=encoder_config(shape, args.quick),
+            loss_chunk_size=args.loss_chunk_size,
+            fused_cross_entropy=args.fused_cross_entropy,
+        )
     )
-    mlm = copy.deepcopy(retromae.lm)
-    if sparse_mlm:  # ModernBERT's option: project only the labelled positions, as RetroMAE always does
-        mlm.sparse_prediction = True
-    return retromae, mlm
+    anchors = masked_lm_anchors(copy.deepcopy(retromae.lm))
+    return {"retromae": retromae, "mlm": anchors["full"], "sparse_mlm": anchors["sparse"]}
 
 
-def bench_model(shape: str, args, tokenizer, texts, sparse_mlm: bool = False) -> None:
-    retromae, mlm = models_for(shape, args, sparse_mlm)
-    retromae, mlm = retromae.to(args.device).train(), mlm.to(args.device).train()
-    for model in (retromae, mlm):
+def bench_model(shape: str, args, tokenizer, texts) -> dict:
+    """Steps of RetroMAE and both masked-LM anchors, alternated step by step; prints one table row, returns it."""
+    models = {name: model.to(args.device).train() for name, model in models_for(shape, args).items()}
+    for model in models.values():
         model.set_attn_implementation(args.attn)
-    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (retromae, mlm)]
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in models.items()}
 
     collator = RetroMAECollator(
         tokenizer, max_length=args.seq_len, generator=torch.Generator().manual_seed(0), decoder_mask=args.decoder_mask
@@ -164,25 +183,83 @@ def bench_model(shape: str, args, tokenizer, texts, sparse_mlm: bool = False) ->
     }
     autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     tokens = int(batch["encoder_attention_mask"].sum())
-    times = {"retromae": [], "mlm": []}
+    times = {name: [] for name in models}
     for step in range(args.warmup + args.steps):
-        for name, model, optimizer, inputs in (
-            ("retromae", retromae, optimizers[0], batch),
-            ("mlm", mlm, optimizers[1], mlm_batch),
-        ):
-            elapsed = time_step(model, optimizer, inputs, args.device, autocast_dtype)
+        for name, model in models.items():
+            inputs = batch if name == "retromae" else mlm_batch
+            elapsed = time_step(model, optimizers[name], inputs, args.device, autocast_dtype)
             if step >= args.warmup:
                 times[name].append(elapsed)
-    retro, base = statistics.median(times["retromae"]), statistics.median(times["mlm"])
-    label = f"{shape}{' (quick)' if args.quick else ''}"
-    baseline = type(mlm).__name__ + (" (sparse_prediction)" if sparse_mlm else "")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    row = {
+        "shape": shape + (" (quick)" if args.quick else ""),
+        "masked_lm": type(models["mlm"]).__name__,
+        "batch": f"{args.batch_size}x{batch['encoder_input_ids'].shape[1]}",
+        "loss": loss_label(args),
+        "tokens_per_s": {name: tokens / seconds for name, seconds in median.items()},
+        "ratio_vs_mlm": median["retromae"] / median["mlm"],
+        "ratio_vs_sparse_mlm": median["retromae"] / median["sparse_mlm"],
+    }
+    rate = row["tokens_per_s"]
     print(
-        f"| {label} | {baseline} | {args.batch_size}x{batch['encoder_input_ids'].shape[1]} | {tokens / base:,.0f} "
-        f"| {tokens / retro:,.0f} | {retro / base:.2f} |"
+        f"| {row['shape']} | {row['masked_lm']} | {row['batch']} | {row['loss']} | {rate['mlm']:,.0f} "
+        f"| {rate['sparse_mlm']:,.0f} | {rate['retromae']:,.0f} | {row['ratio_vs_mlm']:.2f} "
+        f"| {row['ratio_vs_sparse_mlm']:.2f} |"
     )
-    del retromae, mlm, optimizers
+    del models, optimizers
     if args.device == "cuda":
         torch.cuda.empty_cache()
+    return row
+
+
+def loss_label(args) -> str:
+    """How RetroMAE's losses ran: the fused kernel only where the model uses it (CUDA and a kernel installed)."""
+    chunked = f"chunked ({args.loss_chunk_size or 'off'})"
+    if not args.fused_cross_entropy:
+        return chunked
+    kernel = fused_linear_cross_entropy_kernel()
+    if args.device != "cuda" or kernel is None:
+        return f"{chunked}: fused requested, no kernel on {args.device}"
+    return f"fused ({kernel.__name__})"
+
+
+def bench_eval_loss(args) -> dict:
+    """The chunked vocabulary loss without grad mode (what evaluation runs): `LinearCrossEntropy` as it was called
+    before (gradients taken in forward, discarded) against `chunked_cross_entropy` now (the loss alone),
+    alternated, median of the rounds."""
+    vocab, tokens, width = (1000, 200, 64) if args.quick else (50368, 2000, 768)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(tokens, width, generator=generator).to(args.device)
+    head = torch.nn.Linear(width, vocab).to(args.device)
+    labels = torch.randint(vocab, (tokens,), generator=generator).to(args.device)
+    chunk = EVAL_CHUNK if not args.quick else 64  # several chunks, so that both calls take the chunked path
+    calls = {
+        "before (gradients taken in forward)": lambda: LinearCrossEntropy.apply(
+            features, head.weight, head.bias, labels, chunk
+        ),
+        "after (loss only)": lambda: chunked_cross_entropy(features, labels, head, chunk, head),
+    }
+    times = {name: [] for name in calls}
+    with torch.no_grad():
+        for round_ in range(args.eval_rounds + 1):
+            for name, call in calls.items():
+                sync(args.device)
+                start = time.perf_counter()
+                call()
+                sync(args.device)
+                if round_ > 0:
+                    times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    before, after = median.values()
+    print(
+        f"\n| loss under torch.no_grad(), V = {vocab:,}, N = {tokens:,}, H = {width}, chunks of {chunk} "
+        "| seconds per call |"
+    )
+    print("|---|---|")
+    for name, seconds in median.items():
+        print(f"| {name} | {seconds:.4f} |")
+    print(f"| before / after | {before / after:.2f}x |")
+    return {"vocab": vocab, "tokens": tokens, "width": width, "chunk": chunk, "seconds": median}
 
 
 def bench_collator(args, tokenizer, texts) -> None:
@@ -318,7 +395,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["small", "bert-base"])
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), help="default: small and bert-base; with --quick, all but small"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="every architecture at a tiny shape, short sequences: a smoke run"
     )
@@ -342,13 +421,22 @@ def main() -> None:
     parser.add_argument("--collator-rounds", type=int, default=2)
     parser.add_argument("--encode-shape", choices=sorted(BERT_SHAPES), default="small")
     parser.add_argument("--encode-rounds", type=int, default=3)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["model", "collator", "encode", "memory"])
+    parser.add_argument(
+        "--fused-cross-entropy",
+        action="store_true",
+        help="RetroMAEConfig.fused_cross_entropy (liger-kernel or cut-cross-entropy on CUDA; else the chunked loss)",
+    )
+    parser.add_argument("--eval-rounds", type=int, default=5, help="timed calls of each no-grad loss (median)")
+    parser.add_argument("--json", type=Path, help="also write the model and eval-loss measurements to this file")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["model", "eval-loss", "collator", "encode", "memory"])
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.shapes = [shape for shape in SHAPES if shape != "small"]
-        args.batch_size, args.seq_len, args.steps, args.warmup = 2, 64, 2, 1
+        args.shapes = args.shapes or [shape for shape in SHAPES if shape != "small"]
+        args.batch_size, args.seq_len = 2, 64
+        args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
         args.skip = sorted({*args.skip, "collator", "encode", "memory"})
+    args.shapes = args.shapes or ["small", "bert-base"]
     if args.memory_probe:
         memory_probe(args.memory_probe, args)
         return
@@ -357,15 +445,19 @@ def main() -> None:
     print(
         f"device={args.device} dtype={args.dtype} attn={args.attn} torch={torch.__version__} threads={torch.get_num_threads()}"
     )
+    results = {"device": args.device, "dtype": args.dtype, "torch": torch.__version__, "models": []}
     if "model" not in args.skip:
         print(
-            "\n| shape | masked-LM baseline | batch | MLM tokens/s | RetroMAE tokens/s | step time ratio RetroMAE/MLM |"
+            "\n| shape | masked-LM model | batch | RetroMAE loss | MLM tokens/s (logits everywhere) "
+            "| sparse MLM tokens/s (labelled only) | RetroMAE tokens/s | step ratio vs MLM | vs sparse MLM |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for shape in args.shapes:
-            bench_model(shape, args, tokenizer, texts)
-            if SHAPES[shape][0] == "modernbert":
-                bench_model(shape, args, tokenizer, texts, sparse_mlm=True)
+            results["models"].append(bench_model(shape, args, tokenizer, texts))
+    if "eval-loss" not in args.skip:
+        results["eval_loss"] = bench_eval_loss(args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
     if "collator" not in args.skip:
         print("\n| collator input | batch | examples/s |")
         print("|---|---|---|")

@@ -1159,6 +1159,8 @@ def chunked_cross_entropy(
         return F.cross_entropy(head(hidden_states).float(), labels)
     if isinstance(projection, nn.Linear):
         features = head_features(head, projection, hidden_states)
+        if not torch.is_grad_enabled():  # evaluation: `LinearCrossEntropy` would take gradients nobody asked for
+            return linear_cross_entropy_value(features, projection.weight, projection.bias, labels, chunk_size)
         return LinearCrossEntropy.apply(features, projection.weight, projection.bias, labels, chunk_size)
 
     def chunk_loss(states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -1175,13 +1177,30 @@ def chunked_cross_entropy(
     return loss / total
 
 
+def linear_cross_entropy_value(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
+    """The value `LinearCrossEntropy` computes, chunk by chunk, and nothing else: one projection per chunk and no
+    gradient work. For evaluation (`torch.no_grad()`, `torch.inference_mode()`), where autograd would discard the
+    gradients that `LinearCrossEntropy.forward` takes (its `needs_input_grad` follows the inputs' `requires_grad`,
+    not the grad mode)."""
+    loss = torch.zeros((), dtype=torch.float32, device=features.device)
+    for start in range(0, labels.numel(), chunk_size):
+        logits = F.linear(features[start : start + chunk_size], weight, bias).float()
+        targets = labels[start : start + chunk_size]
+        loss += (torch.logsumexp(logits, dim=-1) - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+    return loss / labels.numel()
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of `features @ weight.T + bias` against `labels`, over chunks of `chunk_size` tokens.
 
     The gradients with respect to features, weight and bias are computed in forward, chunk by chunk, while each
     chunk's `[chunk, V]` logits exist (softmax minus one-hot, divided by N); backward only scales them by the
     incoming gradient. Memory: one chunk of logits plus one weight-sized gradient, never `[N, V]`; compute: the
-    three matrix products of an ordinary projection's forward and backward, none repeated.
+    three matrix products of an ordinary projection's forward and backward, none repeated. It takes the gradients
+    whenever an input requires them, also without grad mode: `chunked_cross_entropy` calls
+    `linear_cross_entropy_value` instead there.
     """
 
     @staticmethod
@@ -1306,4 +1325,5 @@ __all__ = [
     "chunked_cross_entropy",
     "decoder_mask_from",
     "expand_decoder_mask",
+    "linear_cross_entropy_value",
 ]

@@ -965,3 +965,67 @@ def test_lora_on_the_encoder_trains_only_the_adapters(architecture_setup):
     assert all(parameter.grad is not None for _, parameter in lora.named_parameters() if parameter.requires_grad)
     merged = lora.merge_and_unload()
     assert isinstance(merged, RetroMAEModel) and not any("lora_" in name for name, _ in merged.named_parameters())
+
+
+class VocabularyProducts(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the matrix products that touch a `vocab`-wide dimension, by kind: `projection` (`[n, H] x [H, V]`,
+    logits), `gradient` (`[n, V] x [V, H]` for the features' gradient, or a `[V, H]` result for the weight's)."""
+
+    PRODUCTS = ("mm.default", "addmm.default", "matmul.default", "bmm.default", "linear.default")
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.counts = {"projection": 0, "gradient": 0}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func).removeprefix("aten.")
+        if name == "linear.default":  # not decomposed into addmm under inference_mode
+            self.counts["projection"] += out.shape[-1] == self.vocab
+        elif name in self.PRODUCTS:
+            left, right = [a for a in args if isinstance(a, torch.Tensor)][-2:]
+            if left.shape[-1] == self.vocab or out.shape[-2:] == (self.vocab, right.shape[-1]):
+                self.counts["gradient"] += 1
+            elif out.shape[-1] == self.vocab:
+                self.counts["projection"] += 1
+        return out
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
+def test_chunked_loss_takes_no_gradients_without_grad_mode(grad_mode):
+    """Under `torch.no_grad()` / `torch.inference_mode()` (evaluation) the chunked loss projects each chunk once
+    and computes no gradient, though its inputs require them; with grad mode the same counter sees the two gradient
+    products per chunk that `LinearCrossEntropy` takes in forward. The value is the same either way."""
+    from retromae_hf.modeling_retromae import chunked_cross_entropy
+
+    torch.manual_seed(0)
+    tokens, vocab, chunk = 50, 97, 8
+    chunks = -(-tokens // chunk)
+    head = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, vocab))
+    hidden = torch.randn(tokens, 16, requires_grad=True)
+    labels = torch.randint(vocab, (tokens,))
+
+    with VocabularyProducts(vocab) as training:
+        trained = chunked_cross_entropy(hidden, labels, head, chunk, head[2])
+    assert training.counts == {"projection": chunks, "gradient": 2 * chunks}  # the counter sees gradient work
+    with getattr(torch, grad_mode)(), VocabularyProducts(vocab) as evaluation:
+        evaluated = chunked_cross_entropy(hidden, labels, head, chunk, head[2])
+    assert evaluation.counts == {"projection": chunks, "gradient": 0}
+    assert not evaluated.requires_grad
+    torch.testing.assert_close(evaluated, trained.detach(), atol=1e-6, rtol=1e-6)
+
+
+def test_model_evaluation_with_labels_takes_no_loss_gradients(tiny_config):
+    """A labelled forward under `torch.no_grad()` (the Trainer's evaluation loop) does no gradient work in either
+    loss, with chunks small enough that both go through the chunked path; the losses equal those of training."""
+    tiny_config.loss_chunk_size = 4
+    model = RetroMAEForPreTraining(tiny_config).eval()
+    batch = random_batch(tiny_config)
+    with VocabularyProducts(tiny_config.vocab_size) as training:
+        trained = model(**batch)
+    assert training.counts["gradient"] > 0
+    with torch.no_grad(), VocabularyProducts(tiny_config.vocab_size) as evaluation:
+        evaluated = model(**batch)
+    assert evaluation.counts["gradient"] == 0 and evaluation.counts["projection"] == training.counts["projection"]
+    torch.testing.assert_close(evaluated.loss, trained.loss.detach())

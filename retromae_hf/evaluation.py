@@ -720,7 +720,8 @@ def _classification_task_base() -> type:
                 loader, task_metadata=self.metadata, hf_split=hf_split, hf_subset=hf_subset, **encode_kwargs
             )
             splitter = StratifiedKFold(n_splits=self.n_splits, shuffle=True, random_state=self.seed)
-            scores, predictions = [], []
+            scores: list[Any] = []
+            pooled: list[Any] = [None] * len(labels)  # each row's prediction by the fold that held it out
             for train_idx, test_idx in splitter.split(embeddings, labels):
                 fold_scores, fold_predictions = self._run_experiment(
                     dataset.select(train_idx),
@@ -730,11 +731,10 @@ def _classification_task_base() -> type:
                     timer=timer,
                 )
                 scores.append(fold_scores)
-                predictions.append(fold_predictions)
-            if prediction_folder:
-                self._save_task_predictions(
-                    predictions, model, prediction_folder, hf_subset=hf_subset, hf_split=hf_split
-                )
+                for index, prediction in zip(test_idx, fold_predictions, strict=True):
+                    pooled[index] = prediction
+            if prediction_folder:  # one list in file order, like a train -> test task's (see per_query_scores)
+                self._save_task_predictions([pooled], model, prediction_folder, hf_subset=hf_subset, hf_split=hf_split)
             return self._calculate_avg_scores(scores)
 
     return LocalClassificationBase
@@ -1347,7 +1347,11 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
         gain, as mteb computes it through pytrec_eval) for every judged query with a relevant document, in qrels
         order; ``mean`` equals mteb's score. STS entries are ``{"metric": "cosine_spearman", "similarity": [...],
         "gold": [...], "mean": float}``: the cosine similarity mteb computed for every pair and the gold score, in
-        file order; ``mean`` is their Spearman correlation.
+        file order; ``mean`` is their Spearman correlation. Classification entries are like retrieval's with
+        ``{"metric": "accuracy", "per_query": {row: 1.0 | 0.0}}``: whether each row of the scored file (test.jsonl,
+        or all.jsonl, each row predicted by the fold that held it out) was classified right; ``mean`` is the
+        accuracy over all rows (mteb's cross-validated score averages the folds' accuracies: equal up to the folds'
+        sizes differing by one row).
 
     Raises:
         EvaluationDataError: The summary or a predictions file is missing (evaluate without ``save_predictions``).
@@ -1380,6 +1384,8 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
                 "per_query": per_query,
                 "mean": sum(per_query.values()) / len(per_query),
             }
+        elif result["task_type"] == "Classification":
+            scores[task] = _classification_per_item(source, dataset["split"], predicted)
         elif result["task_type"] == "STS":
             gold = load_sts_file(source).score
             similarity = [float(value) for value in predicted["cosine_scores"]]
@@ -1390,3 +1396,20 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
                 "mean": float(spearmanr(similarity, gold)[0]),
             }
     return scores
+
+
+def _classification_per_item(folder: Path, split: str, predicted: Any) -> dict[str, Any]:
+    """Per-row correctness (1.0 / 0.0) of a classification task's predictions, keyed by row number in the file."""
+    labels = load_classification_folder(folder).splits[split][1]
+    predictions = predicted[0]  # one experiment (train -> test) or the pooled folds (cross-validation)
+    if len(predictions) != len(labels):
+        raise EvaluationDataError(
+            f"{folder / (split + '.jsonl')}: {len(labels)} rows, but the predictions hold {len(predictions)}; "
+            "the folder changed after it was evaluated: evaluate it again"
+        )
+    # mteb stores predictions as JSON: integer labels may come back as floats.
+    per_item = {
+        str(row): float(str(prediction) == str(label) or prediction == label)
+        for row, (prediction, label) in enumerate(zip(predictions, labels, strict=True))
+    }
+    return {"metric": "accuracy", "per_query": per_item, "mean": sum(per_item.values()) / len(per_item)}

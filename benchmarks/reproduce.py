@@ -186,6 +186,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-max-length", type=int)
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--skip-stage2", action="store_true")
+    p.add_argument(
+        "--eval-stages",
+        nargs="+",
+        type=int,
+        choices=(1, 2),
+        default=[1, 2],
+        help="which stages' models are evaluated (stage 1 includes the untrained reference); default both",
+    )
     p.add_argument("--no-eval", action="store_true", help="train only (a smoke test of the training path)")
     p.add_argument(
         "--no-untrained",
@@ -1041,7 +1049,7 @@ def main(argv=None) -> None:
         print("tokenized corpus:", tokenized_dir(args), len(tokenized_corpus(args)), "blocks")
         return
     if args.eval_only:
-        for stage in (1, 2):
+        for stage in args.eval_stages:
             for seed in args.seeds:
                 for arm in args.arms:
                     if stage == 1 and arm == args.arms[0]:
@@ -1056,7 +1064,7 @@ def main(argv=None) -> None:
             for seed in args.seeds:
                 for arm in args.arms:
                     train_stage(args, arm, seed, stage, corpus)
-            for seed in [] if args.no_eval else args.seeds:
+            for seed in [] if args.no_eval or stage not in args.eval_stages else args.seeds:
                 if stage == 1 and not args.no_untrained:
                     save_untrained(args, seed)
                     evaluate_stage(args, UNTRAINED, seed, 1)

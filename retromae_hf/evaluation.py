@@ -555,6 +555,12 @@ class ClassificationData:
     splits: dict[str, tuple[list[str], list[int | str]]] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
+    def label_codes(self) -> dict[int | str, int]:
+        """Each label's class number for the classifier: the labels in sorted order, numbered from 0. (mteb's
+        average precision needs numeric labels; integer labels map to their own rank, string labels to theirs.)"""
+        labels = sorted({label for _, split_labels in self.splits.values() for label in split_labels})  # type: ignore[type-var]
+        return {label: code for code, label in enumerate(labels)}
+
     @property
     def cross_validation(self) -> bool:
         """True for a folder with one ``all.jsonl``, scored by stratified k-fold cross-validation."""
@@ -787,8 +793,12 @@ def build_classification_task(
             return
         from datasets import Dataset, DatasetDict
 
+        codes = data.label_codes()
         self.dataset = DatasetDict(
-            {s: Dataset.from_dict({"text": texts, "label": labels}) for s, (texts, labels) in data.splits.items()}
+            {
+                s: Dataset.from_dict({"text": texts, "label": [codes[label] for label in labels]})
+                for s, (texts, labels) in data.splits.items()
+            }
         )
         self.data_loaded = True
 
@@ -1400,16 +1410,17 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
 
 def _classification_per_item(folder: Path, split: str, predicted: Any) -> dict[str, Any]:
     """Per-row correctness (1.0 / 0.0) of a classification task's predictions, keyed by row number in the file."""
-    labels = load_classification_folder(folder).splits[split][1]
+    data = load_classification_folder(folder)
+    codes = data.label_codes()
+    labels = [codes[label] for label in data.splits[split][1]]  # the classes as the classifier numbered them
     predictions = predicted[0]  # one experiment (train -> test) or the pooled folds (cross-validation)
     if len(predictions) != len(labels):
         raise EvaluationDataError(
             f"{folder / (split + '.jsonl')}: {len(labels)} rows, but the predictions hold {len(predictions)}; "
             "the folder changed after it was evaluated: evaluate it again"
         )
-    # mteb stores predictions as JSON: integer labels may come back as floats.
     per_item = {
-        str(row): float(str(prediction) == str(label) or prediction == label)
+        str(row): float(prediction == label)
         for row, (prediction, label) in enumerate(zip(predictions, labels, strict=True))
     }
     return {"metric": "accuracy", "per_query": per_item, "mean": sum(per_item.values()) / len(per_item)}

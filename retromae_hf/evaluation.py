@@ -1183,7 +1183,10 @@ def evaluate(
             `retromae_hf.export.load_sentence_transformer`).
         tasks: Each entry is a BEIR-format folder (retrieval), a folder of BEIR folders (each scored, in natural
             order: the lengths of a `retromae-hf make-long-eval` set), an STS file (``.tsv``/``.csv``/``.jsonl``
-            with ``sentence1, sentence2, score``), or an MTEB task name such as ``"SciFact"`` or
+            with ``sentence1, sentence2, score``), a classification folder (``train.jsonl`` + ``test.jsonl``, or
+            ``all.jsonl`` scored by stratified 10-fold cross-validation; see `build_classification_task`), a folder
+            of classification folders, ``senteval=DIR`` (DIR's ``mr``, ``cr``, ``subj``, ``mpqa``, ``sst2``,
+            ``trec``), or an MTEB task name such as ``"SciFact"`` or
             ``"LEMBPasskeyRetrieval"`` (needs the Hub).
         output_dir: Where mteb writes its result JSONs (``results/<model>/<revision>/<task>.json``, mteb's usual
             cache layout) and where ``summary.json`` and ``summary.md`` go.
@@ -1218,7 +1221,8 @@ def evaluate(
                   "task": str,                 # mteb task name (folder name / "<parent>-<stem>" for local data)
                   "task_type": str,            # "Retrieval", "STS", ... (mteb's task type)
                   "dataset": {"name": str, "path_or_hub_id": str, "split": str,
-                              "revision": str | None},  # Hub revision, or a content hash for local data
+                              "revision": str | None,   # Hub revision, or a content hash for local data
+                              "protocol": str},         # local classification only: train -> test or k-fold
                   "main_metric": str,          # "ndcg_at_10", "cosine_spearman", ...
                   "main_score": float,         # 0-1 scale, as mteb reports it
                   "metrics": {str: float}      # main metric plus e.g. mrr_at_10, map_at_10, recall_at_k (retrieval)

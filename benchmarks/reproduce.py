@@ -70,14 +70,31 @@ ARMS = {
     "mlm": {"label": "masked-LM only (BERT baseline)", "decoding": "enhanced", "encoder_only": True},
     "enhanced": {"label": "RetroMAE, enhanced decoding", "decoding": "enhanced", "encoder_only": False},
     "plain": {"label": "RetroMAE, plain decoding", "decoding": "plain", "encoder_only": False},
+    # Not a stage-1 objective: the `enhanced` arm's stage-1 model, given a stage 2 of InfoNCE alone (the RetroMAE
+    # term's weight 0), against the joint RetroMAE + InfoNCE stage 2 every other arm gets (the paper's stage 2).
+    "enhanced_contrastive": {
+        "label": "RetroMAE, enhanced decoding; stage 2 contrastive only",
+        "decoding": "enhanced",
+        "encoder_only": False,
+        "stage1_from": "enhanced",
+        "retromae_weight": 0.0,
+    },
 }
+#: The arms run when --arms is not given (the three stage-1 objectives).
+DEFAULT_ARMS = ("mlm", "enhanced", "plain")
 
 # Not an arm: the shared starting point of every arm (same seed, same initialisation), evaluated as a reference.
 UNTRAINED = "untrained"
 LABELS = {**{arm: spec["label"] for arm, spec in ARMS.items()}, UNTRAINED: "untrained initialisation (reference)"}
-COLORS = {"mlm": "tab:gray", "enhanced": "tab:blue", "plain": "tab:orange", UNTRAINED: "lightgray"}
+COLORS = {
+    "mlm": "tab:gray",
+    "enhanced": "tab:blue",
+    "plain": "tab:orange",
+    "enhanced_contrastive": "tab:green",
+    UNTRAINED: "lightgray",
+}
 #: The paired comparisons of the report: (arm, minus arm).
-COMPARISONS = (("enhanced", "mlm"), ("enhanced", "plain"))
+COMPARISONS = (("enhanced", "mlm"), ("enhanced", "plain"), ("enhanced", "enhanced_contrastive"))
 
 #: Settings per preset; a flag given on the command line wins. `cpu` = the budget of docs/reproduction.md.
 PRESETS = {
@@ -115,7 +132,13 @@ logger = logging.getLogger("reproduce")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="default budget and settings (see above)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=list(DEFAULT_ARMS),
+        choices=list(ARMS),
+        help="enhanced_contrastive: the enhanced arm's stage-1 model with a contrastive-only stage 2",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43])
     p.add_argument("--tag", default="base", help="budget tag: runs live in <output-dir>/<tag>/ (a report block)")
     # Budget (preset defaults; None = take the preset's value).
@@ -163,6 +186,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-max-length", type=int)
     p.add_argument("--eval-batch-size", type=int)
     p.add_argument("--skip-stage2", action="store_true")
+    p.add_argument(
+        "--eval-stages",
+        nargs="+",
+        type=int,
+        choices=(1, 2),
+        default=[1, 2],
+        help="which stages' models are evaluated (stage 1 includes the untrained reference); default both",
+    )
     p.add_argument("--no-eval", action="store_true", help="train only (a smoke test of the training path)")
     p.add_argument(
         "--no-untrained",
@@ -302,7 +333,7 @@ def stage2_recipe(args, arm: str, seed: int) -> dict:
         "max_length": args.max_length,
         "encoder_mask_ratio": args.encoder_mask_ratio,
         "decoder_mask_ratio": args.decoder_mask_ratio,
-        "retromae_weight": 1.0,
+        "retromae_weight": ARMS[arm].get("retromae_weight", 1.0),
         "contrastive_weight": 1.0,
         "similarity": "cosine",
         "temperature": 0.05,
@@ -316,6 +347,8 @@ def stage2_recipe(args, arm: str, seed: int) -> dict:
 
 
 def run_dir(args, arm: str, seed: int, stage: int, tag: str | None = None) -> Path:
+    if stage == 1:  # an arm that differs only in stage 2 shares its base arm's stage-1 run
+        arm = ARMS.get(arm, {}).get("stage1_from", arm)
     return Path(args.output_dir) / (tag or args.tag) / f"seed{seed}" / arm / f"stage{stage}"
 
 
@@ -461,7 +494,7 @@ def cls_collapse(final: Path, args, n_sentences: int = 500) -> dict:
     from retromae_hf.evaluation import load_sts_file
     from retromae_hf.export import load_sentence_transformer
 
-    sts_files = [task for task in args.tasks if not Path(task).is_dir()]
+    sts_files = [task for task in args.tasks if str(task).lower().endswith((".tsv", ".csv"))]
     if not sts_files:
         return {}
     sentences = list(dict.fromkeys(load_sts_file(sts_files[0]).sentence1))[:n_sentences]
@@ -500,6 +533,8 @@ def collect(args, tag: str) -> list[dict]:
     for seed in args.seeds:
         for arm in [*ARMS, UNTRAINED]:
             for stage in (1, 2):
+                if stage == 1 and "stage1_from" in ARMS.get(arm, {}):
+                    continue  # the base arm's stage-1 run, reported under that arm
                 folder = run_dir(args, arm, seed, stage, tag)
                 summary = _read_json(folder / "eval" / "summary.json")
                 train_summary = _read_json(folder / "final" / "training_summary.json")
@@ -672,7 +707,7 @@ def differences(runs: list[dict], replicates: int, seed: int = 0) -> list[dict]:
                         "comparison": f"{arm_a} - {arm_b}",
                         "task": task,
                         "metric": metric,
-                        "units": "queries" if kind == "retrieval" else "sentence pairs",
+                        "units": {"accuracy": "sentences", "cosine_spearman": "sentence pairs"}.get(metric, "queries"),
                         "n_units": len(items[0][0]),
                         "seeds": [
                             f"{a['seed']}" + (" (reference)" if a["source"] == "reference" else "") for a, _ in usable
@@ -717,7 +752,8 @@ def markdown_table(agg: dict, arms: list[str], collapse: dict | None = None) -> 
             lines.append(f"| {LABELS[arm]} | " + " | ".join(cells) + f" | {mean} | {cosine} |")
         lines += [
             "",
-            "Scores ×100 (nDCG@10 for cisi/scifact, cosine Spearman for STS), mean ± sample std over "
+            "Scores ×100 (nDCG@10 for retrieval, cosine Spearman for STS, accuracy for the transfer tasks), "
+            "mean ± sample std over "
             "seeds. [CLS] cosine: mean cosine between the [CLS] embeddings of 500 different STS-B sentences "
             "(near 1 = collapsed embeddings).",
             "",
@@ -746,8 +782,9 @@ def differences_table(rows: list[dict], replicates: int) -> str:
     lines += [
         "",
         f"Difference of the two arms' scores on the same queries (retrieval: mean per-query nDCG@10 difference; "
+        f"transfer tasks: accuracy difference over the same test sentences; "
         f"STS: Spearman difference), averaged over the seeds listed. Interval: 2.5th-97.5th percentile of "
-        f"{replicates} bootstrap replicates, each resampling the seeds and the queries / sentence pairs with "
+        f"{replicates} bootstrap replicates, each resampling the seeds and the queries / sentences / sentence pairs with "
         "replacement; per seed: the same over that seed's queries alone. An interval that excludes 0 separates "
         "the arms beyond query-sampling (and, with several seeds, seed) noise.",
         "",
@@ -1012,7 +1049,7 @@ def main(argv=None) -> None:
         print("tokenized corpus:", tokenized_dir(args), len(tokenized_corpus(args)), "blocks")
         return
     if args.eval_only:
-        for stage in (1, 2):
+        for stage in args.eval_stages:
             for seed in args.seeds:
                 for arm in args.arms:
                     if stage == 1 and arm == args.arms[0]:
@@ -1027,7 +1064,7 @@ def main(argv=None) -> None:
             for seed in args.seeds:
                 for arm in args.arms:
                     train_stage(args, arm, seed, stage, corpus)
-            for seed in [] if args.no_eval else args.seeds:
+            for seed in [] if args.no_eval or stage not in args.eval_stages else args.seeds:
                 if stage == 1 and not args.no_untrained:
                     save_untrained(args, seed)
                     evaluate_stage(args, UNTRAINED, seed, 1)

@@ -571,13 +571,18 @@ def _add_evaluate(subparsers) -> None:
             "Evaluate a RetroMAE checkpoint, a sentence-transformers export, or any sentence-transformers model "
             "through mteb. Tasks are MTEB task names (need network) or local data (offline): a BEIR folder "
             "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv), a folder of BEIR folders (each scored; e.g. a "
-            "`make-long-eval` set) or an STS file (sentence1, sentence2, score). An MTEB task without the --split "
+            "`make-long-eval` set), an STS file (sentence1, sentence2, score), or a classification (transfer) folder "
+            "(train.jsonl + test.jsonl, or all.jsonl scored by stratified 10-fold cross-validation; rows "
+            '{"text", "label"}; accuracy by logistic regression on the frozen embeddings); senteval=DIR stands for '
+            "DIR's folders mr, cr, subj, mpqa, sst2, trec. An MTEB task without the --split "
             "asked for is scored on each of its splits (LongEmbed's LEMBPasskeyRetrieval: test_256 ... test_32768). "
             "Writes mteb's result JSONs plus summary.json and summary.md."
         ),
     )
     parser.add_argument("model", help="model folder or Hub id")
-    parser.add_argument("--tasks", nargs="+", required=True, help="MTEB task names and/or local paths")
+    parser.add_argument(
+        "--tasks", nargs="+", required=True, help="MTEB task names, local paths and/or senteval=DIR (transfer tasks)"
+    )
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -590,7 +595,11 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument(
         "--max-length", type=positive_int, default=None, help="truncation length (default: the model's)"
     )
-    parser.add_argument("--split", default="test", help="qrels / STS split to evaluate (default: %(default)s)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="qrels / STS / classification split to evaluate (default: %(default)s; all.jsonl folders: 10-fold CV)",
+    )
     parser.add_argument("--similarity", choices=["cosine", "dot"], default=None, help="override the model's similarity")
     _add_overwrite(parser, "evaluate", "--output-dir")
     parser.set_defaults(handler=_run_evaluate)

@@ -5,7 +5,12 @@ Two kinds of local data are turned into mteb tasks at run time, so that nothing 
 * a BEIR-format retrieval folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) becomes a subclass of
   mteb's `AbsTaskRetrieval` whose data is read from the folder instead of the Hugging Face Hub;
 * an STS file (``.tsv``, ``.csv`` or ``.jsonl`` with the columns ``sentence1``, ``sentence2``, ``score``) becomes a
-  subclass of mteb's `AbsTaskSTS`.
+  subclass of mteb's `AbsTaskSTS`;
+* a classification folder (``train.jsonl`` + ``test.jsonl``, ``dev.jsonl`` optional, or one ``all.jsonl``; rows
+  ``{"text", "label"}``) becomes a subclass of mteb's `AbsTaskClassification` that trains a logistic regression on
+  the frozen embeddings of the whole training split (or of each fold of a stratified 10-fold cross-validation),
+  as SentEval scores its transfer tasks. ``senteval=DIR`` stands for DIR's folders ``mr``, ``cr``, ``subj``,
+  ``mpqa``, ``sst2`` and ``trec``.
 
 Anything else is looked up as an MTEB task name with `mteb.get_tasks` (that needs the Hub, or a warm datasets
 cache). The scores are computed by mteb itself; this module only builds the tasks, runs `mteb.evaluate`, lets mteb
@@ -41,8 +46,11 @@ __all__ = [
     "SUMMARY_JSON",
     "SUMMARY_MD",
     "EvaluationDataError",
+    "build_classification_task",
     "evaluate",
     "expand_task_folders",
+    "expand_task_groups",
+    "load_classification_folder",
     "load_summary",
     "per_query_scores",
     "summary_to_markdown",
@@ -78,10 +86,13 @@ STS_SUMMARY_METRICS = (
     "euclidean_spearman",
     "manhattan_spearman",
 )
+#: Classification metrics copied into the summary, in this order (F1, precision and recall macro-averaged).
+CLASSIFICATION_SUMMARY_METRICS = ("accuracy", "f1", "f1_weighted", "precision", "recall", "ap")
 #: The metrics shown beside the main score in ``summary.md``.
 MARKDOWN_METRICS = {
     "Retrieval": ("mrr_at_10", "map_at_10", "recall_at_10", "recall_at_100"),
     "STS": ("cosine_pearson",),
+    "Classification": ("f1",),
 }
 _SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 _MAX_NAMED_IDS = 5
@@ -514,6 +525,360 @@ def build_sts_task(path: str | Path, split: str = "test", name: str | None = Non
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Local data: classification (SentEval's transfer tasks)
+# --------------------------------------------------------------------------------------------------------------------
+
+#: The files a classification folder may hold: train/test (dev optional), or one all.jsonl for cross-validation.
+CLASSIFICATION_FILES = ("train.jsonl", "dev.jsonl", "test.jsonl", "all.jsonl")
+#: Folds of the stratified cross-validation of a folder with a single ``all.jsonl`` (SentEval's 10 for MR, CR, ...).
+CLASSIFICATION_FOLDS = 10
+#: The split name recorded for a cross-validated folder (its one file, ``all.jsonl``).
+CROSS_VALIDATION_SPLIT = "all"
+#: The classifier trained on the frozen embeddings: scikit-learn's logistic regression, default L2 penalty (C=1).
+#: `max_iter` is raised from mteb's 100 so that lbfgs converges on the full training sets of SentEval's tasks.
+CLASSIFIER_MAX_ITER = 1000
+#: SentEval's six single-sentence transfer tasks (the folder names of the group ``senteval``), in SentEval's order.
+SENTEVAL_TASKS = ("mr", "cr", "subj", "mpqa", "sst2", "trec")
+#: The group name: ``senteval`` = mteb's tasks of that name (online); ``senteval=DIR`` = DIR's folders of those names.
+SENTEVAL_GROUP = "senteval"
+
+
+@dataclass
+class ClassificationData:
+    """A labelled text folder read from JSON lines ``{"text": str, "label": int | str}``.
+
+    Attributes:
+        splits: ``{split: (texts, labels)}``: ``train``, ``test`` and optionally ``dev``, or ``all`` alone.
+        files: ``{split: path}`` of the file each split came from.
+    """
+
+    splits: dict[str, tuple[list[str], list[int | str]]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def label_codes(self) -> dict[int | str, int]:
+        """Each label's class number for the classifier: the labels in sorted order, numbered from 0. (mteb's
+        average precision needs numeric labels; integer labels map to their own rank, string labels to theirs.)"""
+        labels = sorted({label for _, split_labels in self.splits.values() for label in split_labels})  # type: ignore[type-var]
+        return {label: code for code, label in enumerate(labels)}
+
+    @property
+    def cross_validation(self) -> bool:
+        """True for a folder with one ``all.jsonl``, scored by stratified k-fold cross-validation."""
+        return CROSS_VALIDATION_SPLIT in self.splits
+
+
+def is_classification_folder(path: str | Path) -> bool:
+    """A folder holding at least one of `CLASSIFICATION_FILES` and no ``corpus.jsonl`` (which makes it BEIR)."""
+    path = Path(path)
+    return (
+        path.is_dir()
+        and not (path / "corpus.jsonl").is_file()
+        and any((path / name).is_file() for name in CLASSIFICATION_FILES)
+    )
+
+
+def _read_classification_file(path: Path) -> tuple[list[str], list[int | str]]:
+    """Read one split, checking every row has a string ``text`` and an integer or string ``label``."""
+    texts: list[str] = []
+    labels: list[int | str] = []
+    first_kind: tuple[type, int] | None = None
+    empty = 0
+    for line_number, obj in _iter_jsonl(path):
+        if "label" not in obj:
+            raise EvaluationDataError(
+                f"{path}, line {line_number}: no 'label' field; every row of a classification file is "
+                '{"text": "...", "label": <integer or string class>}'
+            )
+        text, label = obj.get("text"), obj["label"]
+        if not isinstance(text, str):
+            raise EvaluationDataError(
+                f"{path}, line {line_number}: 'text' is {'missing' if text is None else type(text).__name__}; "
+                "every row needs its text as a string"
+            )
+        empty += not text.strip()
+        if isinstance(label, bool) or not isinstance(label, (int, str)) or label == "":
+            raise EvaluationDataError(
+                f"{path}, line {line_number}: label {label!r} is neither an integer nor a non-empty string; "
+                "give each class as an integer (0, 1, ...) or as a name"
+            )
+        kind = int if isinstance(label, int) else str
+        if first_kind is None:
+            first_kind = (kind, line_number)
+        elif kind is not first_kind[0]:
+            raise EvaluationDataError(
+                f"{path}, line {line_number}: label {label!r} is a {kind.__name__}, but line {first_kind[1]} has a "
+                f"{first_kind[0].__name__} label; write every label of a folder the same way (all integers or all "
+                "strings)"
+            )
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise EvaluationDataError(f"{path}: the file holds no rows; remove it or fill it with labelled texts")
+    if empty:
+        # SentEval's own copies of CR and MPQA hold a few empty sentences; it keeps them, and so do we.
+        logger.warning("%s: %d of %d texts are empty; they are kept (encoded as empty input)", path, empty, len(texts))
+    return texts, labels
+
+
+def load_classification_folder(folder: str | Path, folds: int = CLASSIFICATION_FOLDS) -> ClassificationData:
+    """Read and check a classification folder: ``train.jsonl`` + ``test.jsonl`` (``dev.jsonl`` optional), or one
+    ``all.jsonl`` (scored by stratified `folds`-fold cross-validation).
+
+    Raises:
+        EvaluationDataError: The layout is ambiguous or incomplete (``test.jsonl`` without ``train.jsonl`` and the
+            reverse, ``all.jsonl`` beside split files), a row lacks ``text`` or ``label``, labels mix integers and
+            strings (across the folder's files too), a file is empty, the training data has one class only, the
+            evaluated split has a class the training data lacks, or (cross-validation) a class has fewer rows than
+            folds. The message names the file and says how to fix it.
+    """
+    folder = Path(folder)
+    present = {name.removesuffix(".jsonl"): folder / name for name in CLASSIFICATION_FILES if (folder / name).is_file()}
+    if "all" in present and len(present) > 1:
+        others = ", ".join(f"{split}.jsonl" for split in present if split != "all")
+        raise EvaluationDataError(
+            f"{present['all']}: all.jsonl (scored by {folds}-fold cross-validation) lies beside {others} (scored "
+            "train -> test); keep one layout in the folder"
+        )
+    if "all" not in present:
+        if "train" not in present:
+            first = present.get("test") or present.get("dev") or folder
+            raise EvaluationDataError(
+                f"{first}: no train.jsonl beside it in {folder}; the classifier is trained on train.jsonl and scored "
+                f"on test.jsonl. Add train.jsonl, or put every row in one all.jsonl to score it by {folds}-fold "
+                "cross-validation"
+            )
+        if "test" not in present:
+            raise EvaluationDataError(
+                f"{present['train']}: no test.jsonl beside it in {folder}; add the test split, or rename the file to "
+                f"all.jsonl to score it by {folds}-fold cross-validation"
+            )
+    data = ClassificationData()
+    kinds: dict[type, Path] = {}
+    for split, path in present.items():
+        data.splits[split] = _read_classification_file(path)
+        data.files[split] = path
+        kinds.setdefault(type(data.splits[split][1][0]), path)
+    if len(kinds) > 1:
+        (int_file, str_file) = kinds[int], kinds[str]
+        raise EvaluationDataError(
+            f"{str_file}: string labels, but {int_file.name} in the same folder has integer labels; write every "
+            "label of a folder the same way"
+        )
+    train_split = "all" if "all" in present else "train"
+    train_labels = data.splits[train_split][1]
+    counts: dict[int | str, int] = {}
+    for label in train_labels:
+        counts[label] = counts.get(label, 0) + 1
+    if len(counts) < 2:
+        raise EvaluationDataError(
+            f"{data.files[train_split]}: every row has the label {train_labels[0]!r}; a classifier needs at least "
+            "two classes"
+        )
+    if train_split == "all":
+        rare = sorted((label for label, count in counts.items() if count < folds), key=str)
+        if rare:
+            raise EvaluationDataError(
+                f"{data.files['all']}: class(es) {_name_some([str(r) for r in rare])} have fewer than {folds} rows, "
+                f"too few for stratified {folds}-fold cross-validation; add rows or give train.jsonl and test.jsonl"
+            )
+    for split in ("dev", "test"):
+        unseen = sorted({label for label in data.splits.get(split, ((), ()))[1] if label not in counts}, key=str)
+        if unseen:
+            raise EvaluationDataError(
+                f"{data.files[split]}: label(s) {_name_some([str(u) for u in unseen])} never occur in "
+                f"{data.files['train'].name}, so no classifier trained on it can predict them; fix the labels or "
+                "add training rows of those classes"
+            )
+    logger.info(
+        "Read %s: %s, %d classes",
+        folder,
+        ", ".join(f"{split} {len(texts)}" for split, (texts, _) in data.splits.items()),
+        len(counts),
+    )
+    return data
+
+
+def _classification_task_base() -> type:
+    """mteb's `AbsTaskClassification` with SentEval's protocol: the whole training split (no few-shot sampling),
+    one experiment, logistic regression, and *stratified* k-fold for cross-validation (mteb's own uses `KFold`)."""
+    from mteb.abstasks import AbsTaskClassification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    class LocalClassificationBase(AbsTaskClassification):
+        evaluator_model = LogisticRegression(max_iter=CLASSIFIER_MAX_ITER)
+        n_experiments = 1
+        n_splits = CLASSIFICATION_FOLDS
+
+        def _evaluate_subset_cross_validation(
+            self, model: Any, data_split: Any, *, encode_kwargs: Any, hf_split: str, hf_subset: str,
+            prediction_folder: Path | None = None, num_proc: int | None = None, timer: Any, **kwargs: Any,
+        ) -> Any:  # fmt: skip
+            from mteb._create_dataloaders import create_dataloader
+
+            dataset = data_split[self.train_split]
+            labels = dataset[self.label_column_name]
+            loader = create_dataloader(
+                dataset, task_metadata=self.metadata, input_column=self.input_column_name, num_proc=num_proc,
+                **encode_kwargs,
+            )  # fmt: skip
+            embeddings = model.encode(
+                loader, task_metadata=self.metadata, hf_split=hf_split, hf_subset=hf_subset, **encode_kwargs
+            )
+            splitter = StratifiedKFold(n_splits=self.n_splits, shuffle=True, random_state=self.seed)
+            scores: list[Any] = []
+            pooled: list[Any] = [None] * len(labels)  # each row's prediction by the fold that held it out
+            for train_idx, test_idx in splitter.split(embeddings, labels):
+                fold_scores, fold_predictions = self._run_experiment(
+                    dataset.select(train_idx),
+                    dataset.select(test_idx),
+                    embeddings[train_idx],
+                    embeddings[test_idx],
+                    timer=timer,
+                )
+                scores.append(fold_scores)
+                for index, prediction in zip(test_idx, fold_predictions, strict=True):
+                    pooled[index] = prediction
+            if prediction_folder:  # one list in file order, like a train -> test task's (see per_query_scores)
+                self._save_task_predictions([pooled], model, prediction_folder, hf_subset=hf_subset, hf_split=hf_split)
+            return self._calculate_avg_scores(scores)
+
+    return LocalClassificationBase
+
+
+def build_classification_task(
+    folder: str | Path, split: str = "test", name: str | None = None, folds: int = CLASSIFICATION_FOLDS
+) -> AbsTask:
+    """Build an mteb classification task from a local folder (see `load_classification_folder` for the layout).
+
+    A logistic regression is trained on the frozen embeddings of the training split and scored on `split`
+    (``test``, or ``dev`` when the folder has one), or, for a folder with one ``all.jsonl``, on each fold of a
+    stratified `folds`-fold cross-validation (split ``all``), as SentEval scores MR, CR, SUBJ and MPQA.
+
+    Returns:
+        An instance of a fresh `AbsTaskClassification` subclass, with main score ``accuracy`` (F1 beside it).
+
+    Raises:
+        EvaluationDataError: The folder is malformed, or `split` is not one of its evaluation files.
+    """
+    folder = Path(folder).resolve()
+    data = load_classification_folder(folder, folds)
+    if data.cross_validation:
+        split = CROSS_VALIDATION_SPLIT
+    elif split not in data.splits or split == "train":
+        raise EvaluationDataError(
+            f"{folder}: no {split}.jsonl to score (it holds {', '.join(p.name for p in data.files.values())}); "
+            "evaluate with --split test (or dev when the folder has dev.jsonl)"
+        )
+    name = name or folder.name
+    protocol = (
+        f"stratified {folds}-fold cross-validation on all.jsonl"
+        if data.cross_validation
+        else f"trained on train.jsonl, scored on {split}.jsonl"
+    )
+    metadata = _task_metadata(
+        name,
+        f"Local classification folder {folder} ({protocol}), read by retromae_hf.evaluation.",
+        folder,
+        _content_hash(*data.files.values()),
+        "Classification",
+        "accuracy",
+        split,
+    )
+    train_split = CROSS_VALIDATION_SPLIT if data.cross_validation else "train"
+    largest_class = max(data.splits[train_split][1].count(label) for label in set(data.splits[train_split][1]))
+
+    def load_data(self: Any, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any) -> None:
+        if self.data_loaded:
+            return
+        from datasets import Dataset, DatasetDict
+
+        codes = data.label_codes()
+        self.dataset = DatasetDict(
+            {
+                s: Dataset.from_dict({"text": texts, "label": [codes[label] for label in labels]})
+                for s, (texts, labels) in data.splits.items()
+            }
+        )
+        self.data_loaded = True
+
+    task_class = type(
+        _class_name("LocalClassification_", name),
+        (_classification_task_base(),),
+        {
+            "metadata": metadata,
+            "train_split": train_split,
+            "is_cross_validation": data.cross_validation,
+            "n_splits": folds,
+            # mteb samples `samples_per_label` rows per class for training; SentEval trains on all of them.
+            "samples_per_label": largest_class,
+            "protocol": protocol,
+            "load_data": load_data,
+            "__module__": __name__,
+        },
+    )
+    return task_class()
+
+
+def senteval_mteb_task_names() -> dict[str, str | None]:
+    """SentEval's six transfer tasks in mteb's registry (no network: the registry ships with mteb).
+
+    A task is found when an mteb classification task is named after it (``MR``, ``SST2``, ``TRECClassification``,
+    ...; case and ``-``/``_`` ignored). Returns ``{task: mteb name or None}``; mteb 2.26 has none of the six.
+    """
+    import mteb
+
+    def key(text: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", text.lower()).removesuffix("classification")
+
+    registry = {key(task.metadata.name): task.metadata.name for task in mteb.get_tasks(task_types=["Classification"])}
+    return {task: registry.get(task) for task in SENTEVAL_TASKS}
+
+
+def expand_task_groups(tasks: Sequence[str | Path | AbsTask]) -> list[str | Path | AbsTask]:
+    """Replace the group name ``senteval`` by its tasks: ``senteval=DIR`` by DIR's folders named ``mr``, ``cr``,
+    ``subj``, ``mpqa``, ``sst2``, ``trec`` (those present; a missing one is logged), and a bare ``senteval`` by the
+    mteb tasks of those names (online).
+
+    Raises:
+        EvaluationDataError: ``senteval=DIR`` where DIR holds none of the six folders.
+        ValueError: a bare ``senteval`` while mteb's registry lacks some of the six (mteb 2.26 has none of them).
+    """
+    expanded: list[str | Path | AbsTask] = []
+    for spec in tasks:
+        text = spec if isinstance(spec, str) else None
+        if text is None or text.split("=", 1)[0].lower() != SENTEVAL_GROUP:
+            expanded.append(spec)
+            continue
+        if "=" in text:
+            root = Path(text.split("=", 1)[1])
+            found = [root / task for task in SENTEVAL_TASKS if is_classification_folder(root / task)]
+            if not found:
+                raise EvaluationDataError(
+                    f"{root}: holds none of SentEval's task folders ({', '.join(SENTEVAL_TASKS)}), each with "
+                    "train.jsonl + test.jsonl or all.jsonl; point senteval=DIR at the folder that holds them"
+                )
+            missing = [task for task in SENTEVAL_TASKS if root / task not in found]
+            if missing:
+                logger.warning("senteval=%s: no folder for %s; scoring the other tasks", root, ", ".join(missing))
+            expanded += [str(path) for path in found]
+            continue
+        names = senteval_mteb_task_names()
+        absent = [task for task, name in names.items() if name is None]
+        if absent:
+            import mteb
+
+            raise ValueError(
+                f"'{SENTEVAL_GROUP}' names SentEval's tasks ({', '.join(SENTEVAL_TASKS)}), but mteb "
+                f"{mteb.__version__}'s registry has no task for {', '.join(absent)}. Give the local folders instead: "
+                f"--tasks {SENTEVAL_GROUP}=DIR, where DIR holds mr/, cr/, ... (train.jsonl + test.jsonl, or all.jsonl; "
+                "the project's copy is ../shared/data/transfer)"
+            )
+        expanded += [name for name in names.values() if name is not None]
+    return expanded
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Task resolution
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -588,11 +953,15 @@ def expand_task_folders(tasks: Sequence[str | Path | AbsTask]) -> list[str | Pat
     expanded: list[str | Path | AbsTask] = []
     for spec in tasks:
         path = Path(spec) if isinstance(spec, str | Path) else None
-        if path is None or not path.is_dir() or (path / "corpus.jsonl").is_file():
+        if path is None or not path.is_dir() or (path / "corpus.jsonl").is_file() or is_classification_folder(path):
             expanded.append(spec)
             continue
         children = sorted(
-            (child for child in path.iterdir() if child.is_dir() and (child / "corpus.jsonl").is_file()),
+            (
+                child
+                for child in path.iterdir()
+                if child.is_dir() and ((child / "corpus.jsonl").is_file() or is_classification_folder(child))
+            ),
             key=lambda child: _natural_key(child.name),
         )
         if not children:
@@ -622,6 +991,10 @@ def _resolve_task(spec: str | Path | AbsTask, split: str) -> _ResolvedTask:
     if isinstance(spec, AbsTask):
         return _resolve_mteb_task(spec, split)
     path = Path(spec)
+    if is_classification_folder(path):
+        task = build_classification_task(path, split)
+        split_used = task.metadata.eval_splits[0]
+        return _ResolvedTask(task, path.resolve().name, str(path.resolve()), split_used, task.metadata.revision)
     if path.is_dir():
         task = build_retrieval_task(path, split)
         return _ResolvedTask(task, path.resolve().name, str(path.resolve()), split, task.metadata.revision)
@@ -677,7 +1050,7 @@ def _dedupe_names(resolved: list[_ResolvedTask]) -> None:
         name = item.task.metadata.name
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
-            if not type(item.task).__name__.startswith(("LocalRetrieval_", "LocalSTS_")):
+            if not type(item.task).__name__.startswith(("LocalRetrieval_", "LocalSTS_", "LocalClassification_")):
                 raise ValueError(f"task {name!r} is listed twice")
             new_name = f"{name}-{seen[name]}"
             type(item.task).metadata = item.task.metadata.model_copy(update={"name": new_name})
@@ -774,18 +1147,26 @@ def _summary_entry(resolved: _ResolvedTask, task_result: Any, split: str | None 
     scores = _numeric_scores(entries)
     main_metric = str(metadata.main_score)
     # Known task types get a short, fixed list of metrics; other types keep every numeric score mteb reports.
-    wanted = {"Retrieval": RETRIEVAL_SUMMARY_METRICS, "STS": STS_SUMMARY_METRICS}.get(str(metadata.type))
+    wanted = {
+        "Retrieval": RETRIEVAL_SUMMARY_METRICS,
+        "STS": STS_SUMMARY_METRICS,
+        "Classification": CLASSIFICATION_SUMMARY_METRICS,
+    }.get(str(metadata.type))
     keys = scores if wanted is None else [key for key in (main_metric, *wanted) if key in scores]
     metrics = {key: scores[key] for key in keys}
+    dataset = {
+        "name": resolved.dataset_name,
+        "path_or_hub_id": resolved.path_or_hub_id,
+        "split": split,
+        "revision": resolved.revision,
+    }
+    protocol = getattr(resolved.task, "protocol", None)  # local classification: train -> test or k-fold
+    if protocol:
+        dataset["protocol"] = protocol
     return {
         "task": metadata.name,
         "task_type": str(metadata.type),
-        "dataset": {
-            "name": resolved.dataset_name,
-            "path_or_hub_id": resolved.path_or_hub_id,
-            "split": split,
-            "revision": resolved.revision,
-        },
+        "dataset": dataset,
         "main_metric": main_metric,
         "main_score": scores.get("main_score", scores.get(main_metric, float("nan"))),
         "metrics": metrics,
@@ -872,7 +1253,10 @@ def evaluate(
             `retromae_hf.export.load_sentence_transformer`).
         tasks: Each entry is a BEIR-format folder (retrieval), a folder of BEIR folders (each scored, in natural
             order: the lengths of a `retromae-hf make-long-eval` set), an STS file (``.tsv``/``.csv``/``.jsonl``
-            with ``sentence1, sentence2, score``), or an MTEB task name such as ``"SciFact"`` or
+            with ``sentence1, sentence2, score``), a classification folder (``train.jsonl`` + ``test.jsonl``, or
+            ``all.jsonl`` scored by stratified 10-fold cross-validation; see `build_classification_task`), a folder
+            of classification folders, ``senteval=DIR`` (DIR's ``mr``, ``cr``, ``subj``, ``mpqa``, ``sst2``,
+            ``trec``), or an MTEB task name such as ``"SciFact"`` or
             ``"LEMBPasskeyRetrieval"`` (needs the Hub).
         output_dir: Where mteb writes its result JSONs (``results/<model>/<revision>/<task>.json``, mteb's usual
             cache layout) and where ``summary.json`` and ``summary.md`` go.
@@ -907,7 +1291,8 @@ def evaluate(
                   "task": str,                 # mteb task name (folder name / "<parent>-<stem>" for local data)
                   "task_type": str,            # "Retrieval", "STS", ... (mteb's task type)
                   "dataset": {"name": str, "path_or_hub_id": str, "split": str,
-                              "revision": str | None},  # Hub revision, or a content hash for local data
+                              "revision": str | None,   # Hub revision, or a content hash for local data
+                              "protocol": str},         # local classification only: train -> test or k-fold
                   "main_metric": str,          # "ndcg_at_10", "cosine_spearman", ...
                   "main_score": float,         # 0-1 scale, as mteb reports it
                   "metrics": {str: float}      # main metric plus e.g. mrr_at_10, map_at_10, recall_at_k (retrieval)
@@ -954,7 +1339,7 @@ def _evaluate_into(
     show_progress_bar: bool,
     save_predictions: bool,
 ) -> dict[str, Any]:
-    resolved = [_resolve_task(spec, split) for spec in expand_task_folders(tasks)]
+    resolved = [_resolve_task(spec, split) for spec in expand_task_folders(expand_task_groups(tasks))]
     _dedupe_names(resolved)
 
     import mteb
@@ -1054,7 +1439,11 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
         gain, as mteb computes it through pytrec_eval) for every judged query with a relevant document, in qrels
         order; ``mean`` equals mteb's score. STS entries are ``{"metric": "cosine_spearman", "similarity": [...],
         "gold": [...], "mean": float}``: the cosine similarity mteb computed for every pair and the gold score, in
-        file order; ``mean`` is their Spearman correlation.
+        file order; ``mean`` is their Spearman correlation. Classification entries are like retrieval's with
+        ``{"metric": "accuracy", "per_query": {row: 1.0 | 0.0}}``: whether each row of the scored file (test.jsonl,
+        or all.jsonl, each row predicted by the fold that held it out) was classified right; ``mean`` is the
+        accuracy over all rows (mteb's cross-validated score averages the folds' accuracies: equal up to the folds'
+        sizes differing by one row).
 
     Raises:
         EvaluationDataError: The summary or a predictions file is missing (evaluate without ``save_predictions``).
@@ -1087,6 +1476,8 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
                 "per_query": per_query,
                 "mean": sum(per_query.values()) / len(per_query),
             }
+        elif result["task_type"] == "Classification":
+            scores[task] = _classification_per_item(source, dataset["split"], predicted)
         elif result["task_type"] == "STS":
             gold = load_sts_file(source).score
             similarity = [float(value) for value in predicted["cosine_scores"]]
@@ -1097,3 +1488,21 @@ def per_query_scores(output_dir: str | Path, k: int = 10) -> dict[str, dict[str,
                 "mean": float(spearmanr(similarity, gold)[0]),
             }
     return scores
+
+
+def _classification_per_item(folder: Path, split: str, predicted: Any) -> dict[str, Any]:
+    """Per-row correctness (1.0 / 0.0) of a classification task's predictions, keyed by row number in the file."""
+    data = load_classification_folder(folder)
+    codes = data.label_codes()
+    labels = [codes[label] for label in data.splits[split][1]]  # the classes as the classifier numbered them
+    predictions = predicted[0]  # one experiment (train -> test) or the pooled folds (cross-validation)
+    if len(predictions) != len(labels):
+        raise EvaluationDataError(
+            f"{folder / (split + '.jsonl')}: {len(labels)} rows, but the predictions hold {len(predictions)}; "
+            "the folder changed after it was evaluated: evaluate it again"
+        )
+    per_item = {
+        str(row): float(prediction == label)
+        for row, (prediction, label) in enumerate(zip(predictions, labels, strict=True))
+    }
+    return {"metric": "accuracy", "per_query": per_item, "mean": sum(per_item.values()) / len(per_item)}

@@ -901,6 +901,13 @@ def _score(value: Any) -> str:
     return f"{float(value):.4f}" if _is_number(value) else "n/a"
 
 
+def _split_label(dataset: Mapping[str, Any]) -> str:
+    """The split, with how a local classification task was scored (train -> test, or k-fold cross-validation)."""
+    split = str(dataset.get("split") or "")
+    protocol = dataset.get("protocol")
+    return f"{split} ({protocol})" if protocol else split
+
+
 def _evaluation_tables(summary: Mapping[str, Any]) -> tuple[list[dict[str, str]], list[dict[str, str]], dict[str, str]]:
     rows, metric_rows = [], []
     for result in summary.get("results", []):
@@ -910,7 +917,7 @@ def _evaluation_tables(summary: Mapping[str, Any]) -> tuple[list[dict[str, str]]
                 "task": _cell(result["task"]),
                 "type": _cell(result.get("task_type") or ""),
                 "dataset": _cell(_dataset_id(result)),
-                "split": _cell(dataset.get("split") or ""),
+                "split": _cell(_split_label(dataset)),
                 "metric": _cell(result["main_metric"]),
                 "score": _score(result["main_score"]),
             }

@@ -678,3 +678,34 @@ def test_command_line_push_and_pull(hub, checkpoint, tmp_path):
         cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode != 0 and "nowhere" in missing.stderr
+
+
+def test_card_shows_transfer_rows_with_their_protocol(checkpoint):
+    """A classification (transfer) result of the summary becomes a row of the card and of `model-index`, its split
+    cell saying how it was scored (10-fold cross-validation or train -> test)."""
+    transfer = {
+        "task": "mr",
+        "task_type": "Classification",
+        "dataset": {
+            "name": "mr",
+            "path_or_hub_id": "/data/transfer/mr",
+            "split": "all",
+            "revision": "local-sha256-0",
+            "protocol": "stratified 10-fold cross-validation on all.jsonl",
+        },
+        "main_metric": "accuracy",
+        "main_score": 0.7512,
+        "metrics": {"accuracy": 0.7512, "f1": 0.7498},
+    }
+    summary = {**SUMMARY, "results": [*SUMMARY["results"], transfer]}
+    card = render_model_card(checkpoint, summary=summary, repo_id="org/retromae-base")
+    text = str(card)
+    assert (
+        "| mr | Classification | mr | all (stratified 10-fold cross-validation on all.jsonl) | accuracy | 0.7512 |"
+        in text
+    )
+    assert "| mr | f1 | 0.7498 |" in text
+    results = card.data.eval_results
+    assert any(
+        r.task_type == "Classification" and r.metric_type == "accuracy" and r.metric_value == 0.7512 for r in results
+    )

@@ -127,3 +127,18 @@ def test_tiny_end_to_end_run(reproduce, tmp_path: Path) -> None:
     assert (tmp_path / "figures" / "tiny_differences.png").is_file()
     # The corpus was tokenized once, into the shared cache every arm read.
     assert len(list((tmp_path / "runs" / "tokenized").iterdir())) == 1
+
+
+def test_contrastive_only_arm_shares_the_enhanced_base_and_drops_the_retromae_term(reproduce) -> None:
+    args = reproduce.parse_args(["--arms", "mlm", "enhanced", "enhanced_contrastive", "--output-dir", "/tmp/r"])
+    assert reproduce.parse_args([]).arms == ["mlm", "enhanced", "plain"]  # the default experiment is unchanged
+    assert reproduce.run_dir(args, "enhanced_contrastive", 42, 1) == reproduce.run_dir(args, "enhanced", 42, 1)
+    assert reproduce.run_dir(args, "enhanced_contrastive", 42, 2) != reproduce.run_dir(args, "enhanced", 42, 2)
+    joint = reproduce.stage2_recipe(args, "enhanced", 42)
+    contrastive = reproduce.stage2_recipe(args, "enhanced_contrastive", 42)
+    assert joint["retromae_weight"] == 1.0 and contrastive["retromae_weight"] == 0.0
+    assert contrastive["model"] == joint["model"]  # the same stage-1 model
+    assert {key: value for key, value in contrastive.items() if key not in ("retromae_weight", "output_dir")} == {
+        key: value for key, value in joint.items() if key not in ("retromae_weight", "output_dir")
+    }
+    assert ("enhanced", "enhanced_contrastive") in reproduce.COMPARISONS

@@ -36,7 +36,7 @@ tar -C "$SHARED" -cJf .gpu_data/data.tar.xz \
     data/corpus/gutenberg_en.txt data/corpus/wiki1m_for_simcse_head.txt \
     data/beir/scifact/corpus.jsonl data/beir/scifact/queries.jsonl data/beir/scifact/qrels \
     data/beir/cisi/corpus.jsonl data/beir/cisi/queries.jsonl data/beir/cisi/qrels \
-    data/sts/stsbenchmark/sts-test.tsv data/sts/sick/sick-test.tsv \
+    data/sts/stsbenchmark/sts-test.tsv data/sts/sick/sick-test.tsv data/transfer \
     data/pairs/snli_devtest/snli_devtest_triplets.csv \
     models/all-MiniLM-L6-v2/tokenizer.json models/all-MiniLM-L6-v2/tokenizer_config.json \
     models/all-MiniLM-L6-v2/vocab.txt models/all-MiniLM-L6-v2/special_tokens_map.json \

@@ -11,7 +11,9 @@
 #    without it, ../shared is used.
 # 3. Tokenizes the corpus once, then runs two processes side by side on the one GPU (the models are small, the GPU
 #    is mostly idle with one): (a) the gpu preset (the reference protocol) for seed $SEED, all three arms, both
-#    stages; (b) 3x the stage-1 steps for masked-LM and enhanced RetroMAE (tag "long"), both stages.
+#    stages; (b) 3x the stage-1 steps for masked-LM and enhanced RetroMAE (tag "long"), both stages; with
+#    TRANSFER=1, (c) STS + the five transfer tasks for masked-LM, enhanced, and enhanced with a contrastive-only
+#    stage 2 (tag "transfer", results ${RESULTS}_transfer.json).
 # 4. Copies results to $OUT as they appear (every $SYNC_S seconds): run.log (this log), a.log, b.log, env.txt,
 #    results.tar.gz (results JSON/Markdown/per-query JSON, figures, training logs, evaluation summaries). At
 #    $DEADLINE_S seconds after the start the runs are stopped, and whatever finished is reported and copied.
@@ -113,6 +115,10 @@ A_MLM=(--workers "$WORKERS" --arms mlm)
 A_ENH=(--workers "$WORKERS" --arms enhanced --no-untrained)
 A_PLAIN=(--workers "$WORKERS" --arms plain --no-untrained)
 B_EXTRA=(--workers "$WORKERS" --tag long --stage1-steps 4056 --arms mlm enhanced)
+# TRANSFER=1 adds (c): the paper's other claim, STS + SentEval transfer tasks after stage 2, for masked-LM, enhanced
+# RetroMAE, and enhanced RetroMAE with a contrastive-only stage 2 (docs/reproduction.md, "Transfer tasks").
+C_TASKS=(--tasks "$D/sts/stsbenchmark/sts-test.tsv" "$D/sts/sick/sick-test.tsv" "$D/transfer")
+C_EXTRA=(--workers "$WORKERS" --tag transfer --arms mlm enhanced enhanced_contrastive "${C_TASKS[@]}")
 if [ "$TINY" = 1 ]; then
     RUNS=$(mktemp -d /tmp/retromae_tiny_runs.XXXXXX)
     RESULTS=$RUNS/results/reproduce_tiny
@@ -127,6 +133,7 @@ if [ "$TINY" = 1 ]; then
     A_PLAIN=(--workers 1 --arms plain --no-untrained)
     DEADLINE_S=${DEADLINE_S_TINY:-1800}  # a shared CPU can be slow; the GPU deadline is for the real run
     B_EXTRA=(--workers 1 --tag long --stage1-steps 9 --arms mlm enhanced)
+    C_EXTRA=(--workers 1 --tag transfer --arms mlm enhanced enhanced_contrastive "${C_TASKS[@]}")
 fi
 if [ "$CUDA" = 0 ]; then
     COMMON+=(--no-bf16)
@@ -143,6 +150,7 @@ sync_out() {
     [ -n "$files" ] && tar -czf "$OUT/.results.tar.gz.tmp" $files 2>/dev/null && mv "$OUT/.results.tar.gz.tmp" "$OUT/results.tar.gz"
     cat "$RUNS"/a_*.log >"$OUT/a.log" 2>/dev/null
     [ -f "$RUNS/b.log" ] && cp "$RUNS/b.log" "$OUT/b.log"
+    [ -f "$RUNS/c.log" ] && cp "$RUNS/c.log" "$OUT/c.log"
     return 0
 }
 
@@ -162,6 +170,12 @@ if [ "${LONG:-0}" = 1 ]; then
     echo "== starting (b): 3x the stage-1 steps, masked-LM and enhanced"
     setsid "$PYTHON" benchmarks/reproduce.py "${COMMON[@]}" "${B_EXTRA[@]}" --results "${RESULTS}_long.json" \
         >"$RUNS/b.log" 2>&1 &
+    PIDS+=($!)
+fi
+if [ "${TRANSFER:-0}" = 1 ]; then
+    echo "== starting (c): STS + transfer tasks; masked-LM, enhanced, enhanced with a contrastive-only stage 2"
+    setsid "$PYTHON" benchmarks/reproduce.py "${COMMON[@]}" "${C_EXTRA[@]}" --results "${RESULTS}_transfer.json" \
+        --figure-prefix "$(basename "$RESULTS")_transfer" >"$RUNS/c.log" 2>&1 &
     PIDS+=($!)
 fi
 progress() { grep -h -E 'reproduce INFO (trained|evaluated) ' "$RUNS"/*.log 2>/dev/null | tail -3 | cut -c21-110 | tr '\n' '|'; }
